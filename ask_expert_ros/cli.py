@@ -1,0 +1,125 @@
+"""The ``ask-expert`` command line (entry-point layer: may import everything)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ask_expert_ros import __version__
+from ask_expert_ros.core.demo import DemoConfig, format_table, run_demo
+from ask_expert_ros.core.errors import AskExpertError
+from ask_expert_ros.core.routing import CONFIDENCE_METHODS
+from ask_expert_ros.core.taxonomy import num_experts, resolve_scheme
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(',') if t.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f'expected comma-separated numbers, got {text!r}'
+        ) from exc
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    config = DemoConfig(
+        out_dir=args.out,
+        taus=args.tau,
+        k=args.k,
+        confidence=args.confidence,
+        edge_epochs=args.edge_epochs,
+        generalist_epochs=args.generalist_epochs,
+        expert_epochs=args.expert_epochs,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    report = run_demo(config, progress=not args.quiet)
+    print(format_table(report))
+    print(f'report: {Path(args.out) / "report.json"}  ({report["wall_seconds"]:.0f} s)')
+    return 0
+
+
+def _cmd_partitions(args: argparse.Namespace) -> int:
+    scheme = resolve_scheme(args.scheme)
+    keys = scheme.expert_keys(args.k)
+    summary = {
+        'name': scheme.name,
+        'classes': scheme.num_classes,
+        'subsets': {
+            s: [scheme.class_names[c] for c in scheme.classes_of_subset(s)]
+            for s in range(1, scheme.num_subsets + 1)
+        },
+        'k': args.k,
+        'num_experts': num_experts(scheme.num_subsets, args.k),
+        'expert_keys': [list(key) for key in keys],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='ask-expert', description='Edge/near-edge ViT co-inference (Ask the Expert).'
+    )
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
+    parser.add_argument('-v', '--verbose', action='store_true', help='log at INFO level')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    demo = sub.add_parser(
+        'demo', help='train on the built-in digits and sweep tau through the co-inference engine'
+    )
+    demo.add_argument(
+        '--out',
+        type=Path,
+        default=Path('demo_out'),
+        help='output directory for the model zoo and report.json',
+    )
+    demo.add_argument(
+        '--tau',
+        type=_floats,
+        default=(0.99, 0.9, 0.8, 0.7, 0.6, 0.5),
+        help="comma-separated thresholds to sweep (default: the paper's)",
+    )
+    demo.add_argument('--k', type=int, default=2, help='Top-k of the router (default 2)')
+    demo.add_argument(
+        '--confidence',
+        choices=CONFIDENCE_METHODS,
+        default='max_softmax',
+        help='confidence score compared with tau',
+    )
+    demo.add_argument('--edge-epochs', type=int, default=15)
+    demo.add_argument('--generalist-epochs', type=int, default=15)
+    demo.add_argument('--expert-epochs', type=int, default=4)
+    demo.add_argument('--seed', type=int, default=0)
+    demo.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    demo.add_argument('--quiet', action='store_true', help='no progress bars')
+    demo.set_defaults(func=_cmd_demo)
+
+    parts = sub.add_parser('partitions', help='show a partition scheme and its expert keys')
+    parts.add_argument(
+        'scheme', help='built-in name (cifar100_s8, digits_s4, ...), file.yaml or file.yaml:SCHEME'
+    )
+    parts.add_argument('--k', type=int, default=2)
+    parts.set_defaults(func=_cmd_partitions)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format='%(levelname)s %(name)s: %(message)s',
+    )
+    try:
+        return int(args.func(args))
+    except (AskExpertError, ValueError, FileNotFoundError) as exc:
+        print(f'ask-expert: error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The co-inference engine: edge stage, router, expert stage (paper Fig. 3).
+
+Plain Python, no transport: the ROS nodes, the DDS adapter, the CLI and the
+benchmarks all drive these classes.
+
+* :class:`EdgeStage` -- frames -> logits -> accept, or offload with key, Top-k and
+  confidence (Algorithm 1, lines 1-11).
+* :class:`ExpertStage` -- offloaded frames grouped by key; each expert runs once per
+  group (lines 12-13).
+* :class:`CoInferenceEngine` -- both on one machine, for evaluation and benchmarks;
+  every frame gets exactly one final label and the source it came from.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ask_expert_ros.core.errors import AskExpertError
+from ask_expert_ros.core.library import ExpertLibrary
+from ask_expert_ros.core.models import LoadedModel, ModelConfig
+from ask_expert_ros.core.preprocess import Preprocessor
+from ask_expert_ros.core.routing import RoutingConfig, RoutingResult, route
+from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme
+
+
+class ResultSource(enum.IntEnum):
+    """Who produced a frame's final label."""
+
+    EDGE = 0  # confident edge answer
+    EXPERT = 1  # refined by the expert for the frame's key
+    FALLBACK = 2  # offloaded, but the expert failed: edge Top-1 stands
+    INVALID = 3  # the edge logits were not finite: no label (-1)
+
+
+def _preprocess_signature(config: ModelConfig) -> tuple[object, ...]:
+    return (config.img_size, config.in_chans, config.interpolation, config.mean, config.std)
+
+
+class FrameBatch:
+    """Raw frames plus their model inputs, made once per distinct preprocessing.
+
+    The edge and an expert with the same input size and normalisation share one
+    tensor instead of preprocessing the frames twice.
+    """
+
+    def __init__(
+        self, frames: np.ndarray | Sequence[np.ndarray], device: str | torch.device = 'cpu'
+    ) -> None:
+        self.frames = frames
+        self.device = torch.device(device)
+        self._inputs: dict[tuple[object, ...], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def inputs(self, config: ModelConfig) -> torch.Tensor:
+        signature = _preprocess_signature(config)
+        if signature not in self._inputs:
+            self._inputs[signature] = Preprocessor(config, self.device)(self.frames)
+        return self._inputs[signature]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class EdgeOutput:
+    """Edge stage result for a batch.
+
+    Attributes:
+        logits: ``[N, C]`` edge logits (float32, CPU).
+        routing: Per-sample routing decisions.
+        preprocess_ms: Time to turn the frames into the model input.
+        inference_ms: Edge model forward pass.
+        routing_ms: Softmax, confidence, Top-k and key computation.
+    """
+
+    logits: np.ndarray
+    routing: RoutingResult
+    preprocess_ms: float
+    inference_ms: float
+    routing_ms: float
+
+
+class EdgeStage:
+    """The generalist edge model plus the router.
+
+    ``routing`` may be replaced at any time (e.g. a new tau from ``ros2 param set``);
+    each batch reads it once.
+    """
+
+    def __init__(
+        self, model: LoadedModel, scheme: PartitionScheme, routing: RoutingConfig
+    ) -> None:
+        if model.config.class_names != scheme.class_names:
+            raise AskExpertError(
+                f'edge model classes do not match partition scheme {scheme.name!r}'
+            )
+        self.model = model
+        self.scheme = scheme
+        self.routing = routing
+        self.device = next(model.model.parameters()).device
+
+    @torch.inference_mode()
+    def run(self, batch: FrameBatch) -> EdgeOutput:
+        routing = self.routing
+        t0 = time.perf_counter()
+        x = batch.inputs(self.model.config)
+        _sync(self.device)
+        t1 = time.perf_counter()
+        logits = self.model.model(x).float()
+        _sync(self.device)
+        t2 = time.perf_counter()
+        logits_np = logits.cpu().numpy()
+        decisions = route(logits_np, self.scheme, routing)
+        t3 = time.perf_counter()
+        return EdgeOutput(
+            logits=logits_np,
+            routing=decisions,
+            preprocess_ms=(t1 - t0) * 1e3,
+            inference_ms=(t2 - t1) * 1e3,
+            routing_ms=(t3 - t2) * 1e3,
+        )
+
+
+@dataclass(frozen=True)
+class GroupTiming:
+    """One expert call: which key, how many frames, how long (preprocess included)."""
+
+    key: ExpertKey
+    batch_size: int
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class ExpertOutput:
+    """Expert stage result, aligned with the indices it was given.
+
+    Attributes:
+        labels: Expert label per requested index (-1 where it failed).
+        scores: Softmax probability of that label (NaN where it failed).
+        errors: Index -> reason, for the frames no expert could answer.
+        groups: One entry per expert call.
+    """
+
+    labels: dict[int, int]
+    scores: dict[int, float]
+    errors: dict[int, str]
+    groups: list[GroupTiming] = field(default_factory=list)
+
+    @property
+    def elapsed_ms(self) -> float:
+        return sum(g.elapsed_ms for g in self.groups)
+
+
+class ExpertStage:
+    """Runs the expert for each key once over all the frames routed to it.
+
+    Args:
+        library: Where the experts come from.
+        restrict_to_key: Take the argmax only over the classes of D_I. The paper
+            takes it over all classes (False); True forbids an expert to answer
+            with a class outside its domain.
+    """
+
+    def __init__(self, library: ExpertLibrary, restrict_to_key: bool = False) -> None:
+        self.library = library
+        self.restrict_to_key = restrict_to_key
+
+    @torch.inference_mode()
+    def run(self, batch: FrameBatch, groups: Mapping[ExpertKey, np.ndarray]) -> ExpertOutput:
+        labels: dict[int, int] = {}
+        scores: dict[int, float] = {}
+        errors: dict[int, str] = {}
+        timings: list[GroupTiming] = []
+        for key, indices in groups.items():
+            if len(indices) == 0:
+                continue
+            t0 = time.perf_counter()
+            try:
+                expert = self.library.get(key)
+            except AskExpertError as exc:
+                errors.update({int(i): str(exc) for i in indices})
+                continue
+            device = next(expert.model.parameters()).device
+            x = batch.inputs(expert.config)[torch.as_tensor(indices, device=batch.device)]
+            logits = expert.model(x.to(device)).float()
+            if not torch.isfinite(logits).all():
+                bad = ~torch.isfinite(logits).all(dim=1)
+                for i in np.asarray(indices)[bad.cpu().numpy()]:
+                    errors[int(i)] = f'expert {key} produced non-finite logits'
+            if self.restrict_to_key:
+                mask = torch.as_tensor(self.library.scheme.class_mask(key), device=device)
+                logits = logits.masked_fill(~mask, float('-inf'))
+            probs = logits.softmax(dim=1)
+            top_p, top_c = probs.max(dim=1)
+            _sync(device)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            for i, c, p in zip(indices.tolist(), top_c.tolist(), top_p.tolist(), strict=True):
+                if i not in errors:
+                    labels[i] = c
+                    scores[i] = p
+            timings.append(GroupTiming(key=key, batch_size=len(indices), elapsed_ms=elapsed))
+        return ExpertOutput(labels=labels, scores=scores, errors=errors, groups=timings)
+
+
+@dataclass(frozen=True)
+class CoInferenceResult:
+    """Final answers for a batch: exactly one label and one source per frame.
+
+    Attributes:
+        labels: Final class per frame (-1 for :attr:`ResultSource.INVALID`).
+        sources: :class:`ResultSource` per frame.
+        edge: The edge stage output (logits, routing, edge timings).
+        expert: The expert stage output (labels by index, errors, per-group timings).
+    """
+
+    labels: np.ndarray
+    sources: np.ndarray
+    edge: EdgeOutput
+    expert: ExpertOutput
+
+    @property
+    def total_ms(self) -> float:
+        e = self.edge
+        return e.preprocess_ms + e.inference_ms + e.routing_ms + self.expert.elapsed_ms
+
+
+class CoInferenceEngine:
+    """Edge stage and expert stage in one process: evaluation, demo and benchmarks."""
+
+    def __init__(self, edge: EdgeStage, experts: ExpertStage) -> None:
+        if edge.scheme.class_names != experts.library.scheme.class_names:
+            raise AskExpertError('edge and expert library use different class lists')
+        self.edge = edge
+        self.experts = experts
+
+    def infer(self, frames: np.ndarray | Sequence[np.ndarray]) -> CoInferenceResult:
+        batch = FrameBatch(frames, self.edge.device)
+        edge_out = self.edge.run(batch)
+        decisions = edge_out.routing
+        expert_out = self.experts.run(batch, decisions.groups())
+
+        labels = decisions.prediction.copy()
+        sources = np.full(len(batch), ResultSource.EDGE, dtype=np.int8)
+        sources[~decisions.valid] = ResultSource.INVALID
+        labels[~decisions.valid] = -1
+        for i, label in expert_out.labels.items():
+            labels[i] = label
+            sources[i] = ResultSource.EXPERT
+        for i in expert_out.errors:
+            sources[i] = ResultSource.FALLBACK  # edge Top-1 already in labels
+        return CoInferenceResult(labels=labels, sources=sources, edge=edge_out, expert=expert_out)

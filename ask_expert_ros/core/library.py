@@ -1,0 +1,189 @@
+"""The expert library: a manifest naming one model file per expert key, loaded lazily.
+
+``library.yaml``::
+
+    format: ask_expert_library
+    version: 1
+    k: 2
+    partition:                 # the scheme S(c), inline (PartitionScheme.to_dict)
+      name: digits_s4
+      class_names: [zero, ...]
+      class_to_subset: {zero: 1, ...}
+    edge: edge.safetensors     # optional: the generalist edge model
+    experts:                   # key -> model file, relative to the manifest
+      '1': experts/expert_1.safetensors
+      '1,3': experts/expert_1_3.safetensors
+
+An expert is loaded on first use and kept; with ``max_resident`` set, the least
+recently used expert is dropped when more would be held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ask_expert_ros.core.errors import ExpertNotFoundError, ModelConfigError, format_key
+from ask_expert_ros.core.models import LoadedModel, load_model, read_model_config
+from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme, parse_key
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = 'ask_expert_library'
+MANIFEST_VERSION = 1
+MANIFEST_NAME = 'library.yaml'
+
+
+def write_manifest(
+    directory: str | Path,
+    scheme: PartitionScheme,
+    k: int,
+    experts: Mapping[ExpertKey, str | Path],
+    edge: str | Path | None = None,
+) -> Path:
+    """Write ``directory/library.yaml``; model paths are stored relative to it."""
+    directory = Path(directory).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def rel(path: str | Path) -> str:
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(directory).as_posix()
+        except ValueError:
+            return str(path)
+
+    for key in experts:
+        scheme.check_key(key)
+    data: dict[str, Any] = {
+        'format': MANIFEST_FORMAT,
+        'version': MANIFEST_VERSION,
+        'k': int(k),
+        'partition': scheme.to_dict(),
+        'experts': {','.join(map(str, key)): rel(p) for key, p in sorted(experts.items())},
+    }
+    if edge is not None:
+        data['edge'] = rel(edge)
+    path = directory / MANIFEST_NAME
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding='utf-8')
+    return path
+
+
+class ExpertLibrary:
+    """Expert models by key, loaded on demand from a manifest.
+
+    Args:
+        manifest: ``library.yaml`` or the directory holding it.
+        device: Where experts run.
+        max_resident: Keep at most this many experts loaded (None: no limit).
+    """
+
+    def __init__(
+        self,
+        manifest: str | Path,
+        device: str | torch.device = 'cpu',
+        max_resident: int | None = None,
+    ) -> None:
+        path = Path(manifest)
+        if path.is_dir():
+            path = path / MANIFEST_NAME
+        if not path.is_file():
+            raise ModelConfigError(f'no expert library manifest at {path}')
+        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+        if not isinstance(data, dict) or data.get('format') != MANIFEST_FORMAT:
+            raise ModelConfigError(f'{path} is not an {MANIFEST_FORMAT} manifest')
+        if int(data.get('version', 0)) > MANIFEST_VERSION:
+            raise ModelConfigError(f'{path}: manifest version {data["version"]} is too new')
+        if max_resident is not None and max_resident < 1:
+            raise ValueError(f'max_resident must be >= 1 or None, got {max_resident}')
+        self.path = path
+        self.root = path.parent
+        self.k = int(data['k'])
+        self.scheme = PartitionScheme.from_dict(data['partition'])
+        self.device = torch.device(device)
+        self.max_resident = max_resident
+        self._files: dict[ExpertKey, Path] = {}
+        for key_text, file_name in (data.get('experts') or {}).items():
+            key = parse_key(str(key_text))
+            self.scheme.check_key(key)
+            self._files[key] = self.root / file_name
+        self.edge_path = self.root / data['edge'] if data.get('edge') else None
+        self._loaded: OrderedDict[ExpertKey, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def keys(self) -> list[ExpertKey]:
+        """Keys that have a model file in the manifest."""
+        return sorted(self._files, key=lambda key: (len(key), key))
+
+    @property
+    def loaded_keys(self) -> list[ExpertKey]:
+        with self._lock:
+            return list(self._loaded)
+
+    def missing_keys(self) -> list[ExpertKey]:
+        """Keys the router can produce with this ``k`` that have no expert."""
+        return [key for key in self.scheme.expert_keys(self.k) if key not in self._files]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._files
+
+    def path_of(self, key: ExpertKey) -> Path:
+        if key not in self._files:
+            raise ExpertNotFoundError(key, self.name)
+        return self._files[key]
+
+    def get(self, key: ExpertKey) -> LoadedModel:
+        """The expert for ``key``, loading it on first use.
+
+        Raises:
+            ExpertNotFoundError: The manifest names no model for ``key``.
+            ModelConfigError: The file is unreadable or was trained for other classes.
+        """
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            loaded = self._load(key)
+            self._loaded[key] = loaded
+            if self.max_resident is not None:
+                while len(self._loaded) > self.max_resident:
+                    evicted, _ = self._loaded.popitem(last=False)
+                    logger.info(
+                        'expert %s evicted (max_resident=%d)',
+                        format_key(evicted),
+                        self.max_resident,
+                    )
+            return loaded
+
+    def _load(self, key: ExpertKey) -> LoadedModel:
+        path = self.path_of(key)
+        config = read_model_config(path)
+        if config.class_names != self.scheme.class_names:
+            raise ModelConfigError(
+                f'expert {format_key(key)} ({path}) predicts other classes than scheme '
+                f'{self.scheme.name!r}'
+            )
+        if config.expert_key is not None and tuple(config.expert_key) != key:
+            raise ModelConfigError(
+                f'{path} was trained for key {format_key(config.expert_key)}, '
+                f'manifest lists it as {format_key(key)}'
+            )
+        logger.info('loading expert %s from %s', format_key(key), path)
+        return load_model(path, self.device)
+
+    def load_edge(self, device: str | torch.device | None = None) -> LoadedModel:
+        """The generalist edge model the manifest names."""
+        if self.edge_path is None:
+            raise ModelConfigError(f'{self.path} names no edge model')
+        return load_model(self.edge_path, device or self.device)

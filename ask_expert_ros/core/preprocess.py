@@ -1,0 +1,80 @@
+"""Camera frames -> model input tensors, with the preprocessing stored in the model config.
+
+Frames are ``uint8`` arrays ``[H, W]`` (mono) or ``[H, W, C]`` (RGB order, C = 3; an
+alpha channel is dropped), as a ``[N, H, W(, C)]`` batch or a list of frames of
+any sizes. The whole batch is converted, resized and normalised with tensor ops;
+no Python loop touches pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ask_expert_ros.core.errors import UnsupportedImageError
+from ask_expert_ros.core.models import ModelConfig
+
+# ITU-R BT.601 luma, the weights OpenCV's RGB2GRAY uses
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+class Preprocessor:
+    """Resize + normalise frames for one model config.
+
+    Args:
+        config: The model's config (input size, channels, mean, std, filter).
+        device: Where the output tensor lives.
+    """
+
+    def __init__(self, config: ModelConfig, device: str | torch.device = 'cpu') -> None:
+        self.size = config.img_size
+        self.in_chans = config.in_chans
+        self.mode = config.interpolation
+        self.device = torch.device(device)
+        self.mean = torch.tensor(config.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(config.std, device=self.device).view(1, -1, 1, 1)
+
+    def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+        """Frames -> ``float32 [N, in_chans, img_size, img_size]``."""
+        if isinstance(frames, np.ndarray):
+            return self._batch(frames)
+        frames = list(frames)
+        if not frames:
+            return torch.zeros((0, self.in_chans, self.size, self.size), device=self.device)
+        shapes = {f.shape for f in frames}
+        if len(shapes) == 1:
+            return self._batch(np.stack(frames))
+        return torch.cat([self._batch(f[None]) for f in frames])
+
+    def _batch(self, batch: np.ndarray) -> torch.Tensor:
+        if batch.ndim == 3:
+            batch = batch[..., None]
+        if batch.ndim != 4 or batch.shape[1] == 0 or batch.shape[2] == 0:
+            raise UnsupportedImageError(
+                f'expected frames [N, H, W] or [N, H, W, C] with H, W > 0, got {batch.shape}'
+            )
+        if batch.shape[-1] not in (1, 3, 4):
+            raise UnsupportedImageError(f'expected 1, 3 or 4 channels, got {batch.shape[-1]}')
+        if batch.dtype != np.uint8:
+            raise UnsupportedImageError(f'expected uint8 pixels, got {batch.dtype}')
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        x = x.permute(0, 3, 1, 2)[:, :3].float().div_(255.0)
+        if x.shape[1] == 3 and self.in_chans == 1:
+            x = (x * _LUMA.to(x.device)).sum(dim=1, keepdim=True)
+        elif x.shape[1] == 1 and self.in_chans == 3:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.size, self.size):
+            antialias = self.mode != 'nearest' and (
+                x.shape[-1] > self.size or x.shape[-2] > self.size
+            )
+            x = F.interpolate(
+                x,
+                size=(self.size, self.size),
+                mode=self.mode,
+                antialias=antialias,
+                **({} if self.mode == 'nearest' else {'align_corners': False}),
+            )
+        return (x - self.mean) / self.std

@@ -1,0 +1,72 @@
+"""Frames -> model input: channels, resizing, normalisation, bad frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ask_expert_ros.core.errors import UnsupportedImageError
+from ask_expert_ros.core.models import ModelConfig
+from ask_expert_ros.core.preprocess import Preprocessor
+
+RGB = ModelConfig(
+    variant='deit_3h',
+    class_names=('a',),
+    img_size=32,
+    patch_size=16,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.25, 0.25, 0.25),
+    interpolation='bilinear',
+)
+GREY = ModelConfig(
+    variant='deit_3h',
+    class_names=('a',),
+    img_size=8,
+    patch_size=4,
+    in_chans=1,
+    mean=(0.0,),
+    std=(1.0,),
+    interpolation='nearest',
+)
+
+
+def test_normalisation_values() -> None:
+    """A flat 255 frame -> (1.0 - 0.5) / 0.25 = 2.0 everywhere, at the model's size."""
+    x = Preprocessor(RGB)(np.full((2, 32, 32, 3), 255, dtype=np.uint8))
+    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
+    torch.testing.assert_close(x, torch.full_like(x, 2.0))
+
+
+def test_rgb_to_grey_uses_luma() -> None:
+    frame = np.zeros((1, 8, 8, 3), dtype=np.uint8)
+    frame[..., 1] = 255  # pure green -> 0.587
+    x = Preprocessor(GREY)(frame)
+    torch.testing.assert_close(x, torch.full((1, 1, 8, 8), 0.587))
+
+
+def test_grey_to_rgb_and_resize_and_mixed_sizes() -> None:
+    frames = [np.full((16, 16), 128, dtype=np.uint8), np.full((40, 24), 128, dtype=np.uint8)]
+    x = Preprocessor(RGB)(frames)
+    assert x.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(x, torch.full_like(x, (128 / 255 - 0.5) / 0.25))
+
+
+def test_alpha_dropped() -> None:
+    frame = np.zeros((1, 32, 32, 4), dtype=np.uint8)
+    frame[..., 3] = 255
+    torch.testing.assert_close(Preprocessor(RGB)(frame), torch.full((1, 3, 32, 32), -2.0))
+
+
+@pytest.mark.parametrize(
+    ('frames', 'error'),
+    [
+        (np.zeros((1, 0, 8), dtype=np.uint8), 'H, W > 0'),
+        (np.zeros((1, 8, 8, 2), dtype=np.uint8), '1, 3 or 4 channels'),
+        (np.zeros((1, 8, 8), dtype=np.float32), 'uint8'),
+        (np.zeros((8,), dtype=np.uint8), 'expected frames'),
+    ],
+)
+def test_bad_frames(frames, error) -> None:
+    with pytest.raises(UnsupportedImageError, match=error):
+        Preprocessor(GREY)(frames)
