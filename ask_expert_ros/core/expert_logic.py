@@ -1,0 +1,270 @@
+"""What the expert node does, written once for every transport.
+
+Requests in -> validated and decoded at once (bad ones answered with an error
+status) -> one FIFO queue per expert key -> micro-batches, run when a queue holds
+``max_batch`` requests or its oldest has waited ``max_wait_ms`` -> one reply per
+request. Every accepted request gets exactly one reply; order within a key is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ask_expert_ros.core.engine import ExpertStage, FrameBatch
+from ask_expert_ros.core.errors import UnsupportedImageError, format_key
+from ask_expert_ros.core.image_codec import decode_compressed, decode_image
+from ask_expert_ros.core.messages import (
+    ExpertReply,
+    FrameFormat,
+    ImageData,
+    OffloadRequest,
+    Status,
+)
+from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExpertParams:
+    """Expert node settings (ROS parameters of the same names).
+
+    Attributes:
+        max_batch: Largest micro-batch per expert call.
+        max_wait_ms: Longest a request waits for its batch to fill.
+        honor_deadline: Skip (answer EXPIRED) requests whose deadline has passed by this
+            node's wall clock. Needs the boards' clocks in sync (chrony/PTP).
+        restrict_to_key: Argmax only over the classes of the key's subsets.
+    """
+
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    honor_deadline: bool = True
+    restrict_to_key: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f'max_batch must be >= 1, got {self.max_batch}')
+        if self.max_wait_ms < 0:
+            raise ValueError(f'max_wait_ms must be >= 0, got {self.max_wait_ms}')
+
+
+@dataclass
+class ExpertCounters:
+    requests: int = 0
+    answered: int = 0  # replies with STATUS_OK
+    batches: int = 0
+    bad_request: int = 0
+    unknown_key: int = 0
+    bad_frame: int = 0
+    expired: int = 0
+    model_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class _Queued:
+    request: OffloadRequest
+    pixels: np.ndarray
+    arrived_ns: int
+
+
+def decode_request_image(image: ImageData) -> np.ndarray:
+    """The frame of a request as ``uint8`` pixels."""
+    if image.format == FrameFormat.COMPRESSED:
+        return decode_compressed(image.encoding, image.data)
+    if image.format == FrameFormat.RAW:
+        return decode_image(image.height, image.width, image.encoding, image.step, image.data,
+                            image.is_bigendian)
+    raise UnsupportedImageError(f'unknown frame_format {image.format}')
+
+
+class ExpertLogic:
+    """Validation, per-key queues and micro-batching in front of an :class:`ExpertStage`.
+
+    Thread-safe: :meth:`submit` may run on the transport's thread while a worker
+    calls :meth:`poll`.
+    """
+
+    def __init__(
+        self,
+        stage: ExpertStage,
+        params: ExpertParams | None = None,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.stage = stage
+        self._params = params or ExpertParams()
+        self.params = self._params
+        self.counters = ExpertCounters()
+        self._monotonic_ns = monotonic_ns
+        self._wall_ns = wall_ns
+        self._queues: dict[ExpertKey, deque[_Queued]] = {}
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+
+    @property
+    def params(self) -> ExpertParams:
+        return self._params
+
+    @params.setter
+    def params(self, params: ExpertParams) -> None:
+        """Swap all settings at once (e.g. from ``ros2 param set``)."""
+        self._params = params
+        self.stage.restrict_to_key = params.restrict_to_key
+
+    @property
+    def scheme(self) -> PartitionScheme:
+        return self.stage.library.scheme
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return sum(len(q) for q in self._queues.values())
+
+    def submit(self, request: OffloadRequest) -> ExpertReply | None:
+        """Queue a request; an immediate error reply when it cannot be served."""
+        with self._lock:
+            self.counters.requests += 1
+        problem = self._validate(request)
+        if problem is not None:
+            return problem
+        try:
+            pixels = decode_request_image(request.image)
+        except UnsupportedImageError as exc:
+            with self._lock:
+                self.counters.bad_frame += 1
+            return _error(request, Status.BAD_FRAME, str(exc))
+        with self._lock:
+            queue = self._queues.setdefault(tuple(request.expert_key), deque())
+            queue.append(_Queued(request, pixels, self._monotonic_ns()))
+            self._wakeup.notify_all()
+        return None
+
+    def _validate(self, request: OffloadRequest) -> ExpertReply | None:
+        scheme = self.scheme
+        key = tuple(request.expert_key)
+        status, reason = Status.OK, ''
+        if request.partition != scheme.name:
+            status, reason = Status.BAD_REQUEST, (
+                f'request uses partition {request.partition!r}, this node serves '
+                f'{scheme.name!r}')
+        elif len(request.topk_classes) != len(request.topk_scores):
+            status, reason = Status.BAD_REQUEST, 'topk_classes and topk_scores differ in length'
+        elif not key or list(key) != sorted(set(key)) or not all(
+                1 <= s <= scheme.num_subsets for s in key):
+            status, reason = Status.BAD_REQUEST, f'malformed expert key {list(key)}'
+        elif key not in self.stage.library:
+            status, reason = Status.UNKNOWN_KEY, f'no expert for key {format_key(key)}'
+        if status == Status.OK:
+            return None
+        with self._lock:
+            if status == Status.UNKNOWN_KEY:
+                self.counters.unknown_key += 1
+            else:
+                self.counters.bad_request += 1
+        return _error(request, status, reason)
+
+    def next_due_ns(self) -> int | None:
+        """When the oldest queued request reaches ``max_wait_ms`` (monotonic ns)."""
+        wait = int(self.params.max_wait_ms * 1e6)
+        with self._lock:
+            oldest = [q[0].arrived_ns for q in self._queues.values() if q]
+        return min(oldest) + wait if oldest else None
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until a request arrives or ``timeout_s`` passes (for a worker loop)."""
+        with self._wakeup:
+            if not any(self._queues.values()):
+                self._wakeup.wait(timeout_s)
+
+    def poll(self, flush: bool = False) -> list[ExpertReply]:
+        """Run every batch that is due (full, waited long enough, or ``flush``)."""
+        replies: list[ExpertReply] = []
+        while True:
+            batch = self._take_due_batch(flush)
+            if batch is None:
+                return replies
+            replies.extend(self._run(*batch))
+
+    def _take_due_batch(self, flush: bool) -> tuple[ExpertKey, list[_Queued]] | None:
+        params = self.params
+        now = self._monotonic_ns()
+        wait = int(params.max_wait_ms * 1e6)
+        with self._lock:
+            due = [(q[0].arrived_ns, key) for key, q in self._queues.items()
+                   if q and (flush or len(q) >= params.max_batch or now - q[0].arrived_ns >= wait)]
+            if not due:
+                return None
+            _, key = min(due)  # the longest-waiting key first
+            queue = self._queues[key]
+            items = [queue.popleft() for _ in range(min(params.max_batch, len(queue)))]
+            return key, items
+
+    def _run(self, key: ExpertKey, items: list[_Queued]) -> list[ExpertReply]:
+        replies: list[ExpertReply] = []
+        live: list[_Queued] = []
+        wall_now = self._wall_ns()
+        for item in items:
+            if self.params.honor_deadline and item.request.deadline.to_ns() < wall_now:
+                with self._lock:
+                    self.counters.expired += 1
+                replies.append(_error(item.request, Status.EXPIRED, 'deadline passed in queue'))
+            else:
+                live.append(item)
+        if not live:
+            return replies
+        start = self._monotonic_ns()
+        batch = FrameBatch([item.pixels for item in live])
+        output = self.stage.run(batch, {key: np.arange(len(live))})
+        elapsed = output.groups[0].elapsed_ms if output.groups else 0.0
+        names = self.scheme.class_names
+        expert_name = self._expert_name(key)
+        with self._lock:
+            self.counters.batches += 1
+        for i, item in enumerate(live):
+            request = item.request
+            queue_ms = (start - item.arrived_ns) / 1e6
+            if i in output.errors:
+                status = (Status.UNKNOWN_KEY if 'no expert for key' in output.errors[i]
+                          else Status.MODEL_ERROR)
+                with self._lock:
+                    self.counters.model_errors += 1
+                replies.append(_error(request, status, output.errors[i], queue_ms=queue_ms,
+                                      batch_size=len(live)))
+                continue
+            label = output.labels[i]
+            with self._lock:
+                self.counters.answered += 1
+            replies.append(ExpertReply(
+                header=request.header, edge_id=request.edge_id, request_id=request.request_id,
+                status=Status.OK, label=label, label_name=names[label],
+                score=output.scores[i], expert_key=key, expert_name=expert_name,
+                queue_ms=queue_ms, inference_ms=elapsed, batch_size=len(live),
+            ))
+        return replies
+
+    def _expert_name(self, key: ExpertKey) -> str:
+        try:
+            return self.stage.library.path_of(key).stem
+        except KeyError:
+            return ''
+
+
+def _error(request: OffloadRequest, status: Status, reason: str, queue_ms: float = 0.0,
+           batch_size: int = 0) -> ExpertReply:
+    logger.debug('request %s/%d: %s %s', request.edge_id, request.request_id, status.name, reason)
+    return ExpertReply(
+        header=request.header, edge_id=request.edge_id, request_id=request.request_id,
+        status=status, expert_key=tuple(request.expert_key), error=reason, queue_ms=queue_ms,
+        batch_size=batch_size,
+    )
