@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ask_expert_ros.core.engine import EdgeStage, ExpertStage, ResultSource
 from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
+from ask_expert_ros.core.engine import EdgeStage, ExpertStage, ResultSource
 from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
 from ask_expert_ros.core.image_codec import encode_image
 from ask_expert_ros.core.library import ExpertLibrary
@@ -43,8 +43,9 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def make_edge(zoo: Path, clock: FakeClock, tau: float = 1.01, edge_id: str = 'robot1',
-              **kwargs) -> EdgeLogic:
+def make_edge(
+    zoo: Path, clock: FakeClock, tau: float = 1.01, edge_id: str = 'robot1', **kwargs
+) -> EdgeLogic:
     library = ExpertLibrary(zoo)
     stage = EdgeStage(library.load_edge(), library.scheme, RoutingConfig(tau=tau, k=2))
     params = EdgeParams(edge_id=edge_id, routing=RoutingConfig(tau=tau, k=2), **kwargs)
@@ -52,8 +53,9 @@ def make_edge(zoo: Path, clock: FakeClock, tau: float = 1.01, edge_id: str = 'ro
 
 
 def make_expert(zoo: Path, clock: FakeClock, **kwargs) -> ExpertLogic:
-    return ExpertLogic(ExpertStage(ExpertLibrary(zoo)), ExpertParams(**kwargs),
-                       monotonic_ns=clock, wall_ns=clock)
+    return ExpertLogic(
+        ExpertStage(ExpertLibrary(zoo)), ExpertParams(**kwargs), monotonic_ns=clock, wall_ns=clock
+    )
 
 
 def as_frames(pixels: np.ndarray) -> list[Frame]:
@@ -76,8 +78,9 @@ def test_every_frame_gets_one_result_through_the_expert(zoo, frames, clock) -> N
     assert stamps == list(range(100, 100 + len(frames)))  # camera stamps carried through
     assert edge.counters.results == edge.counters.frames == len(frames)
     assert edge.pending_count == 0
-    for request, reply in zip(step.requests, sorted(replies, key=lambda r: r.request_id),
-                              strict=True):
+    for request, reply in zip(
+        step.requests, sorted(replies, key=lambda r: r.request_id), strict=True
+    ):
         assert reply.expert_key == request.expert_key  # the expert Algorithm 1 chose
         assert 1 <= reply.batch_size <= 4
 
@@ -99,8 +102,9 @@ def test_deadline_fallback_and_late_reply_dropped(zoo, frames, clock) -> None:
     fallbacks = edge.expire()
     assert len(fallbacks) == 3 and {r.source for r in fallbacks} == {ResultSource.FALLBACK}
     assert all(r.reason == 'expert deadline passed' for r in fallbacks)
-    late = ExpertReply(step.requests[0].header, 'robot1', step.requests[0].request_id, Status.OK,
-                       label=1)
+    late = ExpertReply(
+        step.requests[0].header, 'robot1', step.requests[0].request_id, Status.OK, label=1
+    )
     assert edge.on_reply(late) is None
     assert edge.counters.late_replies == 1 and edge.counters.results == 3
 
@@ -116,8 +120,9 @@ def test_foreign_replies_never_become_results(zoo, frames, clock) -> None:
 def test_error_reply_falls_back(zoo, frames, clock) -> None:
     edge = make_edge(zoo, clock)
     request = edge.process(as_frames(frames[:1])).requests[0]
-    reply = ExpertReply(request.header, 'robot1', request.request_id, Status.MODEL_ERROR,
-                        error='boom')
+    reply = ExpertReply(
+        request.header, 'robot1', request.request_id, Status.MODEL_ERROR, error='boom'
+    )
     result = edge.on_reply(reply)
     assert result.source == ResultSource.FALLBACK and 'MODEL_ERROR: boom' in result.reason
     assert edge.counters.fallback_error == 1
@@ -205,13 +210,17 @@ def test_bad_requests_answered_with_a_status(zoo, frames, clock) -> None:
     request = offload_all(zoo, frames, clock, n=1)[0]
     expert = make_expert(zoo, clock)
     cases = {
-        Status.BAD_REQUEST: [replace(request, partition='other'),
-                             replace(request, expert_key=(3, 1)),
-                             replace(request, expert_key=(9,)),
-                             replace(request, topk_scores=(0.5,))],
-        Status.BAD_FRAME: [replace(request, image=replace(request.image, encoding='yuv422')),
-                           replace(request, image=replace(request.image, data=b'\x00' * 3)),
-                           replace(request, image=ImageData(FrameFormat.COMPRESSED, b'nope'))],
+        Status.BAD_REQUEST: [
+            replace(request, partition='other'),
+            replace(request, expert_key=(3, 1)),
+            replace(request, expert_key=(9,)),
+            replace(request, topk_scores=(0.5,)),
+        ],
+        Status.BAD_FRAME: [
+            replace(request, image=replace(request.image, encoding='yuv422')),
+            replace(request, image=replace(request.image, data=b'\x00' * 3)),
+            replace(request, image=ImageData(FrameFormat.COMPRESSED, b'nope')),
+        ],
     }
     for status, bad in cases.items():
         for r in bad:
@@ -226,8 +235,12 @@ def test_unknown_key_and_expired(tmp_path, zoo, frames, clock, scheme) -> None:
 
     full = ExpertLibrary(zoo)
     partial = write_manifest(tmp_path / 'p', scheme, 2, {(1,): full.path_of((1,))})
-    expert = ExpertLogic(ExpertStage(ExpertLibrary(partial)), ExpertParams(max_wait_ms=0),
-                         monotonic_ns=clock, wall_ns=clock)
+    expert = ExpertLogic(
+        ExpertStage(ExpertLibrary(partial)),
+        ExpertParams(max_wait_ms=0),
+        monotonic_ns=clock,
+        wall_ns=clock,
+    )
     request = offload_all(zoo, frames, clock, n=1)[0]
     reply = expert.submit(replace(request, expert_key=(2, 3)))
     assert reply.status == Status.UNKNOWN_KEY and '{2,3}' in reply.error
@@ -235,3 +248,44 @@ def test_unknown_key_and_expired(tmp_path, zoo, frames, clock, scheme) -> None:
     assert expert.submit(ok) is None
     clock.advance_ms(2)
     assert [r.status for r in expert.poll()] == [Status.EXPIRED]
+
+
+# -- parameters ---------------------------------------------------------------------------
+
+
+def test_shipped_params_files_resolve() -> None:
+    from ask_expert_ros.core.node_config import (
+        EDGE_PARAMS,
+        EXPERT_PARAMS,
+        edge_params,
+        expert_params,
+        load_params_file,
+        resolve,
+    )
+    from ask_expert_ros.core.taxonomy import config_dir
+
+    edge_values = resolve(EDGE_PARAMS, load_params_file(config_dir() / 'edge.yaml', 'edge'))
+    assert {s.name for s in EDGE_PARAMS} == set(edge_values)
+    params = edge_params(edge_values)
+    assert params.routing.tau == 0.8 and params.edge_id  # hostname-pid default
+    expert_values = resolve(
+        EXPERT_PARAMS, load_params_file(config_dir() / 'expert.yaml', 'expert')
+    )
+    assert expert_params(expert_values).max_batch == 8
+
+
+@pytest.mark.parametrize(
+    ('values', 'error'),
+    [
+        ({'tau': -1.0}, 'tau must be >= 0'),
+        ({'k': 1.5}, 'k must be an integer'),
+        ({'confidence': 'vibes'}, 'confidence must be one of'),
+        ({'offload': 'yes'}, 'true or false'),
+        ({'tau_typo': 1}, 'unknown parameters'),
+    ],
+)
+def test_bad_param_values_say_why(values, error) -> None:
+    from ask_expert_ros.core.node_config import EDGE_PARAMS, resolve
+
+    with pytest.raises(ValueError, match=error):
+        resolve(EDGE_PARAMS, values)

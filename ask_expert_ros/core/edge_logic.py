@@ -92,8 +92,15 @@ class EdgeCounters:
 
     @property
     def results(self) -> int:
-        return (self.bad_input + self.invalid_logits + self.accepted + self.expert
-                + self.fallback_deadline + self.fallback_error + self.fallback_unavailable)
+        return (
+            self.bad_input
+            + self.invalid_logits
+            + self.accepted
+            + self.expert
+            + self.fallback_deadline
+            + self.fallback_error
+            + self.fallback_unavailable
+        )
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {'results': self.results}
@@ -200,15 +207,31 @@ class EdgeLogic:
                 confidence = float(decisions.confidence[i])
                 if not decisions.valid[i]:
                     self.counters.invalid_logits += 1
-                    results.append(FinalResult(frame.header, -1, '', 0.0, ResultSource.INVALID,
-                                               reason='edge model output is not finite',
-                                               edge_ms=edge_ms))
+                    results.append(
+                        FinalResult(
+                            frame.header,
+                            -1,
+                            '',
+                            0.0,
+                            ResultSource.INVALID,
+                            reason='edge model output is not finite',
+                            edge_ms=edge_ms,
+                        )
+                    )
                     continue
                 if not (params.offload and decisions.offload[i]):
                     self.counters.accepted += 1
-                    results.append(FinalResult(frame.header, label, names[label], score,
-                                               ResultSource.EDGE, edge_confidence=confidence,
-                                               edge_ms=edge_ms))
+                    results.append(
+                        FinalResult(
+                            frame.header,
+                            label,
+                            names[label],
+                            score,
+                            ResultSource.EDGE,
+                            edge_confidence=confidence,
+                            edge_ms=edge_ms,
+                        )
+                    )
                     continue
                 key = decisions.key(i) or ()
                 request_id = self._next_id
@@ -217,23 +240,36 @@ class EdgeLogic:
                     image = self._image_for(frame, params)
                 except UnsupportedImageError as exc:
                     self.counters.fallback_error += 1
-                    results.append(self._fallback_result(
-                        _Pending(frame.header, label, score, confidence, key, deadline_ns,
-                                 edge_ms), f'cannot encode frame for the expert: {exc}'))
+                    results.append(
+                        self._fallback_result(
+                            _Pending(
+                                frame.header, label, score, confidence, key, deadline_ns, edge_ms
+                            ),
+                            f'cannot encode frame for the expert: {exc}',
+                        )
+                    )
                     continue
                 self.counters.offloaded += 1
-                self._pending[request_id] = _Pending(frame.header, label, score, confidence, key,
-                                                     deadline_ns, edge_ms)
-                requests.append(OffloadRequest(
-                    header=frame.header, edge_id=params.edge_id, request_id=request_id,
-                    image=image,
-                    topk_classes=tuple(int(c) for c in decisions.topk_classes[i]),
-                    topk_scores=tuple(float(s) for s in decisions.topk_scores[i]),
-                    expert_key=key, partition=self.stage.scheme.name, confidence=confidence,
-                    confidence_method=params.routing.confidence, deadline=wall_deadline,
-                    edge_preprocess_ms=output.preprocess_ms / len(frames),
-                    edge_inference_ms=output.inference_ms / len(frames),
-                ))
+                self._pending[request_id] = _Pending(
+                    frame.header, label, score, confidence, key, deadline_ns, edge_ms
+                )
+                requests.append(
+                    OffloadRequest(
+                        header=frame.header,
+                        edge_id=params.edge_id,
+                        request_id=request_id,
+                        image=image,
+                        topk_classes=tuple(int(c) for c in decisions.topk_classes[i]),
+                        topk_scores=tuple(float(s) for s in decisions.topk_scores[i]),
+                        expert_key=key,
+                        partition=self.stage.scheme.name,
+                        confidence=confidence,
+                        confidence_method=params.routing.confidence,
+                        deadline=wall_deadline,
+                        edge_preprocess_ms=output.preprocess_ms / len(frames),
+                        edge_inference_ms=output.inference_ms / len(frames),
+                    )
+                )
         return EdgeStep(results, requests)
 
     def on_reply(self, reply: ExpertReply) -> FinalResult | None:
@@ -251,13 +287,23 @@ class EdgeLogic:
                 reason = f'expert {Status(reply.status).name}: {reply.error}'.rstrip(': ')
                 if reply.status == Status.OK:
                     reason = f'expert answered unknown label {reply.label}'
-                return replace(self._fallback_result(pending, reason),
-                               queue_ms=reply.queue_ms, expert_ms=reply.inference_ms)
+                return replace(
+                    self._fallback_result(pending, reason),
+                    queue_ms=reply.queue_ms,
+                    expert_ms=reply.inference_ms,
+                )
             self.counters.expert += 1
         return FinalResult(
-            pending.header, reply.label, self.class_names[reply.label], reply.score,
-            ResultSource.EXPERT, edge_confidence=pending.confidence, expert_key=pending.key,
-            edge_ms=pending.edge_ms, expert_ms=reply.inference_ms, queue_ms=reply.queue_ms,
+            pending.header,
+            reply.label,
+            self.class_names[reply.label],
+            reply.score,
+            ResultSource.EXPERT,
+            edge_confidence=pending.confidence,
+            expert_key=pending.key,
+            edge_ms=pending.edge_ms,
+            expert_ms=reply.inference_ms,
+            queue_ms=reply.queue_ms,
         )
 
     def expire(self) -> list[FinalResult]:
@@ -282,9 +328,15 @@ class EdgeLogic:
 
     def _fallback_result(self, pending: _Pending, reason: str) -> FinalResult:
         return FinalResult(
-            pending.header, pending.prediction, self.class_names[pending.prediction],
-            pending.score, ResultSource.FALLBACK, reason=reason,
-            edge_confidence=pending.confidence, expert_key=pending.key, edge_ms=pending.edge_ms,
+            pending.header,
+            pending.prediction,
+            self.class_names[pending.prediction],
+            pending.score,
+            ResultSource.FALLBACK,
+            reason=reason,
+            edge_confidence=pending.confidence,
+            expert_key=pending.key,
+            edge_ms=pending.edge_ms,
         )
 
     @staticmethod

@@ -83,8 +83,9 @@ def decode_request_image(image: ImageData) -> np.ndarray:
     if image.format == FrameFormat.COMPRESSED:
         return decode_compressed(image.encoding, image.data)
     if image.format == FrameFormat.RAW:
-        return decode_image(image.height, image.width, image.encoding, image.step, image.data,
-                            image.is_bigendian)
+        return decode_image(
+            image.height, image.width, image.encoding, image.step, image.data, image.is_bigendian
+        )
     raise UnsupportedImageError(f'unknown frame_format {image.format}')
 
 
@@ -155,13 +156,20 @@ class ExpertLogic:
         key = tuple(request.expert_key)
         status, reason = Status.OK, ''
         if request.partition != scheme.name:
-            status, reason = Status.BAD_REQUEST, (
-                f'request uses partition {request.partition!r}, this node serves '
-                f'{scheme.name!r}')
+            status, reason = (
+                Status.BAD_REQUEST,
+                (
+                    f'request uses partition {request.partition!r}, this node serves '
+                    f'{scheme.name!r}'
+                ),
+            )
         elif len(request.topk_classes) != len(request.topk_scores):
             status, reason = Status.BAD_REQUEST, 'topk_classes and topk_scores differ in length'
-        elif not key or list(key) != sorted(set(key)) or not all(
-                1 <= s <= scheme.num_subsets for s in key):
+        elif (
+            not key
+            or list(key) != sorted(set(key))
+            or not all(1 <= s <= scheme.num_subsets for s in key)
+        ):
             status, reason = Status.BAD_REQUEST, f'malformed expert key {list(key)}'
         elif key not in self.stage.library:
             status, reason = Status.UNKNOWN_KEY, f'no expert for key {format_key(key)}'
@@ -201,8 +209,11 @@ class ExpertLogic:
         now = self._monotonic_ns()
         wait = int(params.max_wait_ms * 1e6)
         with self._lock:
-            due = [(q[0].arrived_ns, key) for key, q in self._queues.items()
-                   if q and (flush or len(q) >= params.max_batch or now - q[0].arrived_ns >= wait)]
+            due = [
+                (q[0].arrived_ns, key)
+                for key, q in self._queues.items()
+                if q and (flush or len(q) >= params.max_batch or now - q[0].arrived_ns >= wait)
+            ]
             if not due:
                 return None
             _, key = min(due)  # the longest-waiting key first
@@ -235,22 +246,38 @@ class ExpertLogic:
             request = item.request
             queue_ms = (start - item.arrived_ns) / 1e6
             if i in output.errors:
-                status = (Status.UNKNOWN_KEY if 'no expert for key' in output.errors[i]
-                          else Status.MODEL_ERROR)
+                status = (
+                    Status.UNKNOWN_KEY
+                    if 'no expert for key' in output.errors[i]
+                    else Status.MODEL_ERROR
+                )
                 with self._lock:
                     self.counters.model_errors += 1
-                replies.append(_error(request, status, output.errors[i], queue_ms=queue_ms,
-                                      batch_size=len(live)))
+                replies.append(
+                    _error(
+                        request, status, output.errors[i], queue_ms=queue_ms, batch_size=len(live)
+                    )
+                )
                 continue
             label = output.labels[i]
             with self._lock:
                 self.counters.answered += 1
-            replies.append(ExpertReply(
-                header=request.header, edge_id=request.edge_id, request_id=request.request_id,
-                status=Status.OK, label=label, label_name=names[label],
-                score=output.scores[i], expert_key=key, expert_name=expert_name,
-                queue_ms=queue_ms, inference_ms=elapsed, batch_size=len(live),
-            ))
+            replies.append(
+                ExpertReply(
+                    header=request.header,
+                    edge_id=request.edge_id,
+                    request_id=request.request_id,
+                    status=Status.OK,
+                    label=label,
+                    label_name=names[label],
+                    score=output.scores[i],
+                    expert_key=key,
+                    expert_name=expert_name,
+                    queue_ms=queue_ms,
+                    inference_ms=elapsed,
+                    batch_size=len(live),
+                )
+            )
         return replies
 
     def _expert_name(self, key: ExpertKey) -> str:
@@ -260,11 +287,21 @@ class ExpertLogic:
             return ''
 
 
-def _error(request: OffloadRequest, status: Status, reason: str, queue_ms: float = 0.0,
-           batch_size: int = 0) -> ExpertReply:
+def _error(
+    request: OffloadRequest,
+    status: Status,
+    reason: str,
+    queue_ms: float = 0.0,
+    batch_size: int = 0,
+) -> ExpertReply:
     logger.debug('request %s/%d: %s %s', request.edge_id, request.request_id, status.name, reason)
     return ExpertReply(
-        header=request.header, edge_id=request.edge_id, request_id=request.request_id,
-        status=status, expert_key=tuple(request.expert_key), error=reason, queue_ms=queue_ms,
+        header=request.header,
+        edge_id=request.edge_id,
+        request_id=request.request_id,
+        status=status,
+        expert_key=tuple(request.expert_key),
+        error=reason,
+        queue_ms=queue_ms,
         batch_size=batch_size,
     )

@@ -33,7 +33,11 @@ CompressedFormat = Literal['jpeg', 'png']
 
 
 def decode_image(
-    height: int, width: int, encoding: str, step: int, data: bytes | memoryview | np.ndarray,
+    height: int,
+    width: int,
+    encoding: str,
+    step: int,
+    data: bytes | memoryview | np.ndarray,
     is_bigendian: bool = False,
 ) -> np.ndarray:
     """A ``sensor_msgs/Image`` payload -> ``uint8`` RGB or mono frame.
@@ -73,8 +77,9 @@ def decode_image(
 def encode_image(frame: np.ndarray) -> tuple[int, int, str, int, bytes]:
     """``uint8 [H, W]`` or ``[H, W, 3]`` RGB -> (height, width, encoding, step, data)."""
     if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or 0 in frame.shape:
-        raise UnsupportedImageError(f'expected a non-empty uint8 frame, got {frame.dtype} '
-                                    f'{frame.shape}')
+        raise UnsupportedImageError(
+            f'expected a non-empty uint8 frame, got {frame.dtype} {frame.shape}'
+        )
     if frame.ndim == 3 and frame.shape[2] != 3:
         raise UnsupportedImageError(f'expected 3 channels (RGB), got {frame.shape[2]}')
     height, width = frame.shape[:2]
@@ -100,8 +105,9 @@ def decode_compressed(fmt: str, data: bytes | memoryview | np.ndarray) -> np.nda
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
-def encode_compressed(frame: np.ndarray, fmt: CompressedFormat = 'jpeg',
-                      quality: int = 90) -> tuple[str, bytes]:
+def encode_compressed(
+    frame: np.ndarray, fmt: CompressedFormat = 'jpeg', quality: int = 90
+) -> tuple[str, bytes]:
     """RGB or mono ``uint8`` frame -> (format string as image_transport writes it, bytes)."""
     if frame.ndim == 3:
         frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)

@@ -1,0 +1,247 @@
+"""The nodes' parameters, declared once for both adapters.
+
+The rclpy adapter declares each :class:`ParamSpec` as a ROS parameter (with its
+description and range); the Cyclone DDS adapter reads the same names from the
+same ROS params YAML (``config/edge.yaml``, ``config/expert.yaml``). Both build the
+typed :class:`EdgeParams` / :class:`ExpertParams` with the functions below, so a
+value is validated by one rule wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ask_expert_ros.core.edge_logic import EdgeParams
+from ask_expert_ros.core.expert_logic import ExpertParams
+from ask_expert_ros.core.routing import CONFIDENCE_METHODS, RoutingConfig
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter.
+
+    Attributes:
+        name: Parameter name (ROS naming, snake_case).
+        default: Default value; its Python type is the parameter's type.
+        description: Shown by ``ros2 param describe``.
+        choices: Allowed values for a string parameter.
+        low / high: Inclusive range for a number.
+        dynamic: Whether it may change at run time (``ros2 param set``).
+    """
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    dynamic: bool = True
+
+    def check(self, value: Any) -> bool | int | float | str:
+        """``value`` converted to this parameter's type, or ValueError saying why not."""
+        kind = type(self.default)
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f'{self.name} must be true or false, got {value!r}')
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f'{self.name} must be an integer, got {value!r}')
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f'{self.name} must be a number, got {value!r}')
+            value = float(value)
+        elif not isinstance(value, str):
+            raise ValueError(f'{self.name} must be a string, got {value!r}')
+        if self.choices and value not in self.choices:
+            raise ValueError(f'{self.name} must be one of {list(self.choices)}, got {value!r}')
+        if self.low is not None and value < self.low:
+            raise ValueError(f'{self.name} must be >= {self.low}, got {value}')
+        if self.high is not None and value > self.high:
+            raise ValueError(f'{self.name} must be <= {self.high}, got {value}')
+        return value
+
+
+QOS_RELIABILITY = ('best_effort', 'reliable')
+
+COMMON_PARAMS = (
+    ParamSpec(
+        'library',
+        '',
+        'Expert library manifest (library.yaml) or its directory; the '
+        'edge node takes its model and partition scheme from it.',
+        dynamic=False,
+    ),
+    ParamSpec(
+        'device', 'cpu', "Torch device for inference: 'cpu', 'cuda', 'cuda:1' ...", dynamic=False
+    ),
+    ParamSpec(
+        'request_qos_depth',
+        100,
+        'History depth of the reliable ExpertRequest '
+        'endpoints. Deep on purpose: a shallow reliable queue drops large samples '
+        'when the writer outruns the reader.',
+        low=1,
+        high=10000,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'response_qos_depth',
+        100,
+        'History depth of the reliable ExpertResponse endpoints.',
+        low=1,
+        high=10000,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'diagnostics_period_s',
+        1.0,
+        'Period of /diagnostics messages, seconds.',
+        low=0.05,
+        high=60.0,
+        dynamic=False,
+    ),
+)
+
+EDGE_PARAMS = (
+    *COMMON_PARAMS,
+    ParamSpec(
+        'edge_id',
+        '',
+        'Unique id among the edges sharing an expert node; empty: <hostname>-<pid>.',
+        dynamic=False,
+    ),
+    ParamSpec(
+        'tau',
+        0.8,
+        'Confidence threshold: frames with confidence < tau go to the '
+        'expert. 0 never offloads; > 1 always does.',
+        low=0.0,
+        high=2.0,
+    ),
+    ParamSpec('k', 2, 'Top-k classes that form the routing key.', low=1, high=16),
+    ParamSpec(
+        'confidence',
+        'max_softmax',
+        'Confidence score compared with tau.',
+        choices=CONFIDENCE_METHODS,
+    ),
+    ParamSpec(
+        'deadline_ms',
+        250.0,
+        'How long to wait for the expert before publishing the '
+        'edge Top-1 as a fallback, milliseconds.',
+        low=1.0,
+        high=60000.0,
+    ),
+    ParamSpec('offload', True, 'Send uncertain frames to the expert at all.'),
+    ParamSpec(
+        'transport',
+        'raw',
+        'How frames travel to the expert: raw sensor_msgs/Image '
+        'or JPEG sensor_msgs/CompressedImage.',
+        choices=('raw', 'compressed'),
+    ),
+    ParamSpec('jpeg_quality', 90, 'JPEG quality when transport is compressed.', low=1, high=100),
+    ParamSpec('publish_annotated', True, 'Publish the annotated image for rviz.'),
+    ParamSpec(
+        'image_qos_reliability',
+        'best_effort',
+        'Camera subscription reliability. '
+        'best_effort (sensor data) matches both kinds of publisher (REP-2003).',
+        choices=QOS_RELIABILITY,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'image_qos_depth', 5, 'Camera subscription history depth.', low=1, high=1000, dynamic=False
+    ),
+)
+
+EXPERT_PARAMS = (
+    *COMMON_PARAMS,
+    ParamSpec('max_batch', 8, 'Largest micro-batch per expert call.', low=1, high=1024),
+    ParamSpec(
+        'max_wait_ms',
+        5.0,
+        'Longest a request waits for its micro-batch to fill, milliseconds.',
+        low=0.0,
+        high=10000.0,
+    ),
+    ParamSpec(
+        'honor_deadline',
+        True,
+        'Answer EXPIRED instead of running requests whose '
+        "deadline has passed (needs the boards' clocks in sync).",
+    ),
+    ParamSpec(
+        'restrict_to_key', False, "Take the expert's argmax only over the classes of its key."
+    ),
+    ParamSpec(
+        'max_resident',
+        0,
+        'Keep at most this many experts loaded (0: all).',
+        low=0,
+        high=100000,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'preload',
+        True,
+        'Load and warm up every expert at start instead of on first use.',
+        dynamic=False,
+    ),
+)
+
+
+def resolve(specs: tuple[ParamSpec, ...], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid with ``values``, each checked; unknown names are an error."""
+    known = {s.name: s for s in specs}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f'unknown parameters {unknown}; known: {sorted(known)}')
+    out = {s.name: s.default for s in specs}
+    for name, value in values.items():
+        out[name] = known[name].check(value)
+    return out
+
+
+def default_edge_id() -> str:
+    return f'{socket.gethostname()}-{os.getpid()}'
+
+
+def edge_params(values: Mapping[str, Any]) -> EdgeParams:
+    """Typed edge settings from resolved parameter values."""
+    return EdgeParams(
+        edge_id=values['edge_id'] or default_edge_id(),
+        routing=RoutingConfig(tau=values['tau'], k=values['k'], confidence=values['confidence']),
+        deadline_ms=values['deadline_ms'],
+        offload=values['offload'],
+        transport=values['transport'],
+        jpeg_quality=values['jpeg_quality'],
+    )
+
+
+def expert_params(values: Mapping[str, Any]) -> ExpertParams:
+    """Typed expert settings from resolved parameter values."""
+    return ExpertParams(
+        max_batch=values['max_batch'],
+        max_wait_ms=values['max_wait_ms'],
+        honor_deadline=values['honor_deadline'],
+        restrict_to_key=values['restrict_to_key'],
+    )
+
+
+def load_params_file(path: str | Path, node_name: str) -> dict[str, Any]:
+    """Parameters for ``node_name`` from a ROS 2 params YAML (``/**`` entries apply too)."""
+    data = yaml.safe_load(Path(path).read_text(encoding='utf-8')) or {}
+    out: dict[str, Any] = {}
+    for key in ('/**', node_name, f'/{node_name}'):
+        section = data.get(key) or {}
+        out.update(section.get('ros__parameters') or {})
+    return out
