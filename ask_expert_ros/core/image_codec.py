@@ -59,7 +59,8 @@ def decode_image(
     buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
     if buffer.size < height * step:
         raise UnsupportedImageError(
-            f'image data has {buffer.size} bytes, {height} rows of step {step} need {height * step}'
+            f'image data has {buffer.size} bytes; {height} rows of step {step} need '
+            f'{height * step}'
         )
     rows = buffer[: height * step].reshape(height, step)[:, :row]
     if depth == 2:
