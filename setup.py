@@ -1,6 +1,6 @@
 """pip install of ask_expert_ros for ROS-free use (colcon builds with CMakeLists.txt)."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name='ask_expert_ros',
@@ -8,7 +8,10 @@ setup(
     description='Edge/near-edge ViT co-inference (Ask the Expert) as a ROS 2 package',
     license='Apache-2.0',
     python_requires='>=3.10',
-    packages=['ask_expert_ros', 'ask_expert_ros.core', 'ask_expert_ros.config'],
+    packages=[
+        *find_packages(include=['ask_expert_ros', 'ask_expert_ros.*']),
+        'ask_expert_ros.config',
+    ],
     # config/ sits at the package root (ROS layout); ship it inside the wheel too
     package_dir={'ask_expert_ros.config': 'config'},
     package_data={'ask_expert_ros': ['py.typed'], 'ask_expert_ros.config': ['*.yaml']},
@@ -20,6 +23,8 @@ setup(
         'safetensors>=0.4',
         'scikit-learn>=1.3',
         'tqdm>=4.66',
+        'opencv-python-headless>=4.8',
+        'cyclonedds>=11,<12',
     ],
     extras_require={
         'test': [

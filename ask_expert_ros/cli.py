@@ -8,6 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ask_expert_ros import __version__
 from ask_expert_ros.core.demo import DemoConfig, format_table, run_demo
@@ -41,6 +44,46 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(format_table(report))
     print(f'report: {Path(args.out) / "report.json"}  ({report["wall_seconds"]:.0f} s)')
     return 0
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition('=')
+        if not sep:
+            raise ValueError(f'--set expects name=value, got {pair!r}')
+        out[name.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _node_command(args: argparse.Namespace, node: str) -> int:
+    from ask_expert_ros.core.node_config import EDGE_PARAMS, EXPERT_PARAMS
+    from ask_expert_ros.dds import app
+
+    overrides = _overrides(args.set)
+    if args.library:
+        overrides['library'] = str(args.library)
+    specs = EDGE_PARAMS if node == 'edge' else EXPERT_PARAMS
+    values = app.node_values(specs, node, args.params_file, overrides)
+    remaps = dict(_remap(r) for r in args.remap)
+    if node == 'edge':
+        return app.run_edge(values, args.domain, args.loopback, args.namespace, remaps)
+    return app.run_expert(values, args.domain, args.loopback, args.namespace, remaps)
+
+
+def _remap(text: str) -> tuple[str, str]:
+    old, sep, new = text.partition(':=')
+    if not sep or not old or not new:
+        raise ValueError(f'--remap expects from:=to, got {text!r}')
+    return old, new
+
+
+def _cmd_edge(args: argparse.Namespace) -> int:
+    return _node_command(args, 'edge')
+
+
+def _cmd_expert(args: argparse.Namespace) -> int:
+    return _node_command(args, 'expert')
 
 
 def _cmd_partitions(args: argparse.Namespace) -> int:
@@ -98,6 +141,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     demo.add_argument('--quiet', action='store_true', help='no progress bars')
     demo.set_defaults(func=_cmd_demo)
+
+    for name, helptext in (
+        ('edge', 'run the edge node over Cyclone DDS (no ROS install needed)'),
+        ('expert', 'run the expert node over Cyclone DDS (no ROS install needed)'),
+    ):
+        node = sub.add_parser(name, help=helptext)
+        node.add_argument('--library', type=Path, help='expert library (library.yaml or dir)')
+        node.add_argument(
+            '--params-file',
+            type=Path,
+            default=None,
+            help=f'ROS 2 params YAML (section {name!r}), e.g. config/{name}.yaml',
+        )
+        node.add_argument(
+            '--set',
+            action='append',
+            default=[],
+            metavar='NAME=VALUE',
+            help='override one parameter (repeatable), e.g. --set tau=0.6',
+        )
+        node.add_argument('--domain', type=int, default=0, help='DDS domain id (ROS_DOMAIN_ID)')
+        node.add_argument('--namespace', default='', help='ROS namespace of the topics')
+        node.add_argument(
+            '--remap',
+            '-r',
+            action='append',
+            default=[],
+            metavar='FROM:=TO',
+            help='rename a topic as ros2 run -r does, e.g. expert/requests:=/expert/requests',
+        )
+        node.add_argument(
+            '--loopback',
+            action='store_true',
+            help='keep DDS traffic on 127.0.0.1 (both nodes on one machine)',
+        )
+        node.set_defaults(func=_cmd_edge if name == 'edge' else _cmd_expert)
 
     parts = sub.add_parser('partitions', help='show a partition scheme and its expert keys')
     parts.add_argument(

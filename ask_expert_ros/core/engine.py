@@ -181,7 +181,8 @@ class ExpertStage:
         scores: dict[int, float] = {}
         errors: dict[int, str] = {}
         timings: list[GroupTiming] = []
-        for key, indices in groups.items():
+        for key, group in groups.items():
+            indices = np.asarray(group, dtype=np.int64)
             if len(indices) == 0:
                 continue
             t0 = time.perf_counter()

@@ -1,0 +1,296 @@
+"""Edge and expert nodes on Cyclone DDS directly: the ROS 2 graph without a ROS install.
+
+Topics, types and QoS are those of the rclpy nodes (ROS topic ``/ns/image`` is DDS
+topic ``rt/ns/image``), so these processes talk to rclpy nodes and ``ros2`` tools
+on a Cyclone (or any RTPS) graph. Each runner is one thread around a WaitSet:
+take what arrived, hand it to the node logic, publish what the logic returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cyclonedds.core import (
+    DDSException,
+    InstanceState,
+    Policy,
+    Qos,
+    ReadCondition,
+    SampleState,
+    ViewState,
+    WaitSet,
+)
+from cyclonedds.domain import DomainParticipant
+from cyclonedds.pub import DataWriter
+from cyclonedds.sub import DataReader
+from cyclonedds.topic import Topic
+from cyclonedds.util import duration
+
+from ask_expert_ros.core.edge_logic import EdgeLogic
+from ask_expert_ros.core.errors import UnsupportedImageError
+from ask_expert_ros.core.expert_logic import ExpertLogic
+from ask_expert_ros.core.messages import FinalResult, Header, Stamp
+from ask_expert_ros.dds import conversions as conv
+from ask_expert_ros.dds import msgs
+
+logger = logging.getLogger(__name__)
+
+_ANY_NEW = SampleState.NotRead | ViewState.Any | InstanceState.Any
+_MAX_TAKE = 64
+
+
+def dds_topic(name: str, namespace: str = '') -> str:
+    """ROS topic name (relative names resolved in ``namespace``) -> DDS topic name."""
+    if not name.startswith('/'):
+        name = f'{namespace.rstrip("/")}/{name}' if namespace else f'/{name}'
+    return msgs.ros_topic(name)
+
+
+def reliable_qos(depth: int) -> Qos:
+    """Requests and responses: reliable, volatile, deep keep-last."""
+    return Qos(
+        Policy.Reliability.Reliable(duration(milliseconds=100)),
+        Policy.History.KeepLast(depth),
+        Policy.Durability.Volatile,
+    )
+
+
+def sensor_qos(reliability: str, depth: int) -> Qos:
+    """Camera input: best-effort by default, which matches either kind of publisher."""
+    kind = (
+        Policy.Reliability.BestEffort
+        if reliability == 'best_effort'
+        else Policy.Reliability.Reliable(duration(milliseconds=100))
+    )
+    return Qos(kind, Policy.History.KeepLast(depth), Policy.Durability.Volatile)
+
+
+def latched_qos() -> Qos:
+    """``LabelInfo``: transient-local so late joiners get the class names."""
+    return Qos(
+        Policy.Reliability.Reliable(duration(milliseconds=100)),
+        Policy.History.KeepLast(1),
+        Policy.Durability.TransientLocal,
+    )
+
+
+class _Endpoints:
+    """Readers and writers of one node, created by ROS topic name."""
+
+    def __init__(self, participant: DomainParticipant, namespace: str) -> None:
+        self.participant = participant
+        self.namespace = namespace
+        self._topics: dict[str, Topic] = {}
+        self.waitset = WaitSet(participant)
+
+    def _topic(self, name: str, cls: type) -> Topic:
+        full = dds_topic(name, self.namespace)
+        if full not in self._topics:
+            self._topics[full] = Topic(self.participant, full, cls)
+        return self._topics[full]
+
+    def reader(self, name: str, cls: type, qos: Qos) -> DataReader:
+        reader = DataReader(self.participant, self._topic(name, cls), qos=qos)
+        self.waitset.attach(ReadCondition(reader, _ANY_NEW))
+        return reader
+
+    def writer(self, name: str, cls: type, qos: Qos) -> DataWriter:
+        return DataWriter(self.participant, self._topic(name, cls), qos=qos)
+
+    def wait(self, timeout_s: float) -> None:
+        self.waitset.wait(duration(seconds=max(0.0, timeout_s)))
+
+
+@dataclass(frozen=True)
+class EdgeTopics:
+    """ROS topic names of the edge node (relative to its namespace)."""
+
+    image: str = 'image'
+    compressed: str = 'image/compressed'
+    classification: str = 'classification'
+    label_info: str = 'label_info'
+    annotated: str = 'annotated'
+    requests: str = 'expert/requests'
+    responses: str = 'expert/responses'
+
+
+class EdgeRunner:
+    """The edge node: camera frames in, one ``Classification`` per frame out.
+
+    Args:
+        logic: The edge logic (model, router, pending requests).
+        participant: The DDS participant to create endpoints on.
+        values: Resolved edge parameters (:data:`~ask_expert_ros.core.node_config.EDGE_PARAMS`).
+        namespace: ROS namespace of the node's topics.
+        topics: Topic names, for remapping.
+        on_result: Called with every published result (tests, the demo's recorder).
+    """
+
+    def __init__(
+        self,
+        logic: EdgeLogic,
+        participant: DomainParticipant,
+        values: dict[str, Any],
+        namespace: str = '',
+        topics: EdgeTopics | None = None,
+        on_result: Callable[[FinalResult], None] | None = None,
+    ) -> None:
+        self.logic = logic
+        self.values = values
+        self.on_result = on_result
+        topics = topics or EdgeTopics()
+        io = _Endpoints(participant, namespace)
+        self._io = io
+        image_qos = sensor_qos(values['image_qos_reliability'], values['image_qos_depth'])
+        self._images = io.reader(topics.image, msgs.Image, image_qos)
+        self._compressed = io.reader(topics.compressed, msgs.CompressedImage, image_qos)
+        self._responses = io.reader(
+            topics.responses, msgs.ExpertResponse, reliable_qos(values['response_qos_depth'])
+        )
+        self._requests = io.writer(
+            topics.requests, msgs.ExpertRequest, reliable_qos(values['request_qos_depth'])
+        )
+        self._results = io.writer(
+            topics.classification, msgs.Classification, reliable_qos(values['response_qos_depth'])
+        )
+        self._annotated = (
+            io.writer(topics.annotated, msgs.Image, sensor_qos('best_effort', 5))
+            if values['publish_annotated']
+            else None
+        )
+        self._labels = io.writer(topics.label_info, msgs.LabelInfo, latched_qos())
+        self._labels.write(
+            conv.label_info(logic.class_names, Header(_now_stamp()), logic.params.routing.tau)
+        )
+
+    def spin_once(self, timeout_s: float = 0.05) -> None:
+        """Wait for input or the next deadline, then handle everything that is due."""
+        deadline = self.logic.next_deadline_ns()
+        if deadline is not None:
+            timeout_s = min(timeout_s, max(0.0, (deadline - time.monotonic_ns()) / 1e9))
+        self._io.wait(timeout_s)
+        for msg in _take(self._responses):
+            self._handle_reply(msg)
+        frames, raw = [], []
+        raw.extend((msg, conv.image_to_frame) for msg in _take(self._images))
+        raw.extend((msg, conv.compressed_to_frame) for msg in _take(self._compressed))
+        for msg, decode in raw:
+            try:
+                frames.append(decode(msg))
+            except UnsupportedImageError as exc:
+                logger.warning('bad frame: %s', exc)
+                self._publish(self.logic.reject(conv.header_to_core(msg.header), str(exc)))
+        if frames:
+            self._handle_frames(frames)
+        for result in self.logic.expire():
+            self._publish(result)
+
+    def _handle_frames(self, frames: list) -> None:
+        step = self.logic.process(frames)
+        for result in step.results:
+            self._publish(result, frames)
+        expert_present = bool(self._requests.get_matched_subscriptions())
+        for request in step.requests:
+            if not expert_present:
+                self._publish(self.logic.fail(request.request_id, 'no expert node matched'))
+                continue
+            try:
+                self._requests.write(conv.request_to_dds(request))
+            except DDSException as exc:  # e.g. reliable write timed out
+                self._publish(self.logic.fail(request.request_id, f'send failed: {exc}'))
+
+    def _handle_reply(self, msg: msgs.ExpertResponse) -> None:
+        result = self.logic.on_reply(conv.reply_to_core(msg))
+        if result is not None:
+            self._publish(result)
+
+    def _publish(self, result: FinalResult | None, frames: list | None = None) -> None:
+        if result is None:
+            return
+        self._results.write(conv.result_to_classification(result))
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.spin_once()
+
+
+@dataclass(frozen=True)
+class ExpertTopics:
+    requests: str = 'expert/requests'
+    responses: str = 'expert/responses'
+
+
+class ExpertRunner:
+    """The expert node: requests in, one ``ExpertResponse`` per request out."""
+
+    def __init__(
+        self,
+        logic: ExpertLogic,
+        participant: DomainParticipant,
+        values: dict[str, Any],
+        namespace: str = '',
+        topics: ExpertTopics | None = None,
+    ) -> None:
+        self.logic = logic
+        topics = topics or ExpertTopics()
+        io = _Endpoints(participant, namespace)
+        self._io = io
+        self._requests = io.reader(
+            topics.requests, msgs.ExpertRequest, reliable_qos(values['request_qos_depth'])
+        )
+        self._responses = io.writer(
+            topics.responses, msgs.ExpertResponse, reliable_qos(values['response_qos_depth'])
+        )
+        self.malformed = 0
+
+    def spin_once(self, timeout_s: float = 0.05) -> None:
+        due = self.logic.next_due_ns()
+        if due is not None:
+            timeout_s = min(timeout_s, max(0.0, (due - time.monotonic_ns()) / 1e9))
+        self._io.wait(timeout_s)
+        for msg in _take(self._requests):
+            try:
+                request = conv.request_to_core(msg)
+            except (UnsupportedImageError, ValueError) as exc:
+                self.malformed += 1
+                logger.warning('malformed request from %r: %s', msg.edge_id, exc)
+                self._responses.write(
+                    msgs.ExpertResponse(
+                        header=msg.header,
+                        edge_id=msg.edge_id,
+                        request_id=msg.request_id,
+                        label=-1,
+                        status=msgs.ExpertResponse.STATUS_BAD_REQUEST,
+                        error=str(exc),
+                    )
+                )
+                continue
+            reply = self.logic.submit(request)
+            if reply is not None:
+                self._responses.write(conv.reply_to_dds(reply))
+        for reply in self.logic.poll():
+            self._responses.write(conv.reply_to_dds(reply))
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.spin_once()
+
+
+def _take(reader: DataReader) -> list:
+    """Everything new on ``reader``; a sample that is not valid CDR is logged and skipped."""
+    try:
+        return reader.take(N=_MAX_TAKE)
+    except msgs.CdrError as exc:
+        logger.warning('dropped undecodable samples on %s: %s', reader.topic.name, exc)
+        return []
+
+
+def _now_stamp() -> Stamp:
+    return Stamp.from_ns(time.time_ns())

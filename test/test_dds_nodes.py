@@ -1,0 +1,337 @@
+"""Edge and expert as separate processes over real Cyclone DDS (loopback only).
+
+The test process plays the camera (writes ``sensor_msgs/Image``) and the consumer
+(reads ``vision_msgs/Classification`` and ``ExpertResponse``), on a domain id of
+its own, with every participant bound to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('cyclonedds', reason='the DDS adapter needs `pip install cyclonedds`')
+
+from cyclonedds.domain import Domain, DomainParticipant
+from cyclonedds.pub import DataWriter
+from cyclonedds.sub import DataReader
+from cyclonedds.topic import Topic
+
+from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
+from ask_expert_ros.core.library import ExpertLibrary
+from ask_expert_ros.core.messages import Header, Stamp
+from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.dds import msgs
+from ask_expert_ros.dds.config import loopback_config
+from ask_expert_ros.dds.conversions import frame_to_image
+from ask_expert_ros.dds.nodes import reliable_qos
+
+pytestmark = pytest.mark.timeout(240)
+START_TIMEOUT_S = 90.0
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out after {timeout_s:.0f} s waiting for {what}')
+        time.sleep(0.02)
+
+
+class Graph:
+    """The test's own participant: camera writer, result and response readers."""
+
+    def __init__(self, domain_id: int) -> None:
+        self.domain = Domain(domain_id, loopback_config())
+        self.dp = DomainParticipant(domain_id)
+        self._topics: dict[str, Topic] = {}
+
+    def topic(self, name: str, cls: type) -> Topic:
+        if name not in self._topics:
+            self._topics[name] = Topic(self.dp, msgs.ros_topic(name), cls)
+        return self._topics[name]
+
+    def writer(self, name: str, cls: type) -> DataWriter:
+        return DataWriter(self.dp, self.topic(name, cls), qos=reliable_qos(500))
+
+    def reader(self, name: str, cls: type) -> DataReader:
+        return DataReader(self.dp, self.topic(name, cls), qos=reliable_qos(1000))
+
+
+def spawn(node: str, zoo: Path, domain_id: int, *args: str) -> subprocess.Popen:
+    """``ask-expert <node>`` in its own process; its log goes next to the zoo."""
+    cmd = [
+        sys.executable,
+        '-m',
+        'ask_expert_ros.cli',
+        node,
+        '--library',
+        str(zoo),
+        '--domain',
+        str(domain_id),
+        '--loopback',
+        *args,
+    ]
+    log = (zoo.parent / f'{node}-{time.monotonic_ns()}.log').open('w')
+    return subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'OMP_NUM_THREADS': '1'}
+    )
+
+
+@contextmanager
+def running(*procs: subprocess.Popen) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def collect(reader: DataReader, into: list, count: int, timeout_s: float, what: str) -> None:
+    def more() -> bool:
+        into.extend(reader.take(N=256))
+        return len(into) >= count
+
+    wait_for(more, timeout_s, f'{what} ({len(into)}/{count})')
+
+
+def publish(
+    writer: DataWriter,
+    frames: np.ndarray,
+    first_sec: int,
+    frame_id: str = 'cam',
+    pause_s: float = 0.005,
+) -> list[int]:
+    secs = []
+    for i, pixels in enumerate(frames):
+        writer.write(frame_to_image(pixels, Header(Stamp(first_sec + i, 123), frame_id)))
+        secs.append(first_sec + i)
+        time.sleep(pause_s)  # a camera at ~200 fps, not a burst
+    return secs
+
+
+def expected_labels(zoo: Path, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(co-inference labels with everything offloaded, edge Top-1) computed in-process."""
+    library = ExpertLibrary(zoo)
+    edge = EdgeStage(library.load_edge(), library.scheme, RoutingConfig(tau=1.01, k=2))
+    result = CoInferenceEngine(edge, ExpertStage(library)).infer(frames)
+    return result.labels, result.edge.routing.prediction
+
+
+@pytest.fixture
+def domain_id() -> int:
+    return random.randint(30, 200)
+
+
+EDGE_ARGS = (
+    '--set',
+    'tau=1.01',
+    '--set',
+    'image_qos_reliability=reliable',
+    '--set',
+    'image_qos_depth=500',
+    '--set',
+    'deadline_ms=3000',
+)
+
+
+def test_every_frame_one_result_answered_by_the_routed_expert(zoo, frames, domain_id) -> None:
+    graph = Graph(domain_id)
+    camera = graph.writer('image', msgs.Image)
+    results_reader = graph.reader('classification', msgs.Classification)
+    responses_reader = graph.reader('expert/responses', msgs.ExpertResponse)
+    expert = spawn('expert', zoo, domain_id, '--set', 'max_wait_ms=2')
+    edge = spawn('edge', zoo, domain_id, *EDGE_ARGS, '--set', 'edge_id=robot1')
+    with running(expert, edge):
+        wait_for(
+            lambda: (
+                camera.get_matched_subscriptions() and responses_reader.get_matched_publications()
+            ),
+            START_TIMEOUT_S,
+            'nodes to start',
+        )
+        time.sleep(0.5)  # let the edge's request writer and the expert's reader match
+        secs = publish(camera, frames, first_sec=1000)
+        results: list = []
+        collect(results_reader, results, len(frames), 60, 'results')
+        responses: list = []
+        collect(responses_reader, responses, len(frames), 10, 'expert responses')
+        time.sleep(0.3)
+        results.extend(results_reader.take(N=256))
+    assert sorted(r.header.stamp.sec for r in results) == secs  # exactly one per frame
+    assert all(r.header.frame_id == 'cam' and r.header.stamp.nanosec == 123 for r in results)
+    assert {r.edge_id for r in responses} == {'robot1'}
+    assert all(r.status == msgs.ExpertResponse.STATUS_OK for r in responses)
+    names = ExpertLibrary(zoo).scheme.class_names
+    expected, _ = expected_labels(zoo, frames)
+    got = {r.header.stamp.sec: r.results[0].class_id for r in results}
+    assert [got[s] for s in secs] == [names[i] for i in expected]
+
+
+def test_expert_killed_mid_stream_rest_fall_back(zoo, frames, domain_id) -> None:
+    graph = Graph(domain_id)
+    camera = graph.writer('image', msgs.Image)
+    results_reader = graph.reader('classification', msgs.Classification)
+    responses_reader = graph.reader('expert/responses', msgs.ExpertResponse)
+    expert = spawn('expert', zoo, domain_id, '--set', 'max_wait_ms=2')
+    edge = spawn(
+        'edge',
+        zoo,
+        domain_id,
+        '--set',
+        'tau=1.01',
+        '--set',
+        'deadline_ms=400',
+        '--set',
+        'image_qos_reliability=reliable',
+        '--set',
+        'image_qos_depth=500',
+    )
+    with running(expert, edge):
+        wait_for(
+            lambda: (
+                camera.get_matched_subscriptions() and responses_reader.get_matched_publications()
+            ),
+            START_TIMEOUT_S,
+            'nodes to start',
+        )
+        time.sleep(0.5)
+        results: list = []
+        first = publish(camera, frames[:10], first_sec=2000)
+        collect(results_reader, results, 10, 60, 'results before the kill')
+        expert.send_signal(signal.SIGKILL)
+        expert.wait(timeout=10)
+        later = publish(camera, frames[10:], first_sec=3000)
+        collect(results_reader, results, len(frames), 60, 'results after the kill')
+        time.sleep(0.6)  # anything extra would show up now
+        results.extend(results_reader.take(N=256))
+    assert sorted(r.header.stamp.sec for r in results) == first + later
+    names = ExpertLibrary(zoo).scheme.class_names
+    _, edge_top1 = expected_labels(zoo, frames)
+    got = {r.header.stamp.sec: r.results[0].class_id for r in results}
+    # after the kill every frame is answered by the edge's own Top-1 (deadline fallback)
+    assert [got[s] for s in later] == [names[i] for i in edge_top1[10:]]
+
+
+def test_two_edges_share_one_expert_and_see_only_their_own(zoo, frames, domain_id) -> None:
+    graph = Graph(domain_id)
+    cams = {ns: graph.writer(f'/{ns}/image', msgs.Image) for ns in ('r1', 'r2')}
+    outs = {ns: graph.reader(f'/{ns}/classification', msgs.Classification) for ns in cams}
+    responses_reader = graph.reader('expert/responses', msgs.ExpertResponse)
+    expert = spawn('expert', zoo, domain_id, '--set', 'max_wait_ms=2')
+    shared = (
+        '-r',
+        'expert/requests:=/expert/requests',
+        '-r',
+        'expert/responses:=/expert/responses',
+    )
+    edges = [
+        spawn(
+            'edge',
+            zoo,
+            domain_id,
+            *EDGE_ARGS,
+            '--namespace',
+            f'/{ns}',
+            '--set',
+            f'edge_id={ns}',
+            *shared,
+        )
+        for ns in cams
+    ]
+    with running(expert, *edges):
+        wait_for(
+            lambda: (
+                all(c.get_matched_subscriptions() for c in cams.values())
+                and responses_reader.get_matched_publications()
+            ),
+            START_TIMEOUT_S,
+            'nodes to start',
+        )
+        time.sleep(0.5)
+        sent = {
+            'r1': publish(cams['r1'], frames[:10], 4000, 'cam1'),
+            'r2': publish(cams['r2'], frames[10:], 5000, 'cam2'),
+        }
+        got = {ns: [] for ns in cams}
+        for ns in cams:
+            collect(outs[ns], got[ns], len(sent[ns]), 60, f'{ns} results')
+        responses: list = []
+        collect(responses_reader, responses, len(frames), 10, 'responses')
+        time.sleep(0.3)
+        for ns in cams:
+            got[ns].extend(outs[ns].take(N=256))
+    for ns in cams:
+        assert sorted(r.header.stamp.sec for r in got[ns]) == sent[ns]
+    assert sorted({r.edge_id for r in responses}) == ['r1', 'r2']
+
+
+def test_malformed_request_and_bad_encoding_reported_nodes_keep_going(
+    zoo, frames, domain_id
+) -> None:
+    graph = Graph(domain_id)
+    camera = graph.writer('image', msgs.Image)
+    requests = graph.writer('expert/requests', msgs.ExpertRequest)
+    results_reader = graph.reader('classification', msgs.Classification)
+    responses_reader = graph.reader('expert/responses', msgs.ExpertResponse)
+    expert = spawn('expert', zoo, domain_id, '--set', 'max_wait_ms=2')
+    edge = spawn('edge', zoo, domain_id, *EDGE_ARGS, '--set', 'edge_id=robot1')
+    with running(expert, edge):
+        wait_for(
+            lambda: (
+                camera.get_matched_subscriptions()
+                and requests.get_matched_subscriptions()
+                and responses_reader.get_matched_publications()
+            ),
+            START_TIMEOUT_S,
+            'nodes to start',
+        )
+        time.sleep(0.5)
+        header = msgs.Header(msgs.Time(1, 0), 'cam')
+        requests.write(
+            msgs.ExpertRequest(
+                header=header, edge_id='tester', request_id=1, frame_format=7, expert_key=b'\x01'
+            )
+        )
+        requests.write(
+            msgs.ExpertRequest(
+                header=header,
+                edge_id='tester',
+                request_id=2,
+                partition='toy_s3',
+                expert_key=b'\x09',
+                topk_classes=[0],
+                topk_scores=[0.5],
+            )
+        )
+        bad = frame_to_image(frames[0], Header(Stamp(6000, 0), 'cam'))
+        bad.encoding = 'yuv422_weird'
+        camera.write(bad)
+        secs = publish(camera, frames[:5], first_sec=6001)
+        results: list = []
+        collect(results_reader, results, 6, 60, 'results')
+        responses: list = []
+        collect(responses_reader, responses, 7, 10, 'responses')
+        assert expert.poll() is None and edge.poll() is None  # both still alive
+    by_sec = {r.header.stamp.sec: r for r in results}
+    assert sorted(by_sec) == [6000, *secs]
+    assert by_sec[6000].results == []  # INVALID: no hypothesis, but a result all the same
+    tester = sorted((r for r in responses if r.edge_id == 'tester'), key=lambda r: r.request_id)
+    assert [r.status for r in tester] == [msgs.ExpertResponse.STATUS_BAD_REQUEST] * 2
+    assert 'frame_format' in tester[0].error and 'key' in tester[1].error
