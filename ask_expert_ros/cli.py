@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ask_expert_ros import __version__
+from ask_expert_ros.core.data import digits
 from ask_expert_ros.core.demo import DemoConfig, format_table, run_demo
 from ask_expert_ros.core.errors import AskExpertError
 from ask_expert_ros.core.routing import CONFIDENCE_METHODS
@@ -42,7 +43,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     report = run_demo(config, progress=not args.quiet)
     print(format_table(report))
-    print(f'report: {Path(args.out) / "report.json"}  ({report["wall_seconds"]:.0f} s)')
+    if args.live_tau is not None:
+        from ask_expert_ros.dds.live import run_live  # needs cyclonedds
+
+        data = digits(seed=args.seed)
+        live = run_live(
+            Path(report['models']['zoo']),
+            data.test_images,
+            data.test_labels,
+            data.class_names,
+            tau=args.live_tau,
+            log_dir=Path(args.out) / 'logs',
+        )
+        report['live'] = live
+        (Path(args.out) / 'report.json').write_text(json.dumps(report, indent=2) + '\n')
+        lat = live['latency_ms']
+        print(
+            f'live, edge + expert processes over Cyclone DDS at tau={live["tau"]:.2f}: '
+            f'{live["results"]}/{live["frames_sent"]} frames answered, accuracy '
+            f'{live["accuracy"]:.2%}, offload {live["offload_ratio"]:.1%}, camera->result '
+            f'latency p50 {lat["p50"]:.1f} ms, p95 {lat["p95"]:.1f} ms, max {lat["max"]:.1f} ms'
+        )
+    print(f'report: {Path(args.out) / "report.json"}')
     return 0
 
 
@@ -140,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--seed', type=int, default=0)
     demo.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     demo.add_argument('--quiet', action='store_true', help='no progress bars')
+    demo.add_argument(
+        '--live-tau',
+        type=float,
+        default=0.8,
+        help='then run edge and expert as processes over DDS at this tau (default 0.8)',
+    )
+    demo.add_argument(
+        '--no-live', dest='live_tau', action='store_const', const=None, help='skip the live run'
+    )
     demo.set_defaults(func=_cmd_demo)
 
     for name, helptext in (

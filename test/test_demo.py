@@ -68,6 +68,10 @@ def test_demo_writes_report_and_zoo(tmp_path: Path, capsys) -> None:
         'k': 2,
         'num_experts': 10,
     }
+    live = report['live']  # the same models as separate processes over Cyclone DDS
+    assert live['results'] == live['frames_sent'] == 540 and live['unexpected_results'] == 0
+    assert 0 < live['offload_ratio'] <= 1 and live['latency_ms']['p50'] > 0
+    assert 'live, edge + expert processes' in printed
     zoo = out / 'zoo'
     assert len(list((zoo / 'experts').glob('*.safetensors'))) == 10
     assert (zoo / 'library.yaml').is_file() and (zoo / 'edge.safetensors').is_file()
