@@ -335,3 +335,15 @@ def test_malformed_request_and_bad_encoding_reported_nodes_keep_going(
     tester = sorted((r for r in responses if r.edge_id == 'tester'), key=lambda r: r.request_id)
     assert [r.status for r in tester] == [msgs.ExpertResponse.STATUS_BAD_REQUEST] * 2
     assert 'frame_format' in tester[0].error and 'key' in tester[1].error
+
+
+def test_shipped_cyclone_config_is_accepted_by_cyclone(domain_id) -> None:
+    """config/cyclonedds.xml parses (Cyclone rejects unknown elements) and a domain runs on it."""
+    from ask_expert_ros.core.taxonomy import config_dir
+
+    xml = (config_dir() / 'cyclonedds.xml').read_text()
+    assert '<FragmentSize>' in xml and '<MaxMessageSize>' in xml
+    domain = Domain(domain_id, xml)
+    participant = DomainParticipant(domain_id)
+    assert participant.domain_id == domain_id
+    del participant, domain
