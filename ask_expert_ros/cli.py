@@ -88,9 +88,7 @@ def _node_command(args: argparse.Namespace, node: str) -> int:
     specs = EDGE_PARAMS if node == 'edge' else EXPERT_PARAMS
     values = app.node_values(specs, node, args.params_file, overrides)
     remaps = dict(_remap(r) for r in args.remap)
-    if node == 'edge':
-        return app.run_edge(values, args.domain, args.loopback, args.namespace, remaps)
-    return app.run_expert(values, args.domain, args.loopback, args.namespace, remaps)
+    return app.run_node(node, values, args.domain, args.loopback, args.namespace, remaps)
 
 
 def _remap(text: str) -> tuple[str, str]:

@@ -7,11 +7,9 @@ its own, with every participant bound to 127.0.0.1.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +32,7 @@ from ask_expert_ros.core.routing import RoutingConfig
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.conversions import frame_to_image
+from ask_expert_ros.dds.live import spawn_node
 from ask_expert_ros.dds.nodes import reliable_qos
 
 pytestmark = pytest.mark.timeout(240)
@@ -69,23 +68,8 @@ class Graph:
 
 
 def spawn(node: str, zoo: Path, domain_id: int, *args: str) -> subprocess.Popen:
-    """``ask-expert <node>`` in its own process; its log goes next to the zoo."""
-    cmd = [
-        sys.executable,
-        '-m',
-        'ask_expert_ros.cli',
-        node,
-        '--library',
-        str(zoo),
-        '--domain',
-        str(domain_id),
-        '--loopback',
-        *args,
-    ]
-    log = (zoo.parent / f'{node}-{time.monotonic_ns()}.log').open('w')
-    return subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'OMP_NUM_THREADS': '1'}
-    )
+    """``ask-expert <node>`` in its own process, logging next to the zoo."""
+    return spawn_node(node, zoo, domain_id, zoo.parent, args)
 
 
 @contextmanager

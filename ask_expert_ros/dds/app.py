@@ -96,36 +96,22 @@ def remapped(topics: Any, remaps: Mapping[str, str]) -> Any:
     return replace(topics, **{k: remaps.get(v, v) for k, v in names.items()})
 
 
-def run_edge(
+def run_node(
+    node: str,
     values: dict[str, Any],
     domain_id: int,
     loopback: bool,
     namespace: str,
     remaps: Mapping[str, str] | None = None,
 ) -> int:
-    logic = build_edge_logic(values)
+    """Build the ``'edge'`` or ``'expert'`` node from its parameters and spin it."""
     dp, _domain = participant(domain_id, loopback)
-    runner = EdgeRunner(logic, dp, values, namespace, remapped(EdgeTopics(), remaps or {}))
-    logger.info(
-        'edge %s ready on domain %d (tau=%.2f)',
-        logic.params.edge_id,
-        domain_id,
-        logic.params.routing.tau,
-    )
-    return serve(runner)
-
-
-def run_expert(
-    values: dict[str, Any],
-    domain_id: int,
-    loopback: bool,
-    namespace: str,
-    remaps: Mapping[str, str] | None = None,
-) -> int:
-    logic = build_expert_logic(values)
-    dp, _domain = participant(domain_id, loopback)
-    runner = ExpertRunner(logic, dp, values, namespace, remapped(ExpertTopics(), remaps or {}))
-    logger.info(
-        'expert ready on domain %d with %d experts', domain_id, len(logic.stage.library.keys)
-    )
+    runner: EdgeRunner | ExpertRunner
+    if node == 'edge':
+        topics = remapped(EdgeTopics(), remaps or {})
+        runner = EdgeRunner(build_edge_logic(values), dp, values, namespace, topics)
+    else:
+        topics = remapped(ExpertTopics(), remaps or {})
+        runner = ExpertRunner(build_expert_logic(values), dp, values, namespace, topics)
+    logger.info('%s ready on domain %d', node, domain_id)
     return serve(runner)

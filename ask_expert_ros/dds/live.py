@@ -39,9 +39,10 @@ class LiveRunError(RuntimeError):
     """The node processes did not start or did not answer every frame in time."""
 
 
-def _spawn(
-    node: str, manifest: Path, domain_id: int, log_dir: Path, settings: dict[str, Any]
+def spawn_node(
+    node: str, manifest: Path, domain_id: int, log_dir: Path, args: Sequence[str] = ()
 ) -> subprocess.Popen:
+    """Start ``ask-expert <node>`` on a loopback-only domain; its output goes to a log."""
     cmd = [
         sys.executable,
         '-m',
@@ -52,14 +53,17 @@ def _spawn(
         '--domain',
         str(domain_id),
         '--loopback',
+        *args,
     ]
-    for name, value in settings.items():
-        cmd += ['--set', f'{name}={value}']
-    log = (log_dir / f'{node}.log').open('w')
-    # each process gets one intra-op thread: two processes share the cores
+    log = (log_dir / f'{node}-{time.monotonic_ns()}.log').open('w')
+    # one intra-op thread each: the two processes share the machine's cores
     return subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'OMP_NUM_THREADS': '1'}
     )
+
+
+def _settings(values: dict[str, Any]) -> list[str]:
+    return [arg for name, value in values.items() for arg in ('--set', f'{name}={value}')]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -116,9 +120,11 @@ def run_live(
         'publish_annotated': False,
     }
     with ExitStack() as stack:
-        expert = _spawn('expert', manifest, domain_id, log_dir, {'max_wait_ms': 2.0})
+        expert = spawn_node(
+            'expert', manifest, domain_id, log_dir, _settings({'max_wait_ms': 2.0})
+        )
         stack.callback(_stop, expert)
-        edge = _spawn('edge', manifest, domain_id, log_dir, edge_settings)
+        edge = spawn_node('edge', manifest, domain_id, log_dir, _settings(edge_settings))
         stack.callback(_stop, edge)
         procs = (expert, edge)
         _wait(
