@@ -33,7 +33,7 @@ from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.conversions import frame_to_image
 from ask_expert_ros.dds.live import spawn_node
-from ask_expert_ros.dds.nodes import reliable_qos
+from ask_expert_ros.dds.nodes import reliable_qos, sensor_qos
 
 pytestmark = pytest.mark.timeout(240)
 START_TIMEOUT_S = 90.0
@@ -140,6 +140,9 @@ def test_every_frame_one_result_answered_by_the_routed_expert(zoo, frames, domai
     camera = graph.writer('image', msgs.Image)
     results_reader = graph.reader('classification', msgs.Classification)
     responses_reader = graph.reader('expert/responses', msgs.ExpertResponse)
+    annotated = DataReader(
+        graph.dp, graph.topic('annotated', msgs.Image), qos=sensor_qos('best_effort', 100)
+    )
     expert = spawn('expert', zoo, domain_id, '--set', 'max_wait_ms=2')
     edge = spawn('edge', zoo, domain_id, *EDGE_ARGS, '--set', 'edge_id=robot1')
     with running(expert, edge):
@@ -160,6 +163,8 @@ def test_every_frame_one_result_answered_by_the_routed_expert(zoo, frames, domai
         results.extend(results_reader.take(N=256))
     assert sorted(r.header.stamp.sec for r in results) == secs  # exactly one per frame
     assert all(r.header.frame_id == 'cam' and r.header.stamp.nanosec == 123 for r in results)
+    images = annotated.take(N=256)
+    assert images and all((i.height, i.width, i.encoding) == (160, 160, 'rgb8') for i in images)
     assert {r.edge_id for r in responses} == {'robot1'}
     assert all(r.status == msgs.ExpertResponse.STATUS_OK for r in responses)
     names = ExpertLibrary(zoo).scheme.class_names
@@ -173,6 +178,7 @@ def test_expert_killed_mid_stream_rest_fall_back(zoo, frames, domain_id) -> None
     camera = graph.writer('image', msgs.Image)
     results_reader = graph.reader('classification', msgs.Classification)
     responses_reader = graph.reader('expert/responses', msgs.ExpertResponse)
+    diagnostics = graph.reader('/diagnostics', msgs.DiagnosticArray)
     expert = spawn('expert', zoo, domain_id, '--set', 'max_wait_ms=2')
     edge = spawn(
         'edge',
@@ -182,6 +188,8 @@ def test_expert_killed_mid_stream_rest_fall_back(zoo, frames, domain_id) -> None
         'tau=1.01',
         '--set',
         'deadline_ms=400',
+        '--set',
+        'diagnostics_period_s=0.1',
         '--set',
         'image_qos_reliability=reliable',
         '--set',
@@ -205,7 +213,12 @@ def test_expert_killed_mid_stream_rest_fall_back(zoo, frames, domain_id) -> None
         collect(results_reader, results, len(frames), 60, 'results after the kill')
         time.sleep(0.6)  # anything extra would show up now
         results.extend(results_reader.take(N=256))
+        statuses = [s for a in diagnostics.take(N=1000) for s in a.status if 'edge' in s.name]
     assert sorted(r.header.stamp.sec for r in results) == first + later
+    counters = {kv.key: kv.value for kv in statuses[-1].values}
+    assert counters['frames'] == counters['results'] == str(len(frames))
+    assert counters['fallback_deadline'] == str(len(later))  # the edge knows what happened
+    assert counters['expert'] == str(len(first))
     names = ExpertLibrary(zoo).scheme.class_names
     _, edge_top1 = expected_labels(zoo, frames)
     got = {r.header.stamp.sec: r.results[0].class_id for r in results}

@@ -23,6 +23,7 @@ from ask_expert_ros.core.image_codec import decode_compressed, decode_image
 from ask_expert_ros.core.messages import (
     ExpertReply,
     FrameFormat,
+    Header,
     ImageData,
     OffloadRequest,
     Status,
@@ -131,6 +132,19 @@ class ExpertLogic:
     def queued(self) -> int:
         with self._lock:
             return sum(len(q) for q in self._queues.values())
+
+    def reject(self, header: Header, edge_id: str, request_id: int, reason: str) -> ExpertReply:
+        """A request the adapter could not even convert: answered BAD_REQUEST, counted."""
+        with self._lock:
+            self.counters.requests += 1
+            self.counters.bad_request += 1
+        return ExpertReply(
+            header=header,
+            edge_id=edge_id,
+            request_id=request_id,
+            status=Status.BAD_REQUEST,
+            error=reason,
+        )
 
     def submit(self, request: OffloadRequest) -> ExpertReply | None:
         """Queue a request; an immediate error reply when it cannot be served."""

@@ -98,7 +98,7 @@ def decode_compressed(fmt: str, data: bytes | memoryview | np.ndarray) -> np.nda
     if decoded is None:
         raise UnsupportedImageError(f'cannot decode compressed image (format {fmt!r})')
     if decoded.dtype != np.uint8:
-        decoded = (decoded >> 8).astype(np.uint8)
+        decoded = (decoded.astype(np.uint16) >> 8).astype(np.uint8)
     if decoded.ndim == 2:
         return decoded
     if decoded.shape[2] == 4:

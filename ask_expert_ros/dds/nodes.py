@@ -9,12 +9,14 @@ take what arrived, hand it to the node logic, publish what the logic returns.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from cyclonedds.core import (
     DDSException,
     InstanceState,
@@ -31,10 +33,12 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
+from ask_expert_ros.core.annotate import annotate
+from ask_expert_ros.core.diagnostics import HealthMonitor
 from ask_expert_ros.core.edge_logic import EdgeLogic
 from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.expert_logic import ExpertLogic
-from ask_expert_ros.core.messages import FinalResult, Header, Stamp
+from ask_expert_ros.core.messages import FinalResult, Frame, Header, Stamp
 from ask_expert_ros.dds import conversions as conv
 from ask_expert_ros.dds import msgs
 
@@ -119,6 +123,24 @@ class EdgeTopics:
     responses: str = 'expert/responses'
 
 
+class _Diagnostics:
+    """Publishes the node's health on ``/diagnostics`` every ``period_s``."""
+
+    def __init__(self, io: _Endpoints, name: str, period_s: float) -> None:
+        self._writer = io.writer('/diagnostics', msgs.DiagnosticArray, reliable_qos(10))
+        self._monitor = HealthMonitor(name, socket.gethostname())
+        self._period_ns = int(period_s * 1e9)
+        self._next_ns = time.monotonic_ns()
+
+    def maybe_publish(self, counters: dict[str, int]) -> None:
+        now = time.monotonic_ns()
+        if now < self._next_ns:
+            return
+        self._next_ns = now + self._period_ns
+        record = self._monitor.update(counters, now / 1e9)
+        self._writer.write(conv.diagnostics_to_dds([record], Header(_now_stamp())))
+
+
 class EdgeRunner:
     """The edge node: camera frames in, one ``Classification`` per frame out.
 
@@ -128,7 +150,6 @@ class EdgeRunner:
         values: Resolved edge parameters (:data:`~ask_expert_ros.core.node_config.EDGE_PARAMS`).
         namespace: ROS namespace of the node's topics.
         topics: Topic names, for remapping.
-        on_result: Called with every published result (tests, the demo's recorder).
     """
 
     def __init__(
@@ -138,11 +159,8 @@ class EdgeRunner:
         values: dict[str, Any],
         namespace: str = '',
         topics: EdgeTopics | None = None,
-        on_result: Callable[[FinalResult], None] | None = None,
     ) -> None:
         self.logic = logic
-        self.values = values
-        self.on_result = on_result
         topics = topics or EdgeTopics()
         io = _Endpoints(participant, namespace)
         self._io = io
@@ -163,9 +181,14 @@ class EdgeRunner:
             if values['publish_annotated']
             else None
         )
+        # pixels of frames waiting for the expert, for the annotated image of their result
+        self._waiting: dict[tuple[int, int, str], np.ndarray] = {}
         self._labels = io.writer(topics.label_info, msgs.LabelInfo, latched_qos())
         self._labels.write(
             conv.label_info(logic.class_names, Header(_now_stamp()), logic.params.routing.tau)
+        )
+        self._diagnostics = _Diagnostics(
+            io, f'ask_expert: edge {logic.params.edge_id}', values['diagnostics_period_s']
         )
 
     def spin_once(self, timeout_s: float = 0.05) -> None:
@@ -175,8 +198,9 @@ class EdgeRunner:
             timeout_s = min(timeout_s, max(0.0, (deadline - time.monotonic_ns()) / 1e9))
         self._io.wait(timeout_s)
         for msg in _take(self._responses):
-            self._handle_reply(msg)
-        frames, raw = [], []
+            self._publish(self.logic.on_reply(conv.reply_to_core(msg)))
+        frames = []
+        raw: list[tuple[Any, Callable[[Any], Frame]]] = []
         raw.extend((msg, conv.image_to_frame) for msg in _take(self._images))
         raw.extend((msg, conv.compressed_to_frame) for msg in _take(self._compressed))
         for msg, decode in raw:
@@ -189,13 +213,17 @@ class EdgeRunner:
             self._handle_frames(frames)
         for result in self.logic.expire():
             self._publish(result)
+        self._diagnostics.maybe_publish(self.logic.counters.as_dict())
 
-    def _handle_frames(self, frames: list) -> None:
+    def _handle_frames(self, frames: list[Frame]) -> None:
         step = self.logic.process(frames)
+        pixels = {_frame_key(f.header): f.pixels for f in frames}
         for result in step.results:
-            self._publish(result, frames)
+            self._publish(result, pixels.get(_frame_key(result.header)))
         expert_present = bool(self._requests.get_matched_subscriptions())
         for request in step.requests:
+            if self._annotated is not None:
+                self._waiting[_frame_key(request.header)] = pixels[_frame_key(request.header)]
             if not expert_present:
                 self._publish(self.logic.fail(request.request_id, 'no expert node matched'))
                 continue
@@ -204,17 +232,14 @@ class EdgeRunner:
             except DDSException as exc:  # e.g. reliable write timed out
                 self._publish(self.logic.fail(request.request_id, f'send failed: {exc}'))
 
-    def _handle_reply(self, msg: msgs.ExpertResponse) -> None:
-        result = self.logic.on_reply(conv.reply_to_core(msg))
-        if result is not None:
-            self._publish(result)
-
-    def _publish(self, result: FinalResult | None, frames: list | None = None) -> None:
+    def _publish(self, result: FinalResult | None, pixels: np.ndarray | None = None) -> None:
         if result is None:
             return
         self._results.write(conv.result_to_classification(result))
-        if self.on_result is not None:
-            self.on_result(result)
+        if self._annotated is not None:
+            pixels = self._waiting.pop(_frame_key(result.header), pixels)
+            if pixels is not None:
+                self._annotated.write(conv.frame_to_image(annotate(pixels, result), result.header))
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -248,7 +273,7 @@ class ExpertRunner:
         self._responses = io.writer(
             topics.responses, msgs.ExpertResponse, reliable_qos(values['response_qos_depth'])
         )
-        self.malformed = 0
+        self._diagnostics = _Diagnostics(io, 'ask_expert: expert', values['diagnostics_period_s'])
 
     def spin_once(self, timeout_s: float = 0.05) -> None:
         due = self.logic.next_due_ns()
@@ -257,30 +282,25 @@ class ExpertRunner:
         self._io.wait(timeout_s)
         for msg in _take(self._requests):
             try:
-                request = conv.request_to_core(msg)
+                reply = self.logic.submit(conv.request_to_core(msg))
             except (UnsupportedImageError, ValueError) as exc:
-                self.malformed += 1
                 logger.warning('malformed request from %r: %s', msg.edge_id, exc)
-                self._responses.write(
-                    msgs.ExpertResponse(
-                        header=msg.header,
-                        edge_id=msg.edge_id,
-                        request_id=msg.request_id,
-                        label=-1,
-                        status=msgs.ExpertResponse.STATUS_BAD_REQUEST,
-                        error=str(exc),
-                    )
+                reply = self.logic.reject(
+                    conv.header_to_core(msg.header), msg.edge_id, msg.request_id, str(exc)
                 )
-                continue
-            reply = self.logic.submit(request)
             if reply is not None:
                 self._responses.write(conv.reply_to_dds(reply))
         for reply in self.logic.poll():
             self._responses.write(conv.reply_to_dds(reply))
+        self._diagnostics.maybe_publish(self.logic.counters.as_dict())
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.spin_once()
+
+
+def _frame_key(header: Header) -> tuple[int, int, str]:
+    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
 
 
 def _take(reader: DataReader) -> list:
