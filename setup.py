@@ -25,6 +25,7 @@ setup(
         'tqdm>=4.66',
         'opencv-python-headless>=4.8',
         'cyclonedds>=11,<12',
+        'rosbags>=0.11',
     ],
     extras_require={
         'test': [

@@ -4,9 +4,11 @@ Three implementations of the same CDR bytes, timed side by side in one run:
 
 * ``naive``: a plain cyclonedds ``IdlStruct`` with ``data: sequence[uint8]`` (cyclonedds'
   generic serialiser packs one int at a time and deserialises into a list);
-* ``ours``: :class:`ask_expert_ros.dds.msgs.Image` (numpy in, ``bytes`` out);
-* ``rosbags``: ``Typestore.serialize_cdr``/``deserialize_cdr`` (numpy in, a numpy view
-  into the payload out).
+* ``ours``: :class:`ask_expert_ros.dds.msgs.Image` (numpy in, ``bytes`` out), which
+  delegates to rosbags: the conversion to and from rosbags' message objects and the copy
+  into ``bytes`` (serialised payload; ``data`` after deserialising) are its overhead;
+* ``rosbags``: ``Typestore.serialize_cdr``/``deserialize_cdr`` (numpy in, a memoryview of
+  the payload out; a numpy view into a copy of the ``bytes`` payload out).
 
 All three are checked to produce identical bytes first. Times are the best of
 ``--repeat`` runs, per message, in microseconds.

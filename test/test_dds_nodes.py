@@ -33,7 +33,7 @@ from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.conversions import frame_to_image
 from ask_expert_ros.dds.live import spawn_node
-from ask_expert_ros.dds.nodes import reliable_qos, sensor_qos
+from ask_expert_ros.dds.nodes import reliable_qos, sensor_qos, take_valid
 
 pytestmark = pytest.mark.timeout(240)
 START_TIMEOUT_S = 90.0
@@ -89,7 +89,7 @@ def running(*procs: subprocess.Popen) -> Iterator[None]:
 
 def collect(reader: DataReader, into: list, count: int, timeout_s: float, what: str) -> None:
     def more() -> bool:
-        into.extend(reader.take(N=256))
+        into.extend(take_valid(reader, 256))
         return len(into) >= count
 
     wait_for(more, timeout_s, f'{what} ({len(into)}/{count})')
@@ -160,10 +160,10 @@ def test_every_frame_one_result_answered_by_the_routed_expert(zoo, frames, domai
         responses: list = []
         collect(responses_reader, responses, len(frames), 10, 'expert responses')
         time.sleep(0.3)
-        results.extend(results_reader.take(N=256))
+        results.extend(take_valid(results_reader, 256))
     assert sorted(r.header.stamp.sec for r in results) == secs  # exactly one per frame
     assert all(r.header.frame_id == 'cam' and r.header.stamp.nanosec == 123 for r in results)
-    images = annotated.take(N=256)
+    images = take_valid(annotated, 256)
     assert images and all((i.height, i.width, i.encoding) == (160, 160, 'rgb8') for i in images)
     assert {r.edge_id for r in responses} == {'robot1'}
     assert all(r.status == msgs.ExpertResponse.STATUS_OK for r in responses)
@@ -212,8 +212,8 @@ def test_expert_killed_mid_stream_rest_fall_back(zoo, frames, domain_id) -> None
         later = publish(camera, frames[10:], first_sec=3000)
         collect(results_reader, results, len(frames), 60, 'results after the kill')
         time.sleep(0.6)  # anything extra would show up now
-        results.extend(results_reader.take(N=256))
-        statuses = [s for a in diagnostics.take(N=1000) for s in a.status if 'edge' in s.name]
+        results.extend(take_valid(results_reader, 256))
+        statuses = [s for a in take_valid(diagnostics, 1000) for s in a.status if 'edge' in s.name]
     assert sorted(r.header.stamp.sec for r in results) == first + later
     counters = {kv.key: kv.value for kv in statuses[-1].values}
     assert counters['frames'] == counters['results'] == str(len(frames))
@@ -273,7 +273,7 @@ def test_two_edges_share_one_expert_and_see_only_their_own(zoo, frames, domain_i
         collect(responses_reader, responses, len(frames), 10, 'responses')
         time.sleep(0.3)
         for ns in cams:
-            got[ns].extend(outs[ns].take(N=256))
+            got[ns].extend(take_valid(outs[ns], 256))
     for ns in cams:
         assert sorted(r.header.stamp.sec for r in got[ns]) == sent[ns]
     assert sorted({r.edge_id for r in responses}) == ['r1', 'r2']

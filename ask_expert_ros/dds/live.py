@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cyclonedds.core import DDSException
 from cyclonedds.domain import Domain, DomainParticipant
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
@@ -30,7 +31,7 @@ from ask_expert_ros.core.messages import Header, Stamp
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.conversions import frame_to_image
-from ask_expert_ros.dds.nodes import reliable_qos
+from ask_expert_ros.dds.nodes import reliable_qos, take_valid
 
 START_TIMEOUT_S = 120.0
 
@@ -87,6 +88,16 @@ def _wait(
         time.sleep(0.01)
 
 
+def _free_domain(wanted: int | None) -> tuple[int, Domain]:
+    """A loopback-only domain: ``wanted``, or a random id this process does not use yet."""
+    for domain_id in [wanted] if wanted is not None else random.sample(range(100, 231), 10):
+        try:
+            return domain_id, Domain(domain_id, loopback_config())
+        except DDSException:
+            continue
+    raise LiveRunError('no free DDS domain id for the live run')
+
+
 def run_live(
     manifest: Path,
     frames: np.ndarray,
@@ -99,9 +110,8 @@ def run_live(
     domain_id: int | None = None,
 ) -> dict[str, Any]:
     """Stream ``frames`` through the two-process graph and measure what comes out."""
-    domain_id = random.randint(100, 230) if domain_id is None else domain_id
     log_dir.mkdir(parents=True, exist_ok=True)
-    domain = Domain(domain_id, loopback_config())
+    domain_id, domain = _free_domain(domain_id)
     dp = DomainParticipant(domain_id)
     qos = reliable_qos(len(frames) + 10)
     camera = DataWriter(dp, Topic(dp, msgs.ros_topic('image'), msgs.Image), qos=qos)
@@ -144,11 +154,11 @@ def run_live(
 
         def drain() -> None:
             now = time.time_ns()
-            for msg in results_reader.take(N=256):
+            for msg in take_valid(results_reader, 256):
                 key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
                 label = msg.results[0].class_id if msg.results else ''
                 received[key] = (label, now)
-            responses.extend(responses_reader.take(N=256))
+            responses.extend(take_valid(responses_reader, 256))
 
         period_ns = int(1e9 / rate_hz)
         start = time.time_ns()

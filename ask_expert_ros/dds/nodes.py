@@ -197,12 +197,12 @@ class EdgeRunner:
         if deadline is not None:
             timeout_s = min(timeout_s, max(0.0, (deadline - time.monotonic_ns()) / 1e9))
         self._io.wait(timeout_s)
-        for msg in _take(self._responses):
+        for msg in take_valid(self._responses):
             self._publish(self.logic.on_reply(conv.reply_to_core(msg)))
         frames = []
         raw: list[tuple[Any, Callable[[Any], Frame]]] = []
-        raw.extend((msg, conv.image_to_frame) for msg in _take(self._images))
-        raw.extend((msg, conv.compressed_to_frame) for msg in _take(self._compressed))
+        raw.extend((msg, conv.image_to_frame) for msg in take_valid(self._images))
+        raw.extend((msg, conv.compressed_to_frame) for msg in take_valid(self._compressed))
         for msg, decode in raw:
             try:
                 frames.append(decode(msg))
@@ -280,7 +280,7 @@ class ExpertRunner:
         if due is not None:
             timeout_s = min(timeout_s, max(0.0, (due - time.monotonic_ns()) / 1e9))
         self._io.wait(timeout_s)
-        for msg in _take(self._requests):
+        for msg in take_valid(self._requests):
             try:
                 reply = self.logic.submit(conv.request_to_core(msg))
             except (UnsupportedImageError, ValueError) as exc:
@@ -303,13 +303,18 @@ def _frame_key(header: Header) -> tuple[int, int, str]:
     return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
 
 
-def _take(reader: DataReader) -> list:
-    """Everything new on ``reader``; a sample that is not valid CDR is logged and skipped."""
+def take_valid(reader: DataReader, n: int = _MAX_TAKE) -> list:
+    """New samples with data on ``reader``.
+
+    Skips the data-less samples DDS uses to announce instance state changes (a writer
+    left), and logs and skips payloads that are not valid CDR for the type.
+    """
     try:
-        return reader.take(N=_MAX_TAKE)
+        samples = reader.take(N=n)
     except msgs.CdrError as exc:
         logger.warning('dropped undecodable samples on %s: %s', reader.topic.name, exc)
         return []
+    return [s for s in samples if s.sample_info.valid_data]
 
 
 def _now_stamp() -> Stamp:
