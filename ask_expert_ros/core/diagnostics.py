@@ -1,9 +1,16 @@
 """Node health as transport-free status records (-> ``diagnostic_msgs/DiagnosticArray``).
 
-Each period the adapter hands over the node's counters; :class:`HealthMonitor` turns
-them into one :class:`StatusRecord` with the totals, the per-second rates over the
-period, and a level: WARN when frames fell back or inputs were rejected during the
-period, ERROR when every offloaded frame of the period fell back (expert unreachable).
+Each period an adapter hands over the node's counters (``EdgeCounters.as_dict()`` or
+``ExpertCounters.as_dict()``, plus any gauges such as ``pending``); :func:`assess`
+turns them, the previous period's counters and the elapsed time into one
+:class:`StatusRecord`: the totals, per-second rates and the edge's offload ratio over
+the period, and a level:
+
+* ERROR -- every frame offloaded during the period fell back (expert unreachable);
+* WARN -- some frames fell back, or inputs or requests were rejected, in the period;
+* OK -- otherwise. Foreign replies (meant for another edge) are normal and never warn.
+
+:class:`HealthMonitor` keeps the previous counters between calls.
 """
 
 from __future__ import annotations
@@ -24,6 +31,17 @@ class Level(enum.IntEnum):
 
 @dataclass(frozen=True)
 class StatusRecord:
+    """One ``diagnostic_msgs/DiagnosticStatus``, without the message type.
+
+    Attributes:
+        name: Status name, e.g. ``'ask_expert: edge robot1-812'``.
+        level: OK, WARN, ERROR (STALE is for aggregators).
+        message: One line for people: what is wrong in the last period, or ``'ok'``.
+        hardware_id: The machine (hostname).
+        values: Counters (totals since start), gauges and rates (``*_per_s``,
+            ``offload_ratio``), in insertion order.
+    """
+
     name: str
     level: Level
     message: str
@@ -31,8 +49,8 @@ class StatusRecord:
     values: dict[str, int | float | str] = field(default_factory=dict)
 
 
-_FALLBACKS = ('fallback_deadline', 'fallback_error', 'fallback_unavailable')
-_REJECTS = (
+FALLBACK_COUNTERS = ('fallback_deadline', 'fallback_error', 'fallback_unavailable')
+REJECT_COUNTERS = (
     'bad_input',
     'invalid_logits',
     'bad_request',
@@ -41,10 +59,51 @@ _REJECTS = (
     'model_errors',
     'expired',
 )
+RATE_COUNTERS = ('frames', 'offloaded', 'expert', 'requests', 'answered', 'batches')
+
+
+def assess(
+    name: str,
+    counters: Mapping[str, int],
+    previous: Mapping[str, int] | None,
+    elapsed_s: float | None,
+    hardware_id: str = '',
+) -> StatusRecord:
+    """The health of one node over the last period.
+
+    Args:
+        name: Status name.
+        counters: Totals now (missing names count as 0).
+        previous: Totals at the start of the period; None for the first period
+            (then the totals are the period).
+        elapsed_s: Length of the period; None or <= 0 leaves the rates out.
+        hardware_id: The machine.
+    """
+    before = previous or {}
+    delta = {k: v - before.get(k, 0) for k, v in counters.items()}
+    values: dict[str, int | float | str] = dict(counters)
+    if elapsed_s is not None and elapsed_s > 0:
+        for k in RATE_COUNTERS:
+            if k in delta:
+                values[f'{k}_per_s'] = delta[k] / elapsed_s
+    if delta.get('frames'):
+        values['offload_ratio'] = delta.get('offloaded', 0) / delta['frames']
+    fell_back = sum(delta.get(k, 0) for k in FALLBACK_COUNTERS)
+    rejected = sum(delta.get(k, 0) for k in REJECT_COUNTERS)
+    offloaded = delta.get('offloaded', 0)
+    if offloaded and fell_back >= offloaded:
+        level = Level.ERROR
+        message = f'all {offloaded} offloaded frames fell back (is an expert node reachable?)'
+    elif fell_back or rejected:
+        level = Level.WARN
+        message = f'{fell_back} fallbacks, {rejected} rejected inputs in the last period'
+    else:
+        level, message = Level.OK, 'ok'
+    return StatusRecord(name, level, message, hardware_id, values)
 
 
 class HealthMonitor:
-    """Counters in, one status record per period out.
+    """Counters in, one status record per period out (keeps the previous counters).
 
     Args:
         name: Status name, e.g. ``'ask_expert: edge robot1'``.
@@ -54,26 +113,12 @@ class HealthMonitor:
     def __init__(self, name: str, hardware_id: str = '') -> None:
         self.name = name
         self.hardware_id = hardware_id
-        self._last: dict[str, int] = {}
+        self._last: dict[str, int] | None = None
         self._last_time: float | None = None
 
     def update(self, counters: Mapping[str, int], now_s: float) -> StatusRecord:
-        elapsed = None if self._last_time is None else max(now_s - self._last_time, 1e-9)
-        delta = {k: v - self._last.get(k, 0) for k, v in counters.items()}
+        """The record for the period since the previous call (monotonic ``now_s``)."""
+        elapsed = None if self._last_time is None else now_s - self._last_time
+        record = assess(self.name, counters, self._last, elapsed, self.hardware_id)
         self._last, self._last_time = dict(counters), now_s
-        values: dict[str, int | float | str] = dict(counters)
-        if elapsed is not None:
-            for k in ('frames', 'offloaded', 'requests', 'answered'):
-                if k in delta:
-                    values[f'{k}_per_s'] = delta[k] / elapsed
-        fell_back = sum(delta.get(k, 0) for k in _FALLBACKS)
-        rejected = sum(delta.get(k, 0) for k in _REJECTS)
-        offloaded = delta.get('offloaded', 0)
-        if offloaded and fell_back >= offloaded:
-            level, message = Level.ERROR, f'all {offloaded} offloaded frames fell back'
-        elif fell_back or rejected:
-            level = Level.WARN
-            message = f'{fell_back} fallbacks, {rejected} rejected inputs in the last period'
-        else:
-            level, message = Level.OK, 'ok'
-        return StatusRecord(self.name, level, message, self.hardware_id, values)
+        return record

@@ -1,0 +1,277 @@
+"""The edge node (``ros2 run ask_expert_ros edge_node``): one Classification per camera frame.
+
+Topics (relative; remap them at launch):
+
+* in  ``image`` (sensor_msgs/Image), ``image/compressed`` (sensor_msgs/CompressedImage):
+  camera frames, QoS from ``image_qos_reliability`` / ``image_qos_depth``;
+* out ``classification`` (vision_msgs/Classification): exactly one per frame, with the
+  frame's header; ``results`` holds one hypothesis (class name, score), or none when
+  the frame could not be classified (INVALID: undecodable frame, non-finite output);
+* out ``label_info`` (vision_msgs/LabelInfo, transient local): class names and tau,
+  at start and again when tau changes;
+* out ``annotated`` (sensor_msgs/Image rgb8): the frame with label, score and who
+  answered drawn on it, while ``publish_annotated`` is true and someone listens;
+* out ``expert/requests`` (ExpertRequest, reliable) / in ``expert/responses``
+  (ExpertResponse, reliable): the conversation with the expert node;
+* out ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every ``diagnostics_period_s``.
+
+What happens to a frame is decided by :class:`~ask_expert_ros.core.edge_logic.EdgeLogic`;
+this node converts, calls it and publishes. Threads: camera callbacks (inference) run
+in one mutually exclusive group, expert responses and the diagnostics timer in
+another, so a reply is never stuck behind a forward pass. Deadlines are watched by a
+thread that sleeps until :meth:`~ask_expert_ros.core.edge_logic.EdgeLogic.next_deadline_ns`
+(woken when a request goes out): the fallback goes out on time, and an idle node costs
+nothing, where a 5 ms rclpy timer cost about a fifth of a CPU core doing nothing.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header as HeaderMsg
+from vision_msgs.msg import Classification, LabelInfo
+
+from ask_expert_ros.core.annotate import annotate
+from ask_expert_ros.core.diagnostics import HealthMonitor
+from ask_expert_ros.core.edge_logic import EdgeLogic
+from ask_expert_ros.core.engine import EdgeStage, FrameBatch
+from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
+from ask_expert_ros.core.library import ExpertLibrary
+from ask_expert_ros.core.messages import FinalResult, Frame, Header, OffloadRequest
+from ask_expert_ros.core.node_config import EDGE_PARAMS, edge_params
+from ask_expert_ros.msg import ExpertRequest, ExpertResponse
+from ask_expert_ros.ros import conversions as conv
+
+NODE_NAME = 'edge'
+# The deadline watcher wakes at least this often with nothing pending, to notice shutdown.
+_IDLE_WAKE_S = 1.0
+_THROTTLE_S = 5.0
+
+
+def build_logic(values: dict[str, Any]) -> EdgeLogic:
+    """Load the edge model named by the library, warm it up once, wrap it in the logic."""
+    params = edge_params(values)
+    library = ExpertLibrary(values['library'], device=values['device'])
+    stage = EdgeStage(library.load_edge(values['device']), library.scheme, params.routing)
+    config = stage.model.config
+    size = (config.img_size, config.img_size) + ((3,) if config.in_chans == 3 else ())
+    stage.run(FrameBatch(np.zeros((1, *size), dtype=np.uint8), stage.device))
+    return EdgeLogic(stage, params)
+
+
+def _frame_key(header: Header) -> tuple[int, int, str]:
+    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
+
+
+class EdgeNode(Node):
+    """The edge node. Keyword arguments go to :class:`rclpy.node.Node` (e.g. ``context``,
+    ``namespace``, ``parameter_overrides``).
+
+    Raises:
+        ParameterException, ValueError, AskExpertError, OSError: Bad parameters or an
+            unusable model library; the node cannot start.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._values = conv.declare_parameters(self, EDGE_PARAMS)
+        self.logic = build_logic(self._values)
+        self._values['edge_id'] = self.logic.params.edge_id
+        values = self._values
+        self._request_sent = threading.Event()
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_deadlines, name='edge-deadlines')
+
+        camera_group = MutuallyExclusiveCallbackGroup()
+        io_group = MutuallyExclusiveCallbackGroup()
+        qos = conv.image_qos(values['image_qos_reliability'], values['image_qos_depth'])
+        self.create_subscription(Image, 'image', self._on_image, qos, callback_group=camera_group)
+        self.create_subscription(
+            CompressedImage,
+            'image/compressed',
+            self._on_compressed,
+            qos,
+            callback_group=camera_group,
+        )
+        self.create_subscription(
+            ExpertResponse,
+            'expert/responses',
+            self._on_response,
+            conv.reliable_qos(values['response_qos_depth']),
+            callback_group=io_group,
+        )
+        self._requests = self.create_publisher(
+            ExpertRequest, 'expert/requests', conv.reliable_qos(values['request_qos_depth'])
+        )
+        self._results = self.create_publisher(
+            Classification, 'classification', conv.reliable_qos(values['response_qos_depth'])
+        )
+        # REP-2003: publishers reliable; rviz (best effort or reliable) matches either way
+        self._annotated = self.create_publisher(Image, 'annotated', conv.reliable_qos(5))
+        self._labels = self.create_publisher(LabelInfo, 'label_info', conv.latched_qos())
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+        # pixels of frames waiting for the expert, for the annotated image of their result
+        self._waiting: dict[tuple[int, int, str], np.ndarray] = {}
+        self._waiting_lock = threading.Lock()
+        self._monitor = HealthMonitor(
+            f'ask_expert: edge {self.logic.params.edge_id}', socket.gethostname()
+        )
+        self.create_timer(
+            values['diagnostics_period_s'], self._on_diagnostics_timer, callback_group=io_group
+        )
+        self._publish_label_info()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._watcher.start()
+        self.get_logger().info(
+            f'edge {self.logic.params.edge_id}: scheme {self.logic.stage.scheme.name!r}, '
+            f'{len(self.logic.class_names)} classes, tau={self.logic.params.routing.tau}, '
+            f'device {self.logic.stage.device}'
+        )
+
+    # ------------------------------------------------------------ callbacks
+
+    def _on_image(self, msg: Image) -> None:
+        self._on_frame(msg, conv.image_to_frame)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._on_frame(msg, conv.compressed_to_frame)
+
+    def _on_frame(self, msg: Image | CompressedImage, decode: Callable[[Any], Frame]) -> None:
+        try:
+            frame = decode(msg)
+            step = self.logic.process([frame])
+        except UnsupportedImageError as exc:
+            self.get_logger().warning(f'bad frame: {exc}', throttle_duration_sec=_THROTTLE_S)
+            self._publish(self.logic.reject(conv.header_to_core(msg.header), str(exc)))
+            return
+        for result in step.results:
+            self._publish(result, frame.pixels)
+        self._send(step.requests, frame.pixels)
+
+    def _on_response(self, msg: ExpertResponse) -> None:
+        self._publish(self.logic.on_reply(conv.reply_to_core(msg)))
+
+    def _on_diagnostics_timer(self) -> None:
+        counters = self.logic.counters.as_dict() | {'pending': self.logic.pending_count}
+        record = self._monitor.update(counters, time.monotonic())
+        self._diagnostics.publish(conv.diagnostics_to_ros([record], self._now_header()))
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Validate the whole change, then swap the typed settings in one assignment."""
+        try:
+            values = conv.updated_values(EDGE_PARAMS, self._values, parameters)
+            params = edge_params(values)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        tau_changed = params.routing.tau != self.logic.params.routing.tau
+        self.logic.params = params
+        self._values = values
+        if tau_changed:
+            self._publish_label_info()
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------ deadlines
+
+    def _watch_deadlines(self) -> None:
+        """Publish the fallback of every request whose deadline passed, when it passes."""
+        while not self._stop.is_set():
+            try:
+                for result in self.logic.expire():
+                    self._publish(result)
+            except RuntimeError as exc:
+                if not self.context.ok():
+                    return  # shutting down: the publishers are gone
+                self.get_logger().error(
+                    f'cannot publish a fallback: {exc}', throttle_duration_sec=_THROTTLE_S
+                )
+            due = self.logic.next_deadline_ns()
+            timeout = _IDLE_WAKE_S if due is None else (due - time.monotonic_ns()) / 1e9
+            if timeout > 0:
+                self._request_sent.wait(min(timeout, _IDLE_WAKE_S))
+            self._request_sent.clear()  # next_deadline_ns() is read again before waiting
+
+    def destroy_node(self) -> None:
+        """Stop the deadline watcher before the node goes."""
+        self._stop.set()
+        self._request_sent.set()
+        if self._watcher.is_alive():
+            self._watcher.join()
+        super().destroy_node()
+
+    # ------------------------------------------------------------ publishing
+
+    def _send(self, requests: list[OffloadRequest], pixels: np.ndarray) -> None:
+        for request in requests:
+            if self._annotating():
+                with self._waiting_lock:
+                    self._waiting[_frame_key(request.header)] = pixels
+            if self._requests.get_subscription_count() == 0:
+                self._publish(self.logic.fail(request.request_id, 'no expert node'))
+                continue
+            self._requests.publish(conv.request_to_ros(request))
+        if requests:
+            self._request_sent.set()
+
+    def _publish(self, result: FinalResult | None, pixels: np.ndarray | None = None) -> None:
+        if result is None:  # a reply for another edge, or one after the fallback
+            return
+        self._results.publish(conv.result_to_classification(result))
+        with self._waiting_lock:
+            waiting = self._waiting.pop(_frame_key(result.header), None)
+        pixels = waiting if waiting is not None else pixels
+        if pixels is not None and self._annotating():
+            self._annotated.publish(conv.frame_to_image(annotate(pixels, result), result.header))
+
+    def _annotating(self) -> bool:
+        return self._values['publish_annotated'] and self._annotated.get_subscription_count() > 0
+
+    def _publish_label_info(self) -> None:
+        self._labels.publish(
+            conv.label_info(
+                self.logic.class_names, self._now_header(), self.logic.params.routing.tau
+            )
+        )
+
+    def _now_header(self) -> HeaderMsg:
+        """For label_info and diagnostics only: results always carry the camera header."""
+        return HeaderMsg(stamp=self.get_clock().now().to_msg())
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = EdgeNode()
+    except (ParameterException, ValueError, AskExpertError, OSError) as exc:
+        rclpy.logging.get_logger(NODE_NAME).error(f'cannot start: {exc}')
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        # Ctrl-C in a terminal reaches this process twice (the terminal's and the one
+        # ros2 launch forwards): the second must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,207 @@
+"""The expert node (``ros2 run ask_expert_ros expert_node``): one ExpertResponse per request.
+
+Topics (relative; remap them at launch):
+
+* in  ``expert/requests`` (ExpertRequest, reliable): frames the edges were unsure about;
+* out ``expert/responses`` (ExpertResponse, reliable): the refined label, or the reason
+  there is none, carrying the request's header, ``edge_id`` and ``request_id``;
+* out ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every ``diagnostics_period_s``.
+
+Validation, the per-key queues and micro-batching are
+:class:`~ask_expert_ros.core.expert_logic.ExpertLogic`'s. The request callback converts
+and queues (a request that cannot be served is answered at once); a worker thread runs
+each key's micro-batch when it is full or its oldest request has waited ``max_wait_ms``
+(:meth:`~ask_expert_ros.core.expert_logic.ExpertLogic.next_due_ns`), so inference never
+blocks the reception of requests.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_msgs.msg import Header as HeaderMsg
+
+from ask_expert_ros.core.diagnostics import HealthMonitor
+from ask_expert_ros.core.engine import ExpertStage, FrameBatch
+from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError, format_key
+from ask_expert_ros.core.expert_logic import ExpertLogic
+from ask_expert_ros.core.library import ExpertLibrary
+from ask_expert_ros.core.messages import ExpertReply
+from ask_expert_ros.core.node_config import EXPERT_PARAMS, expert_params
+from ask_expert_ros.msg import ExpertRequest, ExpertResponse
+from ask_expert_ros.ros import conversions as conv
+
+NODE_NAME = 'expert'
+# The worker wakes at least this often with nothing queued, to notice shutdown.
+_IDLE_WAKE_S = 0.2
+_THROTTLE_S = 5.0
+
+
+def build_logic(values: dict[str, Any], log: Any) -> ExpertLogic:
+    """Open the library; with ``preload``, load and warm up every expert once now."""
+    library = ExpertLibrary(
+        values['library'], device=values['device'], max_resident=values['max_resident'] or None
+    )
+    stage = ExpertStage(library)
+    if values['preload']:
+        for key in library.keys:
+            config = library.get(key).config
+            size = (config.img_size, config.img_size) + ((3,) if config.in_chans == 3 else ())
+            output = stage.run(
+                FrameBatch(np.zeros((1, *size), np.uint8), library.device), {key: np.arange(1)}
+            )
+            if output.errors:
+                raise AskExpertError(f'expert {format_key(key)}: {output.errors[0]}')
+        log.info(f'preloaded and warmed up {len(library.keys)} experts')
+    missing = library.missing_keys()
+    if missing:
+        log.warning(
+            f'no expert for {len(missing)} keys the edges may send (k={library.k}): '
+            f'{", ".join(format_key(k) for k in missing)}; they are answered UNKNOWN_KEY'
+        )
+    return ExpertLogic(stage, expert_params(values))
+
+
+class ExpertNode(Node):
+    """The expert node. Keyword arguments go to :class:`rclpy.node.Node`.
+
+    Raises:
+        ParameterException, ValueError, AskExpertError, OSError: Bad parameters or an
+            unusable model library; the node cannot start.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._values = conv.declare_parameters(self, EXPERT_PARAMS)
+        self.logic = build_logic(self._values, self.get_logger())
+        values = self._values
+
+        requests_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(
+            ExpertRequest,
+            'expert/requests',
+            self._on_request,
+            conv.reliable_qos(values['request_qos_depth']),
+            callback_group=requests_group,
+        )
+        self._responses = self.create_publisher(
+            ExpertResponse, 'expert/responses', conv.reliable_qos(values['response_qos_depth'])
+        )
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._monitor = HealthMonitor('ask_expert: expert', socket.gethostname())
+        self.create_timer(values['diagnostics_period_s'], self._on_diagnostics_timer)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._arrived = threading.Event()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run_batches, name='expert-batches')
+        self._worker.start()
+        library = self.logic.stage.library
+        self.get_logger().info(
+            f'expert: scheme {library.scheme.name!r}, {len(library.keys)} experts, '
+            f'device {library.device}, max_batch={self.logic.params.max_batch}'
+        )
+
+    # ------------------------------------------------------------ callbacks
+
+    def _on_request(self, msg: ExpertRequest) -> None:
+        try:
+            reply = self.logic.submit(conv.request_to_core(msg))
+        except (UnsupportedImageError, ValueError) as exc:
+            self.get_logger().warning(
+                f'malformed request from {msg.edge_id!r}: {exc}', throttle_duration_sec=_THROTTLE_S
+            )
+            reply = self.logic.reject(
+                conv.header_to_core(msg.header), msg.edge_id, msg.request_id, str(exc)
+            )
+        if reply is not None:
+            self._publish(reply)
+        else:
+            self._arrived.set()
+
+    def _on_diagnostics_timer(self) -> None:
+        counters = self.logic.counters.as_dict() | {'queued': self.logic.queued}
+        record = self._monitor.update(counters, time.monotonic())
+        header = HeaderMsg(stamp=self.get_clock().now().to_msg())
+        self._diagnostics.publish(conv.diagnostics_to_ros([record], header))
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Validate the whole change, then swap the typed settings in one assignment."""
+        try:
+            values = conv.updated_values(EXPERT_PARAMS, self._values, parameters)
+            params = expert_params(values)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.logic.params = params
+        self._values = values
+        self._arrived.set()  # a smaller max_batch or max_wait_ms may make a batch due now
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------ worker
+
+    def _run_batches(self) -> None:
+        """Run due micro-batches; sleep until the next is due or a request arrives."""
+        while not self._stop.is_set():
+            try:
+                for reply in self.logic.poll():
+                    self._publish(reply)
+            except RuntimeError as exc:
+                if not self.context.ok():
+                    return  # shutting down: the publisher is gone
+                # e.g. CUDA out of memory: this batch's edges fall back at their
+                # deadline; the node keeps serving the next batches
+                self.get_logger().error(
+                    f'expert batch failed: {exc}', throttle_duration_sec=_THROTTLE_S
+                )
+            due = self.logic.next_due_ns()
+            timeout = _IDLE_WAKE_S if due is None else (due - time.monotonic_ns()) / 1e9
+            if timeout > 0:
+                self._arrived.wait(min(timeout, _IDLE_WAKE_S))
+            self._arrived.clear()  # next_due_ns() is read again before the next wait
+
+    def _publish(self, reply: ExpertReply) -> None:
+        self._responses.publish(conv.reply_to_ros(reply))
+
+    def destroy_node(self) -> None:
+        """Stop the worker (it finishes the batch it is running) before the node goes."""
+        self._stop.set()
+        self._arrived.set()
+        self._worker.join()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = ExpertNode()
+    except (ParameterException, ValueError, AskExpertError, OSError) as exc:
+        rclpy.logging.get_logger(NODE_NAME).error(f'cannot start: {exc}')
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        # Ctrl-C in a terminal reaches this process twice (the terminal's and the one
+        # ros2 launch forwards): the second must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,114 @@
+"""Replay a recorded camera bag through edge and expert (benchmark on recorded data).
+
+    ros2 launch ask_expert_ros bag_replay.launch.py bag:=/data/run1 \\
+        bag_topic:=/camera/image_raw library:=/path/to/zoo/library.yaml
+
+Starts ``both.launch.py`` and ``ros2 bag play <bag>`` with the bag's camera topic
+remapped into the edge's ``image`` topic (or ``image/compressed`` with
+``compressed:=true``). Results go to ``classification`` as on the robot; record them
+with ``ros2 bag record`` or use ``ask-expert bench`` for the offline report.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import (
+    DeclareLaunchArgument,
+    ExecuteProcess,
+    IncludeLaunchDescription,
+    OpaqueFunction,
+)
+from launch.launch_context import LaunchContext
+from launch.launch_description import LaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration
+
+PACKAGE = 'ask_expert_ros'
+
+
+def edge_input_topic(namespace: str, compressed: bool) -> str:
+    """The absolute name of the edge's camera input in ``namespace``."""
+    parts = [p for p in (namespace.strip('/'), 'image', 'compressed' if compressed else '') if p]
+    return '/' + '/'.join(parts)
+
+
+def bag_play(context: LaunchContext) -> list[ExecuteProcess]:
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    compressed = arg('compressed').lower() in ('true', '1', 'yes')
+    target = edge_input_topic(arg('namespace'), compressed)
+    cmd = ['ros2', 'bag', 'play', arg('bag'), '--rate', arg('rate')]
+    cmd += ['--topics', arg('bag_topic'), '--remap', f'{arg("bag_topic")}:={target}']
+    if float(arg('start_delay_s')) > 0:
+        cmd += ['--delay', arg('start_delay_s')]
+    if arg('loop').lower() in ('true', '1', 'yes'):
+        cmd.append('--loop')
+    return [ExecuteProcess(cmd=cmd, output='screen', name='bag_play')]
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = get_package_share_directory(PACKAGE)
+    both = PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'both.launch.py'))
+    forwarded = ('library', 'namespace', 'edge_params_file', 'expert_params_file', 'tau')
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                'bag', description='rosbag2 folder (sqlite3 or mcap) holding camera frames.'
+            ),
+            DeclareLaunchArgument(
+                'bag_topic',
+                default_value='/image',
+                description='The camera topic as recorded in the bag (absolute name).',
+            ),
+            DeclareLaunchArgument(
+                'compressed',
+                default_value='false',
+                description='true: bag_topic holds sensor_msgs/CompressedImage and goes to '
+                "the edge's image/compressed; false: sensor_msgs/Image to image.",
+            ),
+            DeclareLaunchArgument(
+                'rate', default_value='1.0', description='Playback rate factor (> 0).'
+            ),
+            DeclareLaunchArgument(
+                'start_delay_s',
+                default_value='5.0',
+                description='Seconds ros2 bag play waits before the first frame, so the '
+                'nodes have loaded and warmed up their models.',
+            ),
+            DeclareLaunchArgument(
+                'loop', default_value='false', description='true: replay the bag forever.'
+            ),
+            DeclareLaunchArgument(
+                'library',
+                default_value='',
+                description='Model zoo manifest (library.yaml) or its folder, for both nodes.',
+            ),
+            DeclareLaunchArgument(
+                'namespace',
+                default_value='',
+                description='Namespace of both nodes; the bag is remapped into it.',
+            ),
+            DeclareLaunchArgument(
+                'edge_params_file',
+                default_value=os.path.join(share, 'config', 'edge.yaml'),
+                description='ROS params YAML of the edge node.',
+            ),
+            DeclareLaunchArgument(
+                'expert_params_file',
+                default_value=os.path.join(share, 'config', 'expert.yaml'),
+                description='ROS params YAML of the expert node.',
+            ),
+            DeclareLaunchArgument(
+                'tau',
+                default_value='',
+                description="Edge confidence threshold; empty: the params file's.",
+            ),
+            IncludeLaunchDescription(
+                both, launch_arguments={k: LaunchConfiguration(k) for k in forwarded}.items()
+            ),
+            OpaqueFunction(function=bag_play),
+        ]
+    )

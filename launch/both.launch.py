@@ -1,0 +1,97 @@
+"""Edge and expert node on one machine (development, benchmarks, a single big board).
+
+    ros2 launch ask_expert_ros both.launch.py library:=/path/to/zoo/library.yaml
+
+Includes ``edge.launch.py`` and ``expert.launch.py`` in the same namespace, so the
+edge's ``expert/requests`` and ``expert/responses`` meet the expert's.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, GroupAction, IncludeLaunchDescription
+from launch.launch_description import LaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration
+
+PACKAGE = 'ask_expert_ros'
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = get_package_share_directory(PACKAGE)
+
+    def include(name: str, arguments: dict[str, str]) -> GroupAction:
+        """``launch/<name>`` with ``arguments``, scoped so its settings stay inside."""
+        source = PythonLaunchDescriptionSource(os.path.join(share, 'launch', name))
+        values = {k: LaunchConfiguration(v) for k, v in arguments.items()}
+        return GroupAction(
+            [IncludeLaunchDescription(source, launch_arguments=values.items())], scoped=True
+        )
+
+    common = {'library': 'library', 'namespace': 'namespace', 'log_level': 'log_level'}
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                'library',
+                default_value='',
+                description='Model zoo manifest (library.yaml) or its folder, for both '
+                'nodes; empty: the values in the params files.',
+            ),
+            DeclareLaunchArgument(
+                'namespace',
+                default_value='',
+                description='Namespace of both nodes and their relative topics.',
+            ),
+            DeclareLaunchArgument(
+                'edge_params_file',
+                default_value=os.path.join(share, 'config', 'edge.yaml'),
+                description='ROS params YAML of the edge node.',
+            ),
+            DeclareLaunchArgument(
+                'expert_params_file',
+                default_value=os.path.join(share, 'config', 'expert.yaml'),
+                description='ROS params YAML of the expert node.',
+            ),
+            DeclareLaunchArgument(
+                'edge_device',
+                default_value='',
+                description="Torch device of the edge model; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'expert_device',
+                default_value='',
+                description="Torch device of the experts; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'tau',
+                default_value='',
+                description="Edge confidence threshold; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'image_topic',
+                default_value='image',
+                description='Camera sensor_msgs/Image topic the edge classifies.',
+            ),
+            DeclareLaunchArgument(
+                'log_level',
+                default_value='info',
+                description='Log level of both nodes: debug, info, warn, error or fatal.',
+            ),
+            include(
+                'expert.launch.py',
+                common | {'params_file': 'expert_params_file', 'device': 'expert_device'},
+            ),
+            include(
+                'edge.launch.py',
+                common
+                | {
+                    'params_file': 'edge_params_file',
+                    'device': 'edge_device',
+                    'tau': 'tau',
+                    'image_topic': 'image_topic',
+                },
+            ),
+        ]
+    )

@@ -1,0 +1,148 @@
+"""The edge node (on the robot, e.g. a Jetson Orin Nano).
+
+    ros2 launch ask_expert_ros edge.launch.py library:=/path/to/zoo/library.yaml \\
+        image_topic:=/camera/image_raw
+
+Parameters come from ``params_file`` (``config/edge.yaml`` by default); ``library``,
+``device`` and ``tau`` override it when given. Topic names inside the node are
+relative (``image``, ``classification``, ``expert/requests`` ...) and remapped here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.launch_context import LaunchContext
+from launch.launch_description import LaunchDescription
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = 'ask_expert_ros'
+NODE = 'edge'
+
+
+def node_section(params_file: str, node: str) -> dict:
+    """The ``<node>:`` section of a ROS params file.
+
+    rcl matches a key without a namespace (``edge:``) only to the node ``/edge``; in
+    a namespace the section is passed again as a dict so it still applies.
+    """
+    data = yaml.safe_load(Path(params_file).read_text(encoding='utf-8')) or {}
+    section: dict = {}
+    for key in (node, f'/{node}'):
+        section.update((data.get(key) or {}).get('ros__parameters') or {})
+    return section
+
+
+def edge_node(context: LaunchContext) -> list[Node]:
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    namespace = arg('namespace').strip('/')
+    params_file = arg('params_file')
+    parameters: list = [params_file]
+    if namespace:
+        parameters.append(node_section(params_file, NODE))
+    overrides: dict = {k: arg(k) for k in ('library', 'device') if arg(k)}
+    if arg('tau'):
+        overrides['tau'] = float(arg('tau'))
+    if overrides:
+        parameters.append(overrides)
+    image = arg('image_topic')
+    return [
+        Node(
+            package=PACKAGE,
+            executable='edge_node',
+            name=NODE,
+            namespace=namespace,
+            parameters=parameters,
+            remappings=[
+                ('image', image),
+                ('image/compressed', arg('compressed_topic') or f'{image}/compressed'),
+                ('classification', arg('classification_topic')),
+                ('annotated', arg('annotated_topic')),
+                ('expert/requests', arg('requests_topic')),
+                ('expert/responses', arg('responses_topic')),
+            ],
+            arguments=['--ros-args', '--log-level', arg('log_level')],
+            output='screen',
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    config = os.path.join(get_package_share_directory(PACKAGE), 'config')
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                'params_file',
+                default_value=os.path.join(config, 'edge.yaml'),
+                description='ROS params YAML of the edge node (section "edge").',
+            ),
+            DeclareLaunchArgument(
+                'library',
+                default_value='',
+                description='Model zoo manifest (library.yaml) or its folder; '
+                'empty: the value in params_file.',
+            ),
+            DeclareLaunchArgument(
+                'device',
+                default_value='',
+                description="Torch device ('cpu', 'cuda'); empty: the value in params_file.",
+            ),
+            DeclareLaunchArgument(
+                'tau',
+                default_value='',
+                description='Confidence threshold (frames below go to the expert); '
+                'empty: the value in params_file.',
+            ),
+            DeclareLaunchArgument(
+                'namespace',
+                default_value='',
+                description='Namespace of the node and its relative topics (e.g. robot1).',
+            ),
+            DeclareLaunchArgument(
+                'image_topic',
+                default_value='image',
+                description='Camera sensor_msgs/Image topic the edge classifies.',
+            ),
+            DeclareLaunchArgument(
+                'compressed_topic',
+                default_value='',
+                description='Camera sensor_msgs/CompressedImage topic; '
+                'empty: <image_topic>/compressed (image_transport convention).',
+            ),
+            DeclareLaunchArgument(
+                'classification_topic',
+                default_value='classification',
+                description='Output vision_msgs/Classification topic, one per frame.',
+            ),
+            DeclareLaunchArgument(
+                'annotated_topic',
+                default_value='annotated',
+                description='Output annotated sensor_msgs/Image topic (for rviz).',
+            ),
+            DeclareLaunchArgument(
+                'requests_topic',
+                default_value='expert/requests',
+                description='ExpertRequest topic; an absolute name lets several '
+                'edges share one expert node.',
+            ),
+            DeclareLaunchArgument(
+                'responses_topic',
+                default_value='expert/responses',
+                description='ExpertResponse topic (must match the expert node).',
+            ),
+            DeclareLaunchArgument(
+                'log_level',
+                default_value='info',
+                description='Log level: debug, info, warn, error or fatal.',
+            ),
+            OpaqueFunction(function=edge_node),
+        ]
+    )
