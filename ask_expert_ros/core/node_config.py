@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from ask_expert_ros.core.edge_logic import EdgeParams
-from ask_expert_ros.core.expert_logic import ExpertParams
+from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
+from ask_expert_ros.core.engine import EdgeStage, ExpertStage, FrameBatch
+from ask_expert_ros.core.errors import AskExpertError, format_key
+from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
+from ask_expert_ros.core.library import ExpertLibrary
+from ask_expert_ros.core.models import ModelConfig
 from ask_expert_ros.core.routing import CONFIDENCE_METHODS, RoutingConfig
 
 
@@ -245,3 +250,36 @@ def load_params_file(path: str | Path, node_name: str) -> dict[str, Any]:
         section = data.get(key) or {}
         out.update(section.get('ros__parameters') or {})
     return out
+
+
+def _blank_frame(config: ModelConfig) -> np.ndarray:
+    shape = (1, config.img_size, config.img_size) + ((3,) if config.in_chans == 3 else ())
+    return np.zeros(shape, dtype=np.uint8)
+
+
+def build_edge_logic(values: Mapping[str, Any]) -> EdgeLogic:
+    """The edge model named by the library, warmed up once, wrapped in its logic."""
+    params = edge_params(values)
+    library = ExpertLibrary(values['library'], device=values['device'])
+    stage = EdgeStage(library.load_edge(values['device']), library.scheme, params.routing)
+    stage.run(FrameBatch(_blank_frame(stage.model.config), stage.device))
+    return EdgeLogic(stage, params)
+
+
+def build_expert_logic(values: Mapping[str, Any]) -> ExpertLogic:
+    """The expert library; with ``preload``, every expert loaded and warmed up now.
+
+    Raises:
+        AskExpertError: An expert cannot be loaded or does not run.
+    """
+    library = ExpertLibrary(
+        values['library'], device=values['device'], max_resident=values['max_resident'] or None
+    )
+    stage = ExpertStage(library)
+    if values['preload']:
+        for key in library.keys:
+            blank = _blank_frame(library.get(key).config)
+            output = stage.run(FrameBatch(blank, library.device), {key: np.arange(1)})
+            if output.errors:
+                raise AskExpertError(f'expert {format_key(key)}: {output.errors[0]}')
+    return ExpertLogic(stage, expert_params(values))

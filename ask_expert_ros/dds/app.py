@@ -10,17 +10,11 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from cyclonedds.domain import Domain, DomainParticipant
 
-from ask_expert_ros.core.edge_logic import EdgeLogic
-from ask_expert_ros.core.engine import EdgeStage, ExpertStage, FrameBatch
-from ask_expert_ros.core.expert_logic import ExpertLogic
-from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.node_config import (
-    edge_params,
-    expert_params,
+    build_edge_logic,
+    build_expert_logic,
     load_params_file,
     resolve,
 )
@@ -48,34 +42,6 @@ def participant(domain_id: int, loopback: bool) -> tuple[DomainParticipant, Doma
     """A participant; with ``loopback`` all traffic stays on 127.0.0.1 (keep the Domain)."""
     domain = Domain(domain_id, loopback_config()) if loopback else None
     return DomainParticipant(domain_id), domain
-
-
-def build_edge_logic(values: Mapping[str, Any]) -> EdgeLogic:
-    params = edge_params(values)
-    library = ExpertLibrary(values['library'], device=values['device'])
-    model = library.load_edge()
-    stage = EdgeStage(model, library.scheme, params.routing)
-    _warm_up(stage.model.config, lambda b: stage.run(b))
-    return EdgeLogic(stage, params)
-
-
-def build_expert_logic(values: Mapping[str, Any]) -> ExpertLogic:
-    library = ExpertLibrary(
-        values['library'], device=values['device'], max_resident=values['max_resident'] or None
-    )
-    stage = ExpertStage(library)
-    if values['preload']:
-        for key in library.keys:
-            expert = library.get(key)
-            _warm_up(expert.config, lambda b, k=key: stage.run(b, {k: [0]}))
-    return ExpertLogic(stage, expert_params(values))
-
-
-def _warm_up(config: Any, run: Any) -> None:
-    """One forward pass at start, so the first frame does not pay for lazy init."""
-    size = (config.img_size, config.img_size) + ((3,) if config.in_chans == 3 else ())
-    with torch.inference_mode():
-        run(FrameBatch(np.zeros((1, *size), dtype=np.uint8)))
 
 
 def serve(runner: EdgeRunner | ExpertRunner) -> int:

@@ -48,12 +48,9 @@ from vision_msgs.msg import Classification, LabelInfo
 
 from ask_expert_ros.core.annotate import annotate
 from ask_expert_ros.core.diagnostics import HealthMonitor
-from ask_expert_ros.core.edge_logic import EdgeLogic
-from ask_expert_ros.core.engine import EdgeStage, FrameBatch
 from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
-from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.messages import FinalResult, Frame, Header, OffloadRequest
-from ask_expert_ros.core.node_config import EDGE_PARAMS, edge_params
+from ask_expert_ros.core.node_config import EDGE_PARAMS, build_edge_logic, edge_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
 
@@ -61,17 +58,6 @@ NODE_NAME = 'edge'
 # The deadline watcher wakes at least this often with nothing pending, to notice shutdown.
 _IDLE_WAKE_S = 1.0
 _THROTTLE_S = 5.0
-
-
-def build_logic(values: dict[str, Any]) -> EdgeLogic:
-    """Load the edge model named by the library, warm it up once, wrap it in the logic."""
-    params = edge_params(values)
-    library = ExpertLibrary(values['library'], device=values['device'])
-    stage = EdgeStage(library.load_edge(values['device']), library.scheme, params.routing)
-    config = stage.model.config
-    size = (config.img_size, config.img_size) + ((3,) if config.in_chans == 3 else ())
-    stage.run(FrameBatch(np.zeros((1, *size), dtype=np.uint8), stage.device))
-    return EdgeLogic(stage, params)
 
 
 def _frame_key(header: Header) -> tuple[int, int, str]:
@@ -90,7 +76,7 @@ class EdgeNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._values = conv.declare_parameters(self, EDGE_PARAMS)
-        self.logic = build_logic(self._values)
+        self.logic = build_edge_logic(self._values)
         self._values['edge_id'] = self.logic.params.edge_id
         values = self._values
         self._request_sent = threading.Event()

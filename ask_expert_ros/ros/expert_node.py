@@ -23,7 +23,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -35,12 +34,9 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Header as HeaderMsg
 
 from ask_expert_ros.core.diagnostics import HealthMonitor
-from ask_expert_ros.core.engine import ExpertStage, FrameBatch
 from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError, format_key
-from ask_expert_ros.core.expert_logic import ExpertLogic
-from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.messages import ExpertReply
-from ask_expert_ros.core.node_config import EXPERT_PARAMS, expert_params
+from ask_expert_ros.core.node_config import EXPERT_PARAMS, build_expert_logic, expert_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
 
@@ -48,31 +44,6 @@ NODE_NAME = 'expert'
 # The worker wakes at least this often with nothing queued, to notice shutdown.
 _IDLE_WAKE_S = 0.2
 _THROTTLE_S = 5.0
-
-
-def build_logic(values: dict[str, Any], log: Any) -> ExpertLogic:
-    """Open the library; with ``preload``, load and warm up every expert once now."""
-    library = ExpertLibrary(
-        values['library'], device=values['device'], max_resident=values['max_resident'] or None
-    )
-    stage = ExpertStage(library)
-    if values['preload']:
-        for key in library.keys:
-            config = library.get(key).config
-            size = (config.img_size, config.img_size) + ((3,) if config.in_chans == 3 else ())
-            output = stage.run(
-                FrameBatch(np.zeros((1, *size), np.uint8), library.device), {key: np.arange(1)}
-            )
-            if output.errors:
-                raise AskExpertError(f'expert {format_key(key)}: {output.errors[0]}')
-        log.info(f'preloaded and warmed up {len(library.keys)} experts')
-    missing = library.missing_keys()
-    if missing:
-        log.warning(
-            f'no expert for {len(missing)} keys the edges may send (k={library.k}): '
-            f'{", ".join(format_key(k) for k in missing)}; they are answered UNKNOWN_KEY'
-        )
-    return ExpertLogic(stage, expert_params(values))
 
 
 class ExpertNode(Node):
@@ -86,7 +57,13 @@ class ExpertNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._values = conv.declare_parameters(self, EXPERT_PARAMS)
-        self.logic = build_logic(self._values, self.get_logger())
+        self.logic = build_expert_logic(self._values)
+        missing = self.logic.stage.library.missing_keys()
+        if missing:
+            self.get_logger().warning(
+                f'no expert for {len(missing)} keys the edges may send: '
+                f'{", ".join(format_key(k) for k in missing)}; they are answered UNKNOWN_KEY'
+            )
         values = self._values
 
         requests_group = MutuallyExclusiveCallbackGroup()
