@@ -32,26 +32,18 @@ from std_msgs.msg import Header as HeaderMsg
 from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
 
 from ask_expert_ros.core.diagnostics import StatusRecord
-from ask_expert_ros.core.engine import ResultSource
 from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.image_codec import (
     SUPPORTED_ENCODINGS,
-    decode_compressed,
-    decode_image,
     encode_image,
 )
 from ask_expert_ros.core.messages import (
-    ExpertReply,
-    FinalResult,
     Frame,
     FrameFormat,
-    Header,
     ImageData,
-    OffloadRequest,
-    Stamp,
-    Status,
 )
 from ask_expert_ros.core.node_config import ParamSpec, resolve
+from ask_expert_ros.message_conversions import MessageConverter, MessageTypes
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 
 try:  # optional: more camera encodings than image_codec's
@@ -73,249 +65,65 @@ def uint8_array(data: bytes | memoryview | array.array) -> array.array:
     return out
 
 
-# ---------------------------------------------------------------- headers
-
-
-def header_to_core(header: HeaderMsg) -> Header:
-    return Header(Stamp(header.stamp.sec, header.stamp.nanosec), header.frame_id)
-
-
-def header_to_ros(header: Header) -> HeaderMsg:
-    return HeaderMsg(
-        stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec), frame_id=header.frame_id
+_CONVERTER = MessageConverter(
+    MessageTypes(
+        Time=Time,
+        Header=HeaderMsg,
+        Image=Image,
+        CompressedImage=CompressedImage,
+        ExpertRequest=ExpertRequest,
+        ExpertResponse=ExpertResponse,
+        Classification=Classification,
+        ObjectHypothesis=ObjectHypothesis,
+        LabelInfo=LabelInfo,
+        VisionClass=VisionClass,
+        DiagnosticArray=DiagnosticArray,
+        DiagnosticStatus=DiagnosticStatus,
+        KeyValue=KeyValue,
+        u8=uint8_array,
+        i32=lambda values: array.array('i', values),
+        f32=lambda values: array.array('f', values),
+        level=lambda level: bytes([level]),  # rclpy gives ROS `byte` as a 1-byte bytes
     )
-
-
-# ---------------------------------------------------------------- camera frames
+)
+header_to_core = _CONVERTER.header_to_core
+header_to_ros = _CONVERTER.header_to_msg
+compressed_to_frame = _CONVERTER.compressed_to_frame
+frame_to_image = _CONVERTER.frame_to_image
+request_to_ros = _CONVERTER.request_to_msg
+request_to_core = _CONVERTER.request_to_core
+reply_to_ros = _CONVERTER.reply_to_msg
+reply_to_core = _CONVERTER.reply_to_core
+result_to_classification = _CONVERTER.result_to_classification
 
 
 def image_to_frame(msg: Image) -> Frame:
     """A received ``sensor_msgs/Image`` -> decoded frame (its bytes kept for forwarding).
 
+    Encodings outside :data:`SUPPORTED_ENCODINGS` go through cv_bridge when it is there.
+
     Raises:
         UnsupportedImageError: Unknown encoding (and cv_bridge cannot convert it),
             zero size, a ``step`` shorter than a row, or too little data.
     """
-    header = header_to_core(msg.header)
-    data = memoryview(msg.data)
-    if msg.encoding not in SUPPORTED_ENCODINGS and _BRIDGE is not None:
-        try:
-            pixels = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding='rgb8')
-        except CvBridgeError as exc:
-            raise UnsupportedImageError(
-                f'cv_bridge cannot convert {msg.encoding!r}: {exc}'
-            ) from exc
-        height, width, encoding, step, raw = encode_image(np.ascontiguousarray(pixels))
-        return Frame(
-            header, pixels, ImageData(FrameFormat.RAW, raw, height, width, encoding, step)
-        )
-    pixels = decode_image(
-        msg.height, msg.width, msg.encoding, msg.step, data, bool(msg.is_bigendian)
-    )
-    source = ImageData(
-        FrameFormat.RAW,
-        data,
-        msg.height,
-        msg.width,
-        msg.encoding,
-        msg.step,
-        bool(msg.is_bigendian),
-    )
-    return Frame(header, pixels, source)
-
-
-def compressed_to_frame(msg: CompressedImage) -> Frame:
-    """A received ``sensor_msgs/CompressedImage`` (JPEG or PNG) -> decoded frame."""
-    data = memoryview(msg.data)
-    pixels = decode_compressed(msg.format, data)
-    return Frame(
-        header_to_core(msg.header),
-        pixels,
-        ImageData(FrameFormat.COMPRESSED, data, encoding=msg.format),
-    )
-
-
-def frame_to_image(pixels: np.ndarray, header: Header) -> Image:
-    """``uint8`` mono or RGB pixels -> ``sensor_msgs/Image`` (mono8 / rgb8, no padding)."""
-    height, width, encoding, step, data = encode_image(pixels)
-    return Image(
-        header=header_to_ros(header),
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=0,
-        step=step,
-        data=uint8_array(data),
-    )
-
-
-# ---------------------------------------------------------------- expert request / response
-
-
-def _image_msgs(header: HeaderMsg, image: ImageData) -> tuple[Image, CompressedImage]:
-    if image.format == FrameFormat.RAW:
-        raw = Image(
-            header=header,
-            height=image.height,
-            width=image.width,
-            encoding=image.encoding,
-            is_bigendian=int(image.is_bigendian),
-            step=image.step,
-            data=uint8_array(image.data),
-        )
-        return raw, CompressedImage()
-    compressed = CompressedImage(
-        header=header, format=image.encoding, data=uint8_array(image.data)
-    )
-    return Image(), compressed
-
-
-def request_to_ros(request: OffloadRequest) -> ExpertRequest:
-    header = header_to_ros(request.header)
-    raw, compressed = _image_msgs(header, request.image)
-    return ExpertRequest(
-        header=header,
-        edge_id=request.edge_id,
-        request_id=request.request_id,
-        frame_format=int(request.image.format),
-        image=raw,
-        compressed_image=compressed,
-        topk_classes=array.array('i', request.topk_classes),
-        topk_scores=array.array('f', request.topk_scores),
-        expert_key=array.array('B', request.expert_key),
-        partition=request.partition,
-        confidence=float(request.confidence),
-        confidence_method=request.confidence_method,
-        deadline=Time(sec=request.deadline.sec, nanosec=request.deadline.nanosec),
-        edge_preprocess_ms=float(request.edge_preprocess_ms),
-        edge_inference_ms=float(request.edge_inference_ms),
-    )
-
-
-def request_to_core(msg: ExpertRequest) -> OffloadRequest:
-    """An ``ExpertRequest`` -> core request (the frame is decoded later, by the logic).
-
-    Raises:
-        UnsupportedImageError: ``frame_format`` is neither RAW nor COMPRESSED.
-    """
-    if msg.frame_format == ExpertRequest.FRAME_RAW:
-        i = msg.image
-        image = ImageData(
-            FrameFormat.RAW,
-            memoryview(i.data),
-            i.height,
-            i.width,
-            i.encoding,
-            i.step,
-            bool(i.is_bigendian),
-        )
-    elif msg.frame_format == ExpertRequest.FRAME_COMPRESSED:
-        c = msg.compressed_image
-        image = ImageData(FrameFormat.COMPRESSED, memoryview(c.data), encoding=c.format)
-    else:
-        raise UnsupportedImageError(f'unknown frame_format {msg.frame_format}')
-    return OffloadRequest(
-        header=header_to_core(msg.header),
-        edge_id=msg.edge_id,
-        request_id=msg.request_id,
-        image=image,
-        topk_classes=tuple(int(c) for c in msg.topk_classes),
-        topk_scores=tuple(float(s) for s in msg.topk_scores),
-        expert_key=tuple(int(s) for s in msg.expert_key),
-        partition=msg.partition,
-        confidence=msg.confidence,
-        confidence_method=msg.confidence_method,
-        deadline=Stamp(msg.deadline.sec, msg.deadline.nanosec),
-        edge_preprocess_ms=msg.edge_preprocess_ms,
-        edge_inference_ms=msg.edge_inference_ms,
-    )
-
-
-def reply_to_ros(reply: ExpertReply) -> ExpertResponse:
-    return ExpertResponse(
-        header=header_to_ros(reply.header),
-        edge_id=reply.edge_id,
-        request_id=reply.request_id,
-        label=int(reply.label),
-        label_name=reply.label_name,
-        score=float(reply.score),
-        expert_key=array.array('B', reply.expert_key),
-        expert_name=reply.expert_name,
-        status=int(reply.status),
-        error=reply.error,
-        queue_ms=float(reply.queue_ms),
-        inference_ms=float(reply.inference_ms),
-        batch_size=int(reply.batch_size),
-    )
-
-
-def reply_to_core(msg: ExpertResponse) -> ExpertReply:
-    """An ``ExpertResponse`` -> core reply; an unknown status counts as a model error."""
+    if msg.encoding in SUPPORTED_ENCODINGS or _BRIDGE is None:
+        return _CONVERTER.image_to_frame(msg)
     try:
-        status = Status(msg.status)
-    except ValueError:
-        status = Status.MODEL_ERROR
-    return ExpertReply(
-        header=header_to_core(msg.header),
-        edge_id=msg.edge_id,
-        request_id=msg.request_id,
-        status=status,
-        label=msg.label,
-        label_name=msg.label_name,
-        score=msg.score,
-        expert_key=tuple(int(s) for s in msg.expert_key),
-        expert_name=msg.expert_name,
-        error=msg.error,
-        queue_ms=msg.queue_ms,
-        inference_ms=msg.inference_ms,
-        batch_size=msg.batch_size,
-    )
-
-
-# ---------------------------------------------------------------- results, labels, health
-
-
-def result_to_classification(result: FinalResult) -> Classification:
-    """The camera header and one hypothesis (class name, score); none for INVALID.
-
-    An INVALID result (undecodable frame, non-finite edge output) still goes out, so
-    every frame gets exactly one ``Classification``; its empty ``results`` says "no
-    answer", and the reason is in the log and the diagnostics.
-    """
-    results = []
-    if result.source != ResultSource.INVALID:
-        score = float(result.score) if math.isfinite(result.score) else 0.0
-        results.append(ObjectHypothesis(class_id=result.label_name, score=score))
-    return Classification(header=header_to_ros(result.header), results=results)
+        pixels = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding='rgb8')
+    except CvBridgeError as exc:
+        raise UnsupportedImageError(f'cv_bridge cannot convert {msg.encoding!r}: {exc}') from exc
+    height, width, encoding, step, raw = encode_image(np.ascontiguousarray(pixels))
+    source = ImageData(FrameFormat.RAW, raw, height, width, encoding, step)
+    return Frame(header_to_core(msg.header), pixels, source)
 
 
 def label_info(class_names: Sequence[str], header: HeaderMsg, threshold: float) -> LabelInfo:
     """Class index -> name map; ``threshold`` is tau, the edge's offload threshold."""
-    return LabelInfo(
-        header=header,
-        class_map=[VisionClass(class_id=i, class_name=n) for i, n in enumerate(class_names)],
-        threshold=float(threshold),
-    )
+    return _CONVERTER.label_info(class_names, header_to_core(header), threshold)
 
 
 def diagnostics_to_ros(records: Iterable[StatusRecord], header: HeaderMsg) -> DiagnosticArray:
-    return DiagnosticArray(
-        header=header,
-        status=[
-            DiagnosticStatus(
-                level=bytes([int(r.level)]),
-                name=r.name,
-                message=r.message,
-                hardware_id=r.hardware_id,
-                values=[KeyValue(key=k, value=_text(v)) for k, v in r.values.items()],
-            )
-            for r in records
-        ],
-    )
-
-
-def _text(value: object) -> str:
-    return f'{value:.3f}' if isinstance(value, float) else str(value)
+    return _CONVERTER.diagnostics(records, header_to_core(header))
 
 
 # ---------------------------------------------------------------- parameters
