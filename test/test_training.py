@@ -66,3 +66,69 @@ def test_learns_a_separable_problem() -> None:
 def test_bad_train_config(kwargs, error) -> None:
     with pytest.raises(ValueError, match=error):
         TrainConfig(**kwargs)
+
+
+def test_progressive_weights_pull_the_model_towards_its_domain() -> None:
+    """Labels disagree between two copies of the same inputs: half say 'dark', half 'bright'.
+
+    With W = 14 on the 'bright'-labelled copy (D_I), the model must side with D_I.
+    """
+    torch.manual_seed(0)
+    config = ModelConfig(
+        variant='deit_3h',
+        class_names=('dark', 'bright'),
+        img_size=8,
+        patch_size=4,
+        depth=1,
+        in_chans=1,
+        mean=(0.0,),
+        std=(1.0,),
+    )
+    inputs = torch.rand(64, 1, 8, 8).repeat(2, 1, 1, 1)
+    labels = torch.cat([torch.zeros(64, dtype=torch.long), torch.ones(64, dtype=torch.long)])
+    in_domain = labels == 1
+    model = create_model(config)
+    train_classifier(
+        model,
+        inputs,
+        labels,
+        TrainConfig(epochs=6, batch_size=32, warmup_epochs=0),
+        progress=False,
+        in_domain=in_domain,
+        max_weight=14.0,
+    )
+    with torch.no_grad():
+        assert (model(inputs[:64]).argmax(dim=1) == 1).float().mean() > 0.9
+
+
+def test_distillation_uses_the_teacher() -> None:
+    """With labels all 0 and a teacher that always says 1, the student ends torn 50/50."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        variant='deit_3h',
+        class_names=('a', 'b'),
+        img_size=8,
+        patch_size=4,
+        depth=1,
+        in_chans=1,
+        mean=(0.0,),
+        std=(1.0,),
+    )
+
+    class AlwaysB(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([[0.0, 1.0]]).expand(len(x), 2)
+
+    inputs = torch.rand(64, 1, 8, 8)
+    model = create_model(config)
+    train_classifier(
+        model,
+        inputs,
+        torch.zeros(64, dtype=torch.long),
+        TrainConfig(epochs=8, batch_size=32, warmup_epochs=0),
+        progress=False,
+        teacher=AlwaysB(),
+    )
+    with torch.no_grad():
+        p = model(inputs).softmax(dim=1).mean(dim=0)
+    assert 0.35 < p[1].item() < 0.65  # 1/2 CE(y) + 1/2 CE(teacher) is minimised at 1/2

@@ -14,6 +14,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ask_expert_ros.core.distillation import (
+    hard_distillation_loss,
+    progressive_weight,
+    sample_weights,
+)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -81,10 +87,22 @@ def train_classifier(
     config: TrainConfig,
     desc: str = 'train',
     progress: bool = True,
+    teacher: torch.nn.Module | None = None,
+    in_domain: torch.Tensor | None = None,
+    max_weight: float = 1.0,
 ) -> TrainHistory:
-    """Train ``model`` in place with cross-entropy on ``inputs [N, C, H, W]``, ``labels [N]``."""
+    """Train ``model`` in place on ``inputs [N, C, H, W]``, ``labels [N]``.
+
+    Plain cross-entropy by default. With ``teacher``, the hard-label distillation loss of
+    eq. (3); with ``in_domain`` (bool ``[N]``, the samples of D_I), the progressive
+    weights of eqs. (1)-(2) rising from 1 to ``max_weight`` over the epochs.
+    """
     if len(inputs) != len(labels) or len(inputs) == 0:
         raise ValueError(f'need as many labels as inputs (> 0), got {len(inputs)}/{len(labels)}')
+    if in_domain is not None and len(in_domain) != len(labels):
+        raise ValueError('in_domain needs one flag per sample')
+    if teacher is not None:
+        teacher.eval()
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -96,7 +114,8 @@ def train_classifier(
     model.train()
     step = 0
     bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False, unit='ep')
-    for _ in bar:
+    for epoch in bar:
+        omega = progressive_weight(epoch, config.epochs, max_weight)
         order = torch.randperm(len(inputs), generator=generator)
         loss_sum, correct = 0.0, 0
         for start in range(0, len(inputs), config.batch_size):
@@ -106,7 +125,12 @@ def train_classifier(
             for group in optimizer.param_groups:
                 group['lr'] = lr_at(step, total, warmup, config.lr)
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+            weights = None if in_domain is None else sample_weights(in_domain[idx], omega)
+            loss = hard_distillation_loss(logits, y, teacher_logits, weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad is not None:
