@@ -69,11 +69,12 @@ def test_bad_train_config(kwargs, error) -> None:
 
 
 def test_progressive_weights_pull_the_model_towards_its_domain() -> None:
-    """Labels disagree between two copies of the same inputs: half say 'dark', half 'bright'.
+    """Two copies of the same inputs, one labelled 'dark', one 'bright' (= D_I).
 
-    With W = 14 on the 'bright'-labelled copy (D_I), the model must side with D_I.
+    Unweighted, the best answer is p(bright) = 1/2. With weight omega on D_I it is
+    omega / (omega + 1): 14/15 ~ 0.93 at the last epoch. The model trained with W = 14
+    must lean to D_I, the one with W = 1 must not.
     """
-    torch.manual_seed(0)
     config = ModelConfig(
         variant='deit_3h',
         class_names=('dark', 'bright'),
@@ -84,21 +85,26 @@ def test_progressive_weights_pull_the_model_towards_its_domain() -> None:
         mean=(0.0,),
         std=(1.0,),
     )
+    torch.manual_seed(0)
     inputs = torch.rand(64, 1, 8, 8).repeat(2, 1, 1, 1)
     labels = torch.cat([torch.zeros(64, dtype=torch.long), torch.ones(64, dtype=torch.long)])
-    in_domain = labels == 1
-    model = create_model(config)
-    train_classifier(
-        model,
-        inputs,
-        labels,
-        TrainConfig(epochs=6, batch_size=32, warmup_epochs=0),
-        progress=False,
-        in_domain=in_domain,
-        max_weight=14.0,
-    )
-    with torch.no_grad():
-        assert (model(inputs[:64]).argmax(dim=1) == 1).float().mean() > 0.9
+    p_bright = {}
+    for w in (1.0, 14.0):
+        torch.manual_seed(0)
+        model = create_model(config)
+        train_classifier(
+            model,
+            inputs,
+            labels,
+            TrainConfig(epochs=6, batch_size=32, warmup_epochs=0),
+            progress=False,
+            in_domain=labels == 1,
+            max_weight=w,
+        )
+        with torch.no_grad():
+            p_bright[w] = model(inputs[:64]).softmax(dim=1)[:, 1].mean().item()
+    assert 0.35 < p_bright[1.0] < 0.65
+    assert p_bright[14.0] > 0.8
 
 
 def test_distillation_uses_the_teacher() -> None:
