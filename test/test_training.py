@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from ask_expert_ros.core import training
 from ask_expert_ros.core.models import ModelConfig, create_model
 from ask_expert_ros.core.training import TrainConfig, lr_at, random_shift, train_classifier
 
@@ -138,3 +139,46 @@ def test_distillation_uses_the_teacher() -> None:
     with torch.no_grad():
         p = model(inputs).softmax(dim=1).mean(dim=0)
     assert 0.35 < p[1].item() < 0.65  # 1/2 CE(y) + 1/2 CE(teacher) is minimised at 1/2
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
+    """4 epochs straight == a run killed right after saving epoch 2, then resumed."""
+    config = ModelConfig(
+        variant='deit_3h',
+        class_names=('a', 'b'),
+        img_size=8,
+        patch_size=4,
+        depth=1,
+        in_chans=1,
+        mean=(0.0,),
+        std=(1.0,),
+    )
+    inputs, labels = torch.rand(40, 1, 8, 8), torch.arange(40) % 2
+    train = TrainConfig(epochs=4, batch_size=16, warmup_epochs=1, max_shift=1)
+    torch.manual_seed(1)
+    straight = create_model(config)
+    train_classifier(straight, inputs, labels, train, progress=False)
+
+    ckpt = tmp_path / 'run.ckpt'
+    real_save = training._save_checkpoint
+
+    def save_then_die(path, model, optimizer, generator, history, epoch):
+        real_save(path, model, optimizer, generator, history, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, '_save_checkpoint', save_then_die)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(
+            create_model(config), inputs, labels, train, progress=False, checkpoint=ckpt
+        )
+    monkeypatch.setattr(training, '_save_checkpoint', real_save)
+    assert torch.load(ckpt, weights_only=False)['epoch'] == 1
+    resumed = create_model(config)  # a new process: fresh weights, state from the file
+    history = train_classifier(resumed, inputs, labels, train, progress=False, checkpoint=ckpt)
+    assert len(history.loss) == 4
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -90,12 +91,17 @@ def train_classifier(
     teacher: torch.nn.Module | None = None,
     in_domain: torch.Tensor | None = None,
     max_weight: float = 1.0,
+    checkpoint: str | Path | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place on ``inputs [N, C, H, W]``, ``labels [N]``.
 
     Plain cross-entropy by default. With ``teacher``, the hard-label distillation loss of
     eq. (3); with ``in_domain`` (bool ``[N]``, the samples of D_I), the progressive
     weights of eqs. (1)-(2) rising from 1 to ``max_weight`` over the epochs.
+
+    With ``checkpoint``, model, optimiser, RNG and history are saved there after every
+    epoch, and a run that finds the file continues after its last finished epoch: a
+    killed run resumes and ends with the same weights as an uninterrupted one.
     """
     if len(inputs) != len(labels) or len(inputs) == 0:
         raise ValueError(f'need as many labels as inputs (> 0), got {len(inputs)}/{len(labels)}')
@@ -111,9 +117,25 @@ def train_classifier(
     total = steps_per_epoch * config.epochs
     warmup = steps_per_epoch * config.warmup_epochs
     history = TrainHistory()
+    first_epoch = 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location='cpu', weights_only=False)
+        model.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        generator.set_state(state['generator'])
+        history = TrainHistory(state['loss'], state['accuracy'])
+        first_epoch = state['epoch'] + 1
     model.train()
-    step = 0
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False, unit='ep')
+    step = first_epoch * steps_per_epoch
+    bar = tqdm(
+        range(first_epoch, config.epochs),
+        desc=desc,
+        disable=not progress,
+        leave=False,
+        unit='ep',
+        initial=first_epoch,
+        total=config.epochs,
+    )
     for epoch in bar:
         omega = progressive_weight(epoch, config.epochs, max_weight)
         order = torch.randperm(len(inputs), generator=generator)
@@ -142,5 +164,32 @@ def train_classifier(
         history.loss.append(loss_sum / len(inputs))
         history.accuracy.append(correct / len(inputs))
         bar.set_postfix(loss=f'{history.loss[-1]:.3f}', acc=f'{history.accuracy[-1]:.3f}')
+        if checkpoint is not None:
+            _save_checkpoint(Path(checkpoint), model, optimizer, generator, history, epoch)
     model.eval()
     return history
+
+
+def _save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    history: TrainHistory,
+    epoch: int,
+) -> None:
+    """Write atomically, so a kill mid-write leaves the previous epoch's file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + '.tmp')
+    torch.save(
+        {
+            'model': model.state_dict(),
+            'optimizer': optimizer.state_dict(),
+            'generator': generator.get_state(),
+            'loss': history.loss,
+            'accuracy': history.accuracy,
+            'epoch': epoch,
+        },
+        tmp,
+    )
+    tmp.replace(path)
