@@ -12,6 +12,20 @@ from ask_expert_ros.core.models import ModelConfig, create_model
 from ask_expert_ros.core.training import TrainConfig, lr_at, random_shift, train_classifier
 
 
+def tiny(class_names: tuple[str, ...]) -> ModelConfig:
+    """One 192-dim block on 8x8 grey frames: trains in a second."""
+    return ModelConfig(
+        variant='deit_3h',
+        class_names=class_names,
+        img_size=8,
+        patch_size=4,
+        depth=1,
+        in_chans=1,
+        mean=(0.0,),
+        std=(1.0,),
+    )
+
+
 def test_warmup_then_cosine() -> None:
     """10 steps, 2 warm-up: 0.5, 1.0 x peak, then cos decay from 1 to 0 over 8 steps."""
     lrs = [lr_at(s, 10, 2, 1.0) for s in range(10)]
@@ -34,16 +48,7 @@ def test_random_shift_keeps_shape_and_moves_content() -> None:
 def test_learns_a_separable_problem() -> None:
     """Bright vs dark 8x8 frames: a 1-block ViT separates them within a few epochs."""
     torch.manual_seed(0)
-    config = ModelConfig(
-        variant='deit_3h',
-        class_names=('dark', 'bright'),
-        img_size=8,
-        patch_size=4,
-        depth=1,
-        in_chans=1,
-        mean=(0.0,),
-        std=(1.0,),
-    )
+    config = tiny(('dark', 'bright'))
     labels = torch.arange(64) % 2
     inputs = labels.float().view(-1, 1, 1, 1).expand(-1, 1, 8, 8) + 0.1 * torch.randn(64, 1, 8, 8)
     model = create_model(config)
@@ -76,16 +81,7 @@ def test_progressive_weights_pull_the_model_towards_its_domain() -> None:
     omega / (omega + 1): 14/15 ~ 0.93 at the last epoch. The model trained with W = 14
     must lean to D_I, the one with W = 1 must not.
     """
-    config = ModelConfig(
-        variant='deit_3h',
-        class_names=('dark', 'bright'),
-        img_size=8,
-        patch_size=4,
-        depth=1,
-        in_chans=1,
-        mean=(0.0,),
-        std=(1.0,),
-    )
+    config = tiny(('dark', 'bright'))
     torch.manual_seed(0)
     inputs = torch.rand(64, 1, 8, 8).repeat(2, 1, 1, 1)
     labels = torch.cat([torch.zeros(64, dtype=torch.long), torch.ones(64, dtype=torch.long)])
@@ -111,16 +107,7 @@ def test_progressive_weights_pull_the_model_towards_its_domain() -> None:
 def test_distillation_uses_the_teacher() -> None:
     """With labels all 0 and a teacher that always says 1, the student ends torn 50/50."""
     torch.manual_seed(0)
-    config = ModelConfig(
-        variant='deit_3h',
-        class_names=('a', 'b'),
-        img_size=8,
-        patch_size=4,
-        depth=1,
-        in_chans=1,
-        mean=(0.0,),
-        std=(1.0,),
-    )
+    config = tiny(('a', 'b'))
 
     class AlwaysB(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,16 +130,7 @@ def test_distillation_uses_the_teacher() -> None:
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
     """4 epochs straight == a run killed right after saving epoch 2, then resumed."""
-    config = ModelConfig(
-        variant='deit_3h',
-        class_names=('a', 'b'),
-        img_size=8,
-        patch_size=4,
-        depth=1,
-        in_chans=1,
-        mean=(0.0,),
-        std=(1.0,),
-    )
+    config = tiny(('a', 'b'))
     inputs, labels = torch.rand(40, 1, 8, 8), torch.arange(40) % 2
     train = TrainConfig(epochs=4, batch_size=16, warmup_epochs=1, max_shift=1)
     torch.manual_seed(1)

@@ -26,7 +26,6 @@ nothing, where a 5 ms rclpy timer cost about a fifth of a CPU core doing nothing
 
 from __future__ import annotations
 
-import signal
 import socket
 import threading
 import time
@@ -34,12 +33,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
@@ -48,7 +44,7 @@ from vision_msgs.msg import Classification, LabelInfo
 
 from ask_expert_ros.core.annotate import annotate
 from ask_expert_ros.core.diagnostics import HealthMonitor
-from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
+from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.messages import FinalResult, Frame, Header, OffloadRequest
 from ask_expert_ros.core.node_config import EDGE_PARAMS, build_edge_logic, edge_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
@@ -240,24 +236,4 @@ class EdgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = EdgeNode()
-    except (ParameterException, ValueError, AskExpertError, OSError) as exc:
-        rclpy.logging.get_logger(NODE_NAME).error(f'cannot start: {exc}')
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        # Ctrl-C in a terminal reaches this process twice (the terminal's and the one
-        # ros2 launch forwards): the second must not cut the clean-up short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return conv.run_node(EdgeNode, NODE_NAME, args)

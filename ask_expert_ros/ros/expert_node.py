@@ -17,24 +17,20 @@ blocks the reception of requests.
 
 from __future__ import annotations
 
-import signal
 import socket
 import threading
 import time
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header as HeaderMsg
 
 from ask_expert_ros.core.diagnostics import HealthMonitor
-from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError, format_key
+from ask_expert_ros.core.errors import UnsupportedImageError, format_key
 from ask_expert_ros.core.messages import ExpertReply
 from ask_expert_ros.core.node_config import EXPERT_PARAMS, build_expert_logic, expert_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
@@ -161,24 +157,4 @@ class ExpertNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = ExpertNode()
-    except (ParameterException, ValueError, AskExpertError, OSError) as exc:
-        rclpy.logging.get_logger(NODE_NAME).error(f'cannot start: {exc}')
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        # Ctrl-C in a terminal reaches this process twice (the terminal's and the one
-        # ros2 launch forwards): the second must not cut the clean-up short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return conv.run_node(ExpertNode, NODE_NAME, args)
