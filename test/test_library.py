@@ -74,3 +74,18 @@ def test_not_a_manifest(tmp_path: Path) -> None:
     (tmp_path / 'library.yaml').write_text('format: something_else\n')
     with pytest.raises(ModelConfigError, match='is not an ask_expert_library'):
         ExpertLibrary(tmp_path)
+
+
+def test_generalist_entry_answers_every_key(tmp_path: Path, scheme: PartitionScheme) -> None:
+    cfg = tiny_config(scheme, None)
+    general = save_model(create_model(cfg), cfg, tmp_path / 'generalist')
+    manifest = write_manifest(tmp_path, scheme, 2, {}, generalist=general)
+    library = ExpertLibrary(manifest)
+    assert library.generalist_path == general
+    baseline = library.generalist_library()
+    assert baseline.keys == scheme.expert_keys(2) and baseline.missing_keys() == []
+    assert baseline.get((1,)) is baseline.get((2, 3))  # one model, loaded once
+    assert library.load_generalist().config.expert_key is None
+    bare = ExpertLibrary(write_manifest(tmp_path / 'bare', scheme, 2, {}))
+    with pytest.raises(ModelConfigError, match='no near-edge generalist'):
+        bare.generalist_library()

@@ -174,14 +174,8 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict[str, Any]:
         train_seconds[f'expert_{key_slug(key)}'] = time.perf_counter() - t0
         bar.update()
     bar.close()
-    manifest = write_manifest(zoo, scheme, config.k, expert_paths, edge=edge_path)
-    # the baseline: the same router, but every key answered by the one generalist
-    baseline_manifest = write_manifest(
-        zoo / 'generalist_library',
-        scheme,
-        config.k,
-        dict.fromkeys(keys, general_path),
-        edge=edge_path,
+    manifest = write_manifest(
+        zoo, scheme, config.k, expert_paths, edge=edge_path, generalist=general_path
     )
 
     # from here on, only what is on disk: the same path a node takes
@@ -191,7 +185,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict[str, Any]:
     engine = CoInferenceEngine(edge_stage, ExpertStage(library))
     baseline = CoInferenceEngine(
         EdgeStage(edge_stage.model, library.scheme, routing),
-        ExpertStage(ExpertLibrary(baseline_manifest)),
+        ExpertStage(library.generalist_library()),
     )
     sweep = tau_sweep(
         engine,

@@ -10,6 +10,8 @@
       class_names: [zero, ...]
       class_to_subset: {zero: 1, ...}
     edge: edge.safetensors     # optional: the generalist edge model
+    generalist: generalist.safetensors  # optional: a near-edge generalist of the experts'
+                               # size, the "generalist co-inference" baseline
     experts:                   # key -> model file, relative to the manifest
       '1': experts/expert_1.safetensors
       '1,3': experts/expert_1_3.safetensors
@@ -47,6 +49,7 @@ def write_manifest(
     k: int,
     experts: Mapping[ExpertKey, str | Path],
     edge: str | Path | None = None,
+    generalist: str | Path | None = None,
 ) -> Path:
     """Write ``directory/library.yaml``; model paths are stored relative to it."""
     directory = Path(directory).resolve()
@@ -70,6 +73,8 @@ def write_manifest(
     }
     if edge is not None:
         data['edge'] = rel(edge)
+    if generalist is not None:
+        data['generalist'] = rel(generalist)
     path = directory / MANIFEST_NAME
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding='utf-8')
     return path
@@ -114,6 +119,7 @@ class ExpertLibrary:
             self.scheme.check_key(key)
             self._files[key] = self.root / file_name
         self.edge_path = self.root / data['edge'] if data.get('edge') else None
+        self.generalist_path = self.root / data['generalist'] if data.get('generalist') else None
         self._loaded: OrderedDict[ExpertKey, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -187,3 +193,44 @@ class ExpertLibrary:
         if self.edge_path is None:
             raise ModelConfigError(f'{self.path} names no edge model')
         return load_model(self.edge_path, device or self.device)
+
+    def load_generalist(self, device: str | torch.device | None = None) -> LoadedModel:
+        """The near-edge generalist (the baseline every key could be sent to instead)."""
+        if self.generalist_path is None:
+            raise ModelConfigError(f'{self.path} names no near-edge generalist')
+        return load_model(self.generalist_path, device or self.device)
+
+    def generalist_library(self) -> ExpertLibrary:
+        """This library with every key answered by the near-edge generalist."""
+        if self.generalist_path is None:
+            raise ModelConfigError(f'{self.path} names no near-edge generalist')
+        return _GeneralistLibrary(self)
+
+
+class _GeneralistLibrary(ExpertLibrary):
+    """Every expert key maps to the one near-edge generalist, loaded once."""
+
+    def __init__(self, base: ExpertLibrary) -> None:
+        assert base.generalist_path is not None
+        self.path = base.path
+        self.root = base.root
+        self.k = base.k
+        self.scheme = base.scheme
+        self.device = base.device
+        self.max_resident = None
+        self._files = dict.fromkeys(base.scheme.expert_keys(base.k), base.generalist_path)
+        self.edge_path = base.edge_path
+        self.generalist_path = base.generalist_path
+        self._loaded = OrderedDict()
+        self._lock = threading.Lock()
+        self._model: LoadedModel | None = None
+
+    @property
+    def name(self) -> str:
+        return f'{self.path} (generalist for every key)'
+
+    def _load(self, key: ExpertKey) -> LoadedModel:
+        if self._model is None:
+            assert self.generalist_path is not None
+            self._model = load_model(self.generalist_path, self.device)
+        return self._model
