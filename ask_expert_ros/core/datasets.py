@@ -25,6 +25,7 @@ import logging
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -127,7 +128,7 @@ def _unpickle(path: Path) -> dict:
         raise DatasetError(f'{path}: not a CIFAR pickle ({exc})') from exc
 
 
-def _field(obj: dict, name: str, path: Path) -> object:
+def _field(obj: dict, name: str, path: Path) -> Any:
     for key in (name, name.encode()):
         if key in obj:
             return obj[key]
@@ -227,7 +228,14 @@ def fashion_mnist(root: str | Path = FASHION_MNIST_DIR) -> LabelledImages:
     )
 
 
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
+_IDX_TYPES: dict[int, str] = {
+    0x08: 'u1',
+    0x09: 'i1',
+    0x0B: '>i2',
+    0x0C: '>i4',
+    0x0D: '>f4',
+    0x0E: '>f8',
+}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
