@@ -76,3 +76,18 @@ def test_no_teacher_is_plain_cross_entropy_and_no_teacher_gradient() -> None:
     teacher = torch.randn(4, 3, requires_grad=True)
     hard_distillation_loss(student, labels, teacher).backward()
     assert teacher.grad is None and student.grad is not None
+
+
+def test_soft_targets_and_label_smoothing() -> None:
+    """Mixup's probability targets and smoothing act on the ground-truth term only."""
+    logits = torch.tensor([[2.0, 0.0]])
+    log_p = torch.log_softmax(logits, dim=1)[0]
+    soft = torch.tensor([[0.25, 0.75]])
+    expected = -(0.25 * log_p[0] + 0.75 * log_p[1])
+    assert hard_distillation_loss(logits, soft).item() == pytest.approx(expected.item())
+    # smoothing 0.2 over 2 classes: target (0.9, 0.1); the teacher term stays hard (class 1)
+    teacher = torch.tensor([[0.0, 5.0]])
+    smoothed = -(0.9 * log_p[0] + 0.1 * log_p[1])
+    want = 0.5 * smoothed - 0.5 * log_p[1]
+    got = hard_distillation_loss(logits, torch.tensor([0]), teacher, label_smoothing=0.2)
+    assert got.item() == pytest.approx(want.item())

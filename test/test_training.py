@@ -140,8 +140,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
     ckpt = tmp_path / 'run.ckpt'
     real_save = training._save_checkpoint
 
-    def save_then_die(path, model, optimizer, generator, history, epoch):
-        real_save(path, model, optimizer, generator, history, epoch)
+    def save_then_die(path, model, optimizer, generator, history, epoch, scaler=None):
+        real_save(path, model, optimizer, generator, history, epoch, scaler)
         if epoch == 1:
             raise KeyboardInterrupt
 
@@ -160,3 +160,87 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def _frames_dataset(n: int = 40, seed: int = 0):
+    import numpy as np
+
+    from ask_expert_ros.core.augment import AugmentConfig, FrameDataset, train_transform
+
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, size=(n, 6, 6), dtype=np.uint8)
+    labels = np.arange(n) % 2
+    config = tiny(('a', 'b'))
+    augment = AugmentConfig(scale_min=0.5, hflip=0.5)  # DeiT's RandAugment + erasing
+    return config, FrameDataset(frames, labels, train_transform(config, augment), 1, labels == 1)
+
+
+def test_augmented_frames_resume_to_the_same_weights(tmp_path, monkeypatch) -> None:
+    """RandAugment, crops and erasing draw from seeded RNGs: a resumed run matches."""
+    config, dataset = _frames_dataset()
+    train = TrainConfig(epochs=3, batch_size=16, warmup_epochs=1)
+    torch.manual_seed(1)
+    straight = create_model(config)
+    train_classifier(straight, dataset, None, train, progress=False, max_weight=14.0)
+    real_save = training._save_checkpoint
+
+    def save_then_die(path, model, optimizer, generator, history, epoch, scaler=None):
+        real_save(path, model, optimizer, generator, history, epoch, scaler)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / 'aug.ckpt'
+    monkeypatch.setattr(training, '_save_checkpoint', save_then_die)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(
+            create_model(config),
+            dataset,
+            None,
+            train,
+            progress=False,
+            checkpoint=ckpt,
+            max_weight=14.0,
+        )
+    monkeypatch.setattr(training, '_save_checkpoint', real_save)
+    resumed = create_model(config)
+    train_classifier(
+        resumed, dataset, None, train, progress=False, checkpoint=ckpt, max_weight=14.0
+    )
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_mixup_and_label_smoothing_train() -> None:
+    """DeiT's generalist recipe (Mixup/CutMix + smoothing) runs on full, even batches."""
+    from ask_expert_ros.core.augment import AugmentConfig
+
+    config, dataset = _frames_dataset(n=36)
+    model = create_model(config)
+    augment = AugmentConfig(mixup=0.8, cutmix=1.0, label_smoothing=0.1)
+    history = train_classifier(
+        model,
+        dataset,
+        None,
+        TrainConfig(epochs=1, batch_size=16),
+        progress=False,
+        augment=augment,
+        num_classes=2,
+    )
+    assert len(history.loss) == 1 and history.loss[0] > 0
+    with pytest.raises(ValueError, match='num_classes'):
+        train_classifier(
+            model, dataset, None, TrainConfig(epochs=1), progress=False, augment=augment
+        )
+    with pytest.raises(ValueError, match='no full batch'):
+        train_classifier(
+            model,
+            dataset,
+            None,
+            TrainConfig(epochs=1, batch_size=64),
+            progress=False,
+            augment=augment,
+            num_classes=2,
+        )

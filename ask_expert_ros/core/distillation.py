@@ -38,16 +38,20 @@ def hard_distillation_loss(
     labels: torch.Tensor,
     teacher_logits: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """eq. (3) over a batch (mean over samples of the weighted per-sample loss).
 
     Args:
         student_logits: ``[N, C]``.
-        labels: ``[N]`` ground truth.
+        labels: ``[N]`` ground truth, or ``[N, C]`` class probabilities (Mixup/CutMix).
         teacher_logits: ``[N, C]``; None trains on the labels alone (a teacher itself).
         weights: ``[N]`` sample weights (eq. 2); None weighs every sample 1.
+        label_smoothing: On the ground-truth term only (the teacher's label stays hard).
     """
-    ce_label = F.cross_entropy(student_logits, labels, reduction='none')
+    ce_label = F.cross_entropy(
+        student_logits, labels, reduction='none', label_smoothing=label_smoothing
+    )
     if teacher_logits is None:
         per_sample = ce_label
     else:

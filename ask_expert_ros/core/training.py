@@ -1,20 +1,29 @@
-"""A plain supervised trainer: AdamW, linear warm-up then cosine decay, progress bar.
+"""The trainer: AdamW, linear warm-up then cosine decay, clipping, progress bar.
 
-It trains on model-ready tensors held in memory, which is what the small built-in
-data needs. The paper's recipe (pruning, hard distillation, progressive
-weighting) builds on this loop.
+It reads model-ready tensors held in memory (the small built-in data) or any
+Dataset of augmented frames (:class:`~ask_expert_ros.core.augment.FrameDataset`),
+with the losses of the paper (hard distillation, progressive weighting), mixed
+precision on CUDA, DistributedDataParallel under ``torchrun``, and resumable
+per-epoch checkpoints. The recipe (:mod:`ask_expert_ros.core.recipe`) drives it.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from ask_expert_ros.core.augment import AugmentConfig
 from ask_expert_ros.core.distillation import (
     hard_distillation_loss,
     progressive_weight,
@@ -35,6 +44,8 @@ class TrainConfig:
         clip_grad: Max gradient norm, or None for no clipping.
         max_shift: Random translation augmentation, in input pixels (0: none).
         seed: Seeds initialisation-independent randomness (shuffling, augmentation).
+        workers: DataLoader worker processes (0: load in the training process).
+        amp: Mixed precision when training on CUDA (ignored on the CPU).
     """
 
     epochs: int = 30
@@ -45,14 +56,16 @@ class TrainConfig:
     clip_grad: float | None = 1.0
     max_shift: int = 0
     seed: int = 0
+    workers: int = 0
+    amp: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError('epochs and batch_size must be >= 1')
         if self.lr <= 0:
             raise ValueError(f'lr must be > 0, got {self.lr}')
-        if self.warmup_epochs < 0 or self.max_shift < 0:
-            raise ValueError('warmup_epochs and max_shift must be >= 0')
+        if self.warmup_epochs < 0 or self.max_shift < 0 or self.workers < 0:
+            raise ValueError('warmup_epochs, max_shift and workers must be >= 0')
 
 
 @dataclass
@@ -81,10 +94,42 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded[..., max_shift + dy : max_shift + dy + h, max_shift + dx : max_shift + dx + w]
 
 
+def _batches_of(
+    data: torch.Tensor | Dataset,
+    labels: torch.Tensor | None,
+    in_domain: torch.Tensor | None,
+) -> Dataset:
+    if isinstance(data, torch.Tensor):
+        if labels is None or len(data) != len(labels) or len(data) == 0:
+            got = 'no' if labels is None else len(labels)
+            raise ValueError(f'need as many labels as inputs (> 0), got {len(data)}/{got}')
+        if in_domain is not None and len(in_domain) != len(labels):
+            raise ValueError('in_domain needs one flag per sample')
+        flags = torch.zeros(len(labels), dtype=torch.bool) if in_domain is None else in_domain
+        return TensorDataset(data, labels, flags.bool())
+    if labels is not None or in_domain is not None:
+        raise ValueError('a Dataset carries its own labels and D_I flags')
+    if len(data) == 0:  # type: ignore[arg-type]
+        raise ValueError('the training set is empty')
+    return data
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _seed_epoch(generator: torch.Generator) -> None:
+    """Seed python/numpy/torch globals from the run's generator (augmentation, dropout)."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def train_classifier(
     model: torch.nn.Module,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
+    inputs: torch.Tensor | Dataset,
+    labels: torch.Tensor | None,
     config: TrainConfig,
     desc: str = 'train',
     progress: bool = True,
@@ -92,28 +137,66 @@ def train_classifier(
     in_domain: torch.Tensor | None = None,
     max_weight: float = 1.0,
     checkpoint: str | Path | None = None,
+    augment: AugmentConfig | None = None,
+    num_classes: int | None = None,
 ) -> TrainHistory:
-    """Train ``model`` in place on ``inputs [N, C, H, W]``, ``labels [N]``.
+    """Train ``model`` in place.
+
+    ``inputs`` are model-ready tensors ``[N, C, H, W]`` with ``labels [N]`` (and optional
+    ``in_domain [N]``), or a :class:`~torch.utils.data.Dataset` yielding
+    ``(image, label, in_domain)`` such as :class:`FrameDataset` (``labels=None``).
 
     Plain cross-entropy by default. With ``teacher``, the hard-label distillation loss of
-    eq. (3); with ``in_domain`` (bool ``[N]``, the samples of D_I), the progressive
-    weights of eqs. (1)-(2) rising from 1 to ``max_weight`` over the epochs.
+    eq. (3); with D_I flags, the progressive weights of eqs. (1)-(2) rising from 1 to
+    ``max_weight`` over the epochs. ``augment`` adds Mixup/CutMix and label smoothing
+    (per-image augmentation lives in the dataset's transform).
+
+    Runs on the model's device; on CUDA with ``config.amp``, in bfloat16 autocast (fp16
+    with a gradient scaler where bf16 is missing). Under ``torchrun`` (an initialised
+    process group) the model is wrapped in DistributedDataParallel, each rank reads its
+    shard, and rank 0 writes the checkpoint.
 
     With ``checkpoint``, model, optimiser, RNG and history are saved there after every
     epoch, and a run that finds the file continues after its last finished epoch: a
     killed run resumes and ends with the same weights as an uninterrupted one.
     """
-    if len(inputs) != len(labels) or len(inputs) == 0:
-        raise ValueError(f'need as many labels as inputs (> 0), got {len(inputs)}/{len(labels)}')
-    if in_domain is not None and len(in_domain) != len(labels):
-        raise ValueError('in_domain needs one flag per sample')
+    dataset = _batches_of(inputs, labels, in_domain)
+    device = next(model.parameters()).device
     if teacher is not None:
         teacher.eval()
+    augment = augment or AugmentConfig(auto_augment=None, re_prob=0.0)
+    mixer = None
+    if augment.mixes:
+        if num_classes is None:
+            raise ValueError('Mixup/CutMix need num_classes')
+        mixer = augment.mixer(num_classes)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
     generator = torch.Generator().manual_seed(config.seed)
+    sampler = (
+        DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=mixer is not None)
+        if distributed
+        else RandomSampler(dataset, generator=generator)  # type: ignore[arg-type]
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        generator=generator,
+        drop_last=mixer is not None,  # Mixup pairs samples: it needs even, full batches
+        pin_memory=device.type == 'cuda',
+        persistent_workers=False,
+    )
+    if len(loader) == 0:
+        raise ValueError(f'batch_size {config.batch_size} leaves no full batch for Mixup')
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    steps_per_epoch = math.ceil(len(inputs) / config.batch_size)
+    use_amp = config.amp and device.type == 'cuda'
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler('cuda', enabled=use_amp and amp_dtype == torch.float16)
+    steps_per_epoch = len(loader)
     total = steps_per_epoch * config.epochs
     warmup = steps_per_epoch * config.warmup_epochs
     history = TrainHistory()
@@ -123,14 +206,21 @@ def train_classifier(
         model.load_state_dict(state['model'])
         optimizer.load_state_dict(state['optimizer'])
         generator.set_state(state['generator'])
+        if state.get('scaler'):
+            scaler.load_state_dict(state['scaler'])
         history = TrainHistory(state['loss'], state['accuracy'])
         first_epoch = state['epoch'] + 1
-    model.train()
+    net: torch.nn.Module = model
+    if distributed:
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == 'cuda' else None
+        )
+    net.train()
     step = first_epoch * steps_per_epoch
     bar = tqdm(
         range(first_epoch, config.epochs),
         desc=desc,
-        disable=not progress,
+        disable=not progress or rank != 0,
         leave=False,
         unit='ep',
         initial=first_epoch,
@@ -138,34 +228,49 @@ def train_classifier(
     )
     for epoch in bar:
         omega = progressive_weight(epoch, config.epochs, max_weight)
-        order = torch.randperm(len(inputs), generator=generator)
-        loss_sum, correct = 0.0, 0
-        for start in range(0, len(inputs), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            x = random_shift(inputs[idx], config.max_shift, generator)
-            y = labels[idx]
+        _seed_epoch(generator)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y, flags in loader:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            x = random_shift(x, config.max_shift, generator)
+            targets: torch.Tensor = y
+            if mixer is not None:
+                x, targets = mixer(x, y)
             for group in optimizer.param_groups:
                 group['lr'] = lr_at(step, total, warmup, config.lr)
-            logits = model(x)
-            teacher_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(x)
-            weights = None if in_domain is None else sample_weights(in_domain[idx], omega)
-            loss = hard_distillation_loss(logits, y, teacher_logits, weights)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                logits = net(x)
+                teacher_logits = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(x)
+            weights = None if max_weight == 1.0 else sample_weights(flags.to(device), omega)
+            loss = hard_distillation_loss(
+                logits.float(),
+                targets,
+                teacher_logits,
+                weights,
+                label_smoothing=0.0 if mixer is not None else augment.label_smoothing,
+            )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if config.clip_grad is not None:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
-            loss_sum += loss.item() * len(idx)
+            loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(dim=1) == y).sum())
-        history.loss.append(loss_sum / len(inputs))
-        history.accuracy.append(correct / len(inputs))
+            seen += len(y)
+        history.loss.append(loss_sum / seen)
+        history.accuracy.append(correct / seen)
         bar.set_postfix(loss=f'{history.loss[-1]:.3f}', acc=f'{history.accuracy[-1]:.3f}')
-        if checkpoint is not None:
-            _save_checkpoint(Path(checkpoint), model, optimizer, generator, history, epoch)
+        if checkpoint is not None and rank == 0:
+            _save_checkpoint(Path(checkpoint), model, optimizer, generator, history, epoch, scaler)
     model.eval()
     return history
 
@@ -177,6 +282,7 @@ def _save_checkpoint(
     generator: torch.Generator,
     history: TrainHistory,
     epoch: int,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Write atomically, so a kill mid-write leaves the previous epoch's file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +295,7 @@ def _save_checkpoint(
             'loss': history.loss,
             'accuracy': history.accuracy,
             'epoch': epoch,
+            'scaler': scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         },
         tmp,
     )
