@@ -124,6 +124,47 @@ def _cmd_partitions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ask_expert_ros.core.recipe import RecipeConfig, init_distributed, run_recipe
+    from ask_expert_ros.core.taxonomy import parse_key
+
+    config = RecipeConfig.from_file(args.config, _overrides(args.set))
+    joined = init_distributed()
+    try:
+        summary = run_recipe(
+            config,
+            args.out,
+            keys=[parse_key(k) for k in args.keys] or None,
+            device=args.device,
+            progress=not args.quiet,
+            evaluate=not args.no_eval,
+        )
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if 'manifest' in summary:
+        print(f'model zoo: {summary["manifest"]}')
+        if summary['missing_keys']:
+            print(f'experts still missing for keys: {", ".join(summary["missing_keys"])}')
+    if 'eval' in summary:
+        print((Path(args.out) / 'eval.md').read_text(encoding='utf-8'))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ask_expert_ros.core.datasets import load_dataset
+    from ask_expert_ros.core.recipe_eval import evaluate_zoo, write_report
+
+    data = load_dataset(args.dataset, seed=args.seed)
+    report = evaluate_zoo(args.models, data, taus=args.tau)
+    json_path, md_path = write_report(report, args.out or args.models)
+    print(md_path.read_text(encoding='utf-8'))
+    print(f'report: {json_path}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='ask-expert', description='Edge/near-edge ViT co-inference (Ask the Expert).'
@@ -206,6 +247,47 @@ def build_parser() -> argparse.ArgumentParser:
             help='keep DDS traffic on 127.0.0.1 (both nodes on one machine)',
         )
         node.set_defaults(func=_cmd_edge if name == 'edge' else _cmd_expert)
+
+    train = sub.add_parser(
+        'train',
+        help="train the paper's recipe (teachers, pruned students, experts) into a model zoo",
+        description='Resumable: run the same command again to continue a killed run. '
+        'Multi-GPU: torchrun --nproc_per_node N -m ask_expert_ros.cli train ...',
+    )
+    train.add_argument(
+        '--config', type=Path, required=True, help='recipe YAML, e.g. config/recipe_digits.yaml'
+    )
+    train.add_argument('--out', type=Path, required=True, help='model zoo directory')
+    train.add_argument(
+        '--keys',
+        nargs='*',
+        default=[],
+        metavar='KEY',
+        help='train only these expert keys, e.g. --keys 1 1,3 (default: all)',
+    )
+    train.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='NAME=VALUE',
+        help='override a recipe setting, dotted for stages: --set stages.teacher.epochs=5',
+    )
+    train.add_argument('--device', default=None, help='cpu, cuda, cuda:1 (default: CUDA if any)')
+    train.add_argument('--no-eval', action='store_true', help='skip the evaluation at the end')
+    train.add_argument('--quiet', action='store_true', help='no progress bars')
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser(
+        'evaluate', help='evaluate a model zoo: Top-k, experts on target/overall, tau sweep'
+    )
+    evaluate.add_argument('--models', type=Path, required=True, help='zoo directory')
+    evaluate.add_argument(
+        '--dataset', default='digits', help='data set spec, e.g. cifar100:/data/cifar-100-python'
+    )
+    evaluate.add_argument('--seed', type=int, default=0, help='split seed (digits, folders)')
+    evaluate.add_argument('--tau', type=_floats, default=(0.99, 0.9, 0.8, 0.7, 0.6, 0.5))
+    evaluate.add_argument('--out', type=Path, default=None, help='default: the zoo directory')
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     parts = sub.add_parser('partitions', help='show a partition scheme and its expert keys')
     parts.add_argument(

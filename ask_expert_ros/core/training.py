@@ -139,6 +139,7 @@ def train_classifier(
     checkpoint: str | Path | None = None,
     augment: AugmentConfig | None = None,
     num_classes: int | None = None,
+    distributed: bool | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place.
 
@@ -154,7 +155,8 @@ def train_classifier(
     Runs on the model's device; on CUDA with ``config.amp``, in bfloat16 autocast (fp16
     with a gradient scaler where bf16 is missing). Under ``torchrun`` (an initialised
     process group) the model is wrapped in DistributedDataParallel, each rank reads its
-    shard, and rank 0 writes the checkpoint.
+    shard, and rank 0 writes the checkpoint; ``distributed=False`` trains this rank's
+    model alone even then (the recipe's per-key stages).
 
     With ``checkpoint``, model, optimiser, RNG and history are saved there after every
     epoch, and a run that finds the file continues after its last finished epoch: a
@@ -170,7 +172,8 @@ def train_classifier(
         if num_classes is None:
             raise ValueError('Mixup/CutMix need num_classes')
         mixer = augment.mixer(num_classes)
-    distributed = dist.is_available() and dist.is_initialized()
+    in_group = dist.is_available() and dist.is_initialized()
+    distributed = in_group if distributed is None else distributed and in_group
     rank = dist.get_rank() if distributed else 0
     generator = torch.Generator().manual_seed(config.seed)
     sampler = (

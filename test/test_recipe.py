@@ -1,0 +1,191 @@
+"""The whole recipe on a tiny image folder: zoo, manifest, resume, key subsets, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage, ResultSource
+from ask_expert_ros.core.library import ExpertLibrary
+from ask_expert_ros.core.recipe import RecipeConfig, run_recipe
+from ask_expert_ros.core.routing import RoutingConfig
+
+ONE_EPOCH = {'epochs': 1, 'batch_size': 16, 'warmup_epochs': 0}
+
+
+@pytest.fixture(scope='module')
+def tiny_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 classes x 12 frames of 8 px in an image folder, a 3-subset scheme, a recipe file."""
+    root = tmp_path_factory.mktemp('recipe')
+    rng = np.random.default_rng(0)
+    for c, name in enumerate('abcdef'):
+        for split, count in (('train', 12), ('test', 4)):
+            folder = root / 'data' / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                img = rng.integers(0, 60, size=(8, 8), dtype=np.uint8)
+                img[c, :] = 255  # class c: a bright row
+                cv2.imwrite(str(folder / f'{i}.png'), img)
+    (root / 'scheme.yaml').write_text(
+        yaml.safe_dump(
+            {
+                'name': 'toy_s3',
+                'class_names': list('abcdef'),
+                'subsets': {1: ['a', 'b'], 2: ['c', 'd'], 3: ['e', 'f']},
+            }
+        )
+    )
+    recipe = {
+        'dataset': f'folder:{root / "data"}',
+        'partition': str(root / 'scheme.yaml'),
+        'k': 2,
+        'teacher_variant': 'deit_6h',
+        'edge_variant': 'deit_3h',
+        'expert_variant': 'deit_4h',
+        'img_size': 8,
+        'patch_size': 4,
+        'depth': 1,
+        'in_chans': 1,
+        'interpolation': 'bilinear',
+        'prune_batches': 1,
+        'taus': [0.9, 0.5],
+        'stages': {
+            name: {**ONE_EPOCH, 'augment': {'hflip': 0.0, 'scale_min': 0.8}}
+            for name in ('teacher', 'student', 'specialist_teacher', 'specialist_student')
+        },
+    }
+    (root / 'recipe.yaml').write_text(yaml.safe_dump(recipe))
+    return root
+
+
+def _config(root: Path) -> RecipeConfig:
+    return RecipeConfig.from_file(root / 'recipe.yaml')
+
+
+def test_one_epoch_recipe_writes_a_zoo_the_engine_loads(tiny_recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / 'zoo'
+    summary = run_recipe(_config(tiny_recipe), out, progress=False)
+    stages = [entry['stage'] for entry in summary['trained_here']]
+    assert stages[:3] == ['teacher', 'edge', 'generalist']
+    assert len(stages) == 3 + 6 * 4  # 6 keys x (teacher, expert, static teacher, static)
+    library = ExpertLibrary(out)
+    assert library.missing_keys() == [] and len(library.keys) == 6
+    assert library.load_edge().config.variant == 'deit_3h'
+    assert library.get((1, 3)).config.variant == 'deit_4h'
+    assert library.get((1, 3)).config.expert_key == (1, 3)
+    assert library.load_generalist().config.variant == 'deit_4h'
+    assert ExpertLibrary(out / 'static').get((2,)).config.expert_key == (2,)
+    # the engine runs the zoo: every frame gets one result, low confidence goes to experts
+    engine = CoInferenceEngine(
+        EdgeStage(library.load_edge(), library.scheme, RoutingConfig(tau=1.01, k=2)),
+        ExpertStage(library),
+    )
+    frames = np.random.default_rng(1).integers(0, 256, size=(7, 8, 8), dtype=np.uint8)
+    result = engine.infer(frames)
+    assert len(result.labels) == 7
+    assert all(s == ResultSource.EXPERT for s in result.sources)
+    report = json.loads((out / 'eval.json').read_text())
+    assert report['test_frames'] == 24 and len(report['experts']) == 6
+    assert {'progressive', 'static', 'generalist', 'teacher'} <= set(report['experts_mean'])
+    assert [row['tau'] for row in report['sweep']] == [0.9, 0.5]
+    assert 'static_co_inference_accuracy' in report['sweep'][0]
+    assert (
+        '## Experts on their target subset and overall (Table 3)' in (out / 'eval.md').read_text()
+    )
+    assert yaml.safe_load((out / 'recipe.yaml').read_text())['max_weight'] == 14.0
+
+
+def test_key_subsets_then_the_rest_and_finished_stages_are_skipped(
+    tiny_recipe: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / 'zoo'
+    config = RecipeConfig.from_dict(
+        {**yaml.safe_load((tiny_recipe / 'recipe.yaml').read_text()), 'static': False}
+    )
+    first = run_recipe(config, out, keys=[(1,), (2, 3)], progress=False)
+    assert [e['stage'] for e in first['trained_here']] == [
+        'teacher',
+        'edge',
+        'generalist',
+        'teacher_1',
+        'expert_1',
+        'teacher_2_3',
+        'expert_2_3',
+    ]
+    assert sorted(first['missing_keys']) == ['1_2', '1_3', '2', '3']
+    assert 'eval' not in first and not (out / 'eval.json').exists()
+    assert sorted(ExpertLibrary(out).keys) == [(1,), (2, 3)]
+    second = run_recipe(config, out, progress=False)
+    trained = [e['stage'] for e in second['trained_here']]
+    assert 'teacher' not in trained and 'expert_1' not in trained and 'expert_2_3' not in trained
+    assert sorted(trained) == sorted(
+        f'{kind}_{slug}' for slug in ('2', '3', '1_2', '1_3') for kind in ('teacher', 'expert')
+    )
+    assert second['missing_keys'] == [] and (out / 'eval.json').is_file()
+    assert not list((out / 'checkpoints').glob('*.ckpt'))  # finished stages drop theirs
+
+
+def test_recipe_config_errors(tiny_recipe: Path) -> None:
+    with pytest.raises(ValueError, match='unknown recipe settings'):
+        RecipeConfig.from_dict({'epochs': 3})
+    with pytest.raises(ValueError, match='unknown stage'):
+        RecipeConfig.from_dict({'stages': {'warmup': {}}})
+    with pytest.raises(ValueError, match='needs teacher_init'):
+        RecipeConfig(specialist_teacher_init='pretrained')
+    config = RecipeConfig.from_file(
+        tiny_recipe / 'recipe.yaml', {'stages.teacher.epochs': 7, 'max_weight': 3.0}
+    )
+    assert config.stages['teacher'].epochs == 7 and config.max_weight == 3.0
+    assert config.stages['student'].augment.hflip == 0.0  # file values survive
+
+
+def test_torchrun_two_ranks_share_the_keys(tiny_recipe: Path, tmp_path: Path) -> None:
+    """DDP (gloo on the CPU) for the generalist stages, keys split over the two ranks."""
+    out = tmp_path / 'zoo'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--standalone',
+            '--nproc_per_node',
+            '2',
+            '-m',
+            'ask_expert_ros.cli',
+            'train',
+            '--config',
+            str(tiny_recipe / 'recipe.yaml'),
+            '--out',
+            str(out),
+            '--quiet',
+            '--set',
+            'static=false',
+            '--keys',
+            '1',
+            '2',
+            '3',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    library = ExpertLibrary(out)
+    assert library.keys == [(1,), (2,), (3,)]
+    assert 'model zoo:' in proc.stdout
+    ranks = {
+        stage: json.loads((out / 'done' / stage).read_text())['rank']
+        for stage in ('teacher', 'edge', 'expert_1', 'expert_2', 'expert_3')
+    }
+    # rank 0 writes the DDP stages; keys go round-robin: 1 -> rank 0, 2 -> 1, 3 -> 0
+    assert ranks == {'teacher': 0, 'edge': 0, 'expert_1': 0, 'expert_2': 1, 'expert_3': 0}
