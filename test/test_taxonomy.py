@@ -132,3 +132,20 @@ def test_key_outside_scheme_rejected() -> None:
     scheme = builtin_scheme('digits_s4')
     with pytest.raises(PartitionError, match=r'\{1,5\}'):
         scheme.classes_of_key((1, 5))
+
+
+def test_fashion_mnist_schemes_match_the_data_set_classes() -> None:
+    from ask_expert_ros.core.datasets import FASHION_MNIST_NAMES
+    from ask_expert_ros.core.taxonomy import builtin_scheme
+
+    sizes = {}
+    for name in ('s3', 's4', 's3_random', 's4_random'):
+        scheme = builtin_scheme(f'fashion_mnist_{name}')
+        assert scheme.class_names == FASHION_MNIST_NAMES
+        sizes[name] = sorted(
+            len(scheme.classes_of_subset(s)) for s in range(1, scheme.num_subsets + 1)
+        )
+    assert sizes['s3'] == sizes['s3_random'] == [3, 3, 4]
+    assert sizes['s4'] == sizes['s4_random'] == [2, 2, 3, 3]
+    tops = builtin_scheme('fashion_mnist_s3').classes_of_subset(1)
+    assert [FASHION_MNIST_NAMES[c] for c in tops] == ['T-shirt/top', 'Pullover', 'Coat', 'Shirt']

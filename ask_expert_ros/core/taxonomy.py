@@ -290,6 +290,10 @@ BUILTIN_SCHEMES = {
     'cifar100_s6': ('cifar100_hierarchy.yaml', 'S6'),
     'cifar100_s8': ('cifar100_hierarchy.yaml', 'S8'),
     'digits_s4': ('digits_partitions.yaml', None),
+    'fashion_mnist_s3': ('fashion_mnist_partitions.yaml', 'S3'),
+    'fashion_mnist_s4': ('fashion_mnist_partitions.yaml', 'S4'),
+    'fashion_mnist_s3_random': ('fashion_mnist_partitions.yaml', 'S3_random'),
+    'fashion_mnist_s4_random': ('fashion_mnist_partitions.yaml', 'S4_random'),
 }
 
 
