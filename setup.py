@@ -26,6 +26,7 @@ setup(
         'opencv-python-headless>=4.8',
         'cyclonedds>=11,<12',
         'rosbags>=0.11',
+        'matplotlib>=3.7',
     ],
     extras_require={
         'test': [

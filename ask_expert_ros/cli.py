@@ -153,6 +153,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from ask_expert_ros.core.experiment import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig.from_file(args.config)
+    run_experiment(config, args.out, progress=not args.quiet)
+    print((Path(args.out) / 'results.md').read_text(encoding='utf-8'))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ask_expert_ros.core.datasets import load_dataset
     from ask_expert_ros.core.recipe_eval import evaluate_zoo, write_report
@@ -276,6 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--no-eval', action='store_true', help='skip the evaluation at the end')
     train.add_argument('--quiet', action='store_true', help='no progress bars')
     train.set_defaults(func=_cmd_train)
+
+    experiment = sub.add_parser(
+        'experiment',
+        help='the recipe over several seeds and partition schemes, summarised with spreads',
+    )
+    experiment.add_argument(
+        '--config',
+        type=Path,
+        required=True,
+        help='experiment YAML, e.g. config/experiment_fashion_mnist.yaml',
+    )
+    experiment.add_argument('--out', type=Path, required=True, help='output directory')
+    experiment.add_argument('--quiet', action='store_true', help='no progress bars')
+    experiment.set_defaults(func=_cmd_experiment)
 
     evaluate = sub.add_parser(
         'evaluate', help='evaluate a model zoo: Top-k, experts on target/overall, tau sweep'

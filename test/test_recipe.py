@@ -189,3 +189,47 @@ def test_torchrun_two_ranks_share_the_keys(tiny_recipe: Path, tmp_path: Path) ->
     }
     # rank 0 writes the DDP stages; keys go round-robin: 1 -> rank 0, 2 -> 1, 3 -> 0
     assert ranks == {'teacher': 0, 'edge': 0, 'expert_1': 0, 'expert_2': 1, 'expert_3': 0}
+
+
+def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path) -> None:
+    """2 seeds x 2 schemes: generalists trained once per seed, spreads, tables, plots."""
+    from ask_expert_ros.core.experiment import ExperimentConfig, run_experiment
+
+    other = tiny_recipe / 'scheme_b.yaml'
+    other.write_text(
+        yaml.safe_dump(
+            {
+                'name': 'toy_b',
+                'class_names': list('abcdef'),
+                'subsets': {1: ['a', 'f'], 2: ['b', 'c'], 3: ['d', 'e']},
+            }
+        )
+    )
+    (tmp_path / 'exp.yaml').write_text(
+        yaml.safe_dump(
+            {
+                'recipe': str(tiny_recipe / 'recipe.yaml'),
+                'overrides': {'k': 1, 'static': False, 'train_subset': 60},
+                'seeds': [0, 1],
+                'partitions': [str(tiny_recipe / 'scheme.yaml'), str(other)],
+            }
+        )
+    )
+    config = ExperimentConfig.from_file(tmp_path / 'exp.yaml')
+    out = tmp_path / 'exp'
+    summary = run_experiment(config, out, progress=False)
+    assert set(summary['partitions']) == {'scheme', 'scheme_b'}
+    for seed in (0, 1):
+        shared = out / f'seed_{seed}' / 'scheme_b' / 'done' / 'teacher'
+        first = out / f'seed_{seed}' / 'scheme' / 'teacher.safetensors'
+        assert shared.is_file() and first.is_file()
+        # the second scheme reused the seed's generalists: its own run trained only experts
+        report = json.loads((shared.parent.parent / 'eval.json').read_text())
+        assert [e['stage'] for e in report['trained_here']][:1] == ['teacher_1']
+    part = summary['partitions']['scheme_b']
+    assert part['seeds'] == 2 and part['generalists']['edge']['top1']['n'] == 2
+    assert part['sweep'][0]['specialist_minus_generalist']['n'] == 2
+    text = (out / 'results.md').read_text()
+    assert '±' in text and 'specialist − generalist' in text
+    for png in ('specialist_gain.png', 'fig4_scheme.png', 'fig4_scheme_b.png'):
+        assert (out / png).stat().st_size > 1000

@@ -117,6 +117,8 @@ class RecipeConfig:
         max_weight: W of eq. (1).
         prune_batches: Batches used to estimate importance.
         static: Also train the static-expert baseline.
+        train_subset: Train on a stratified sample of this many frames (None: all), to
+            bound CPU time; the test split stays whole.
         seed: Initialisation, shuffling and augmentation seed.
         workers: DataLoader worker processes.
         amp: Mixed precision on CUDA.
@@ -142,6 +144,7 @@ class RecipeConfig:
     max_weight: float = DEFAULT_MAX_WEIGHT
     prune_batches: int = 8
     static: bool = True
+    train_subset: int | None = None
     seed: int = 0
     workers: int = 0
     amp: bool = True
@@ -164,6 +167,8 @@ class RecipeConfig:
         )
         if missing:
             raise ValueError(f'stages missing: {sorted(missing)}')
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ValueError(f'train_subset must be >= 1 or null, got {self.train_subset}')
         if self.max_weight < 1 or self.k < 1 or self.prune_batches < 1:
             raise ValueError('max_weight must be >= 1, k and prune_batches >= 1')
 
@@ -271,6 +276,8 @@ def run_recipe(
     rank, world = _rank_world()
     torch.manual_seed(config.seed)
     data = load_dataset(config.dataset, seed=config.seed)
+    if config.train_subset is not None and config.train_subset < len(data.train_labels):
+        data = _subsample(data, config.train_subset, config.seed)
     scheme = resolve_scheme(config.partition)
     if scheme.class_names != data.class_names:
         raise ValueError(
@@ -373,6 +380,19 @@ def run_recipe(
     elif missing:
         logger.warning('no evaluation yet: experts missing for keys %s', ', '.join(missing))
     return summary
+
+
+def _subsample(data: LabelledImages, size: int, seed: int) -> LabelledImages:
+    from sklearn.model_selection import train_test_split
+
+    x, _, y, _ = train_test_split(
+        data.train_images,
+        data.train_labels,
+        train_size=size,
+        random_state=seed,
+        stratify=data.train_labels,
+    )
+    return replace(data, train_images=x, train_labels=y)
 
 
 def _done(out: Path, stage: str) -> bool:
