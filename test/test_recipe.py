@@ -233,3 +233,23 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
     assert '±' in text and 'specialist − generalist' in text
     for png in ('specialist_gain.png', 'fig4_scheme.png', 'fig4_scheme_b.png'):
         assert (out / png).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    'name', ['recipe_digits.yaml', 'recipe_cifar100.yaml', 'recipe_fashion_mnist.yaml']
+)
+def test_shipped_recipes_parse(name: str) -> None:
+    from ask_expert_ros.core.taxonomy import config_dir, resolve_scheme
+
+    config = RecipeConfig.from_file(config_dir() / name)
+    assert resolve_scheme(config.partition).num_subsets >= 3
+    assert config.max_weight == 14.0 and config.stages['specialist_student'].augment.mixup == 0
+
+
+def test_shipped_experiment_parses() -> None:
+    from ask_expert_ros.core.experiment import ExperimentConfig
+    from ask_expert_ros.core.taxonomy import config_dir
+
+    config = ExperimentConfig.from_file(config_dir() / 'experiment_fashion_mnist.yaml')
+    assert config.seeds == (0, 1, 2) and 'fashion_mnist_s3_random' in config.partitions
+    assert config.recipe.dataset == 'fashion_mnist'
