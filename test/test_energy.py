@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ask_expert_ros.cli import main
+from ask_expert_ros.core.device_profiling import configs_for_variants, configs_from_library
 from ask_expert_ros.core.devices import DeviceProfile, load_profile
 from ask_expert_ros.core.energy import (
     TOTAL,
@@ -22,6 +24,7 @@ from ask_expert_ros.core.energy import (
     integrate_trace,
     rails_from_jtop_power,
 )
+from ask_expert_ros.core.models import ModelConfig, create_model, save_model
 
 HAS_JTOP = importlib.util.find_spec('jtop') is not None
 MAX_UJ = 262_143_328_850  # max_energy_range_uj of a real Intel package zone
@@ -98,6 +101,14 @@ def _zone(root: Path, index: str, name: str, energy_uj: int) -> Path:
     return zone
 
 
+def _set_counter(zone: Path, energy_uj: int) -> None:
+    """Advance a zone's counter atomically, as the kernel does: a reader in the
+    sampling thread must never see a half-written file."""
+    tmp = zone / 'energy_uj.tmp'
+    tmp.write_text(f'{energy_uj}\n')
+    os.replace(tmp, zone / 'energy_uj')
+
+
 def test_counter_delta_handles_wrap_around() -> None:
     assert counter_delta_uj(1_000, 3_500, MAX_UJ) == 2_500
     # 1 000 µJ left before the wrap point, then 500 µJ after it
@@ -119,9 +130,9 @@ def test_rapl_reads_a_powercap_tree_and_integrates_across_a_wrap(tmp_path: Path)
     assert meter.read_uj() == {'package-0': MAX_UJ - 2_000_000}
     assert meter.read_w() == {'package-0': 0.0, TOTAL: 0.0}  # the counter did not move
     with meter.measure(period_s=0.01) as m:
-        (pkg / 'energy_uj').write_text(f'{MAX_UJ - 500_000}\n')
+        _set_counter(pkg, MAX_UJ - 500_000)
         time.sleep(0.05)
-        (pkg / 'energy_uj').write_text('1000000\n')
+        _set_counter(pkg, 1_000_000)
     assert m.rail_joules == {'package-0': pytest.approx(3.0)}
     assert m.joules == pytest.approx(3.0)
     assert m.trace[-1][0] == pytest.approx(m.duration_s)
@@ -133,8 +144,8 @@ def test_rapl_total_prefers_psys_over_summed_packages(tmp_path: Path) -> None:
     psys = _zone(tmp_path, '1', 'psys', 0)
     meter = RaplMeter(tmp_path)
     with meter.measure(period_s=0.01) as m:
-        (pkg / 'energy_uj').write_text('2000000\n')
-        (psys / 'energy_uj').write_text('5000000\n')
+        _set_counter(pkg, 2_000_000)
+        _set_counter(psys, 5_000_000)
     assert m.rail_joules == {'package-0': pytest.approx(2.0), 'psys': pytest.approx(5.0)}
     assert m.joules == pytest.approx(5.0)
 
@@ -227,3 +238,46 @@ def test_best_meter_prefers_rapl_over_profile(tmp_path: Path) -> None:
     choice = best_meter(load_profile('orin_nano'), rapl_root=tmp_path)
     assert choice.kind == 'rapl'
     assert isinstance(choice.meter, RaplMeter)
+
+
+# ---------------------------------------------------------------- profile-device
+
+
+def test_profile_device_writes_a_profile_that_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tiny DeiT-3H (32 px, 4 patches) timed at B = 1 and 2, read back by load_profile."""
+    out = tmp_path / 'here.yaml'
+    # fmt: off
+    code = main(['profile-device', '--variants', 'deit_3h', '--img-size', '32', '--batches', '1,2',
+                 '--repeats', '2', '--warmup', '1', '--idle-s', '0.1', '--out', str(out)])
+    # fmt: on
+    assert code == 0
+    profile = load_profile(str(out))
+    assert profile.source.startswith('measured on ')
+    assert profile.img_size == 32
+    assert set(profile.latency_ms['deit_3h']) == {1, 2}
+    assert all(ms > 0 for ms in profile.latency_ms['deit_3h'].values())
+    assert 'median of 2 passes' in profile.provenance['latency_ms']
+    if best_meter(None, allow_profile=False).kind == 'none':
+        assert dict(profile.power_w) == {}  # absent, not faked
+        assert profile.provenance['power_w'].startswith('not measured')
+    else:
+        assert profile.has_power()
+    assert str(out) in capsys.readouterr().out
+
+
+def test_profile_device_reads_variants_from_a_model_zoo(tmp_path: Path) -> None:
+    edge = ModelConfig(variant='deit_3h', class_names=('a', 'b'), img_size=32, in_chans=1,
+                       mean=(0.5,), std=(0.5,))  # fmt: skip
+    save_model(create_model(edge), edge, tmp_path / 'edge.safetensors')
+    (tmp_path / 'library.yaml').write_text(
+        'format: ask_expert_library\nversion: 1\nedge: edge.safetensors\nexperts: {}\n'
+    )
+    configs = configs_from_library(tmp_path)
+    assert configs == {'deit_3h': edge}
+    (tmp_path / 'bad.yaml').write_text('format: something_else\n')
+    with pytest.raises(ValueError, match='is not an ask_expert_library manifest'):
+        configs_from_library(tmp_path / 'bad.yaml')
+    with pytest.raises(ValueError, match='unknown variant'):
+        configs_for_variants(['deit_9h'])
