@@ -8,6 +8,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ask_expert_ros.core.device_profiling import (
+    configs_for_variants,
+    configs_from_library,
+    profile_device,
+)
 from ask_expert_ros.core.devices import load_profile, save_profile
 from ask_expert_ros.core.planner import (
     PAPER_TABLE4_ALPHA,
@@ -158,14 +165,6 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile_device(args: argparse.Namespace) -> int:
-    import torch
-
-    from ask_expert_ros.core.device_profiling import (
-        configs_for_variants,
-        configs_from_library,
-        profile_device,
-    )
-
     if (args.models is None) == (args.variants is None):
         raise ValueError('give exactly one of --models ZOO/library.yaml or --variants a,b')
     if args.threads is not None:
