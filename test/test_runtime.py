@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from ask_expert_ros import runtime
+from ask_expert_ros.cli import main
 from ask_expert_ros.core.backend import BackendError, BackendUnavailableError, TorchBackend
 from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
 from ask_expert_ros.core.library import ExpertLibrary
@@ -239,3 +240,42 @@ def test_tensorrt_fp16_matches_torch(tmp_path: Path) -> None:
     np.testing.assert_allclose(backend.run(x), ref, rtol=0, atol=tolerance('fp16', ref))
     again = runtime.create_backend(model, 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
     assert again.describe()['engine'] == backend.describe()['engine']  # cache hit
+
+
+def test_export_cli_writes_every_model_and_a_library_nodes_can_use(
+    zoo: Path, frames: np.ndarray, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Edge + 6 experts of the toy zoo -> 7 ONNX files; the exported library runs on ORT
+    from those files (found by hash, no export at start) with the same labels as torch."""
+    out = tmp_path / 'exported'
+    assert main(['export', '--models', str(zoo), '--format', 'onnx', '--out', str(out)]) == 0
+    library = ExpertLibrary(zoo)
+    assert len(list(out.glob('*.onnx'))) == 1 + len(library.keys)
+    for onnx_file in out.glob('*.onnx'):
+        config, _ = read_onnx_metadata(onnx_file)
+        assert onnx_file.name.startswith('edge.' if config.expert_key is None else 'expert_')
+    values = resolve(EDGE_PARAMS, {'library': str(out), 'backend': 'onnxruntime'})
+    factory = runtime.factory_from_params(values)
+    exported = ExpertLibrary(out, backend_factory=factory)
+    edge = exported.load_edge()
+    with caplog.at_level(logging.INFO, logger='ask_expert_ros.runtime'):
+        stage = EdgeStage(edge, exported.scheme, RoutingConfig(tau=1.01, k=2), factory(edge))
+        result = CoInferenceEngine(stage, ExpertStage(exported)).infer(frames)
+    assert 'exported' not in caplog.text.replace(str(out), '')  # loaded, not re-exported
+    assert str(out) in caplog.text
+    reference_stage = EdgeStage(library.load_edge(), library.scheme, RoutingConfig(1.01, 2))
+    expected = CoInferenceEngine(reference_stage, ExpertStage(library)).infer(frames)
+    np.testing.assert_array_equal(result.labels, expected.labels)
+
+
+@pytest.mark.skipif(TRT_MISSING is None, reason='TensorRT and a GPU are present here')
+def test_export_engine_without_tensorrt_fails_clearly_after_writing_onnx(
+    zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edge = ExpertLibrary(zoo).edge_path
+    assert edge is not None
+    code = main(['export', '--model', str(edge), '--format', 'engine', '--out', str(tmp_path)])
+    assert code == 2
+    assert 'cannot build a TensorRT engine' in capsys.readouterr().err
+    assert len(list(tmp_path.glob('edge.*.onnx'))) == 1
+    assert (tmp_path / 'runtime.yaml').is_file()

@@ -84,5 +84,7 @@ def run_node(
         runner = ExpertRunner(
             build_expert_logic(values, factory_from_params(values)), dp, values, namespace, topics
         )
+    if isinstance(runner, EdgeRunner):
+        logger.info('edge model runs on %s', runner.logic.stage.backend.describe())
     logger.info('%s ready on domain %d', node, domain_id)
     return serve(runner)

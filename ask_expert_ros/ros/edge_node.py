@@ -74,6 +74,7 @@ class EdgeNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self._values = conv.declare_parameters(self, EDGE_PARAMS)
         self.logic = build_edge_logic(self._values, factory_from_params(self._values))
+        self.get_logger().info(f'edge model runs on {self.logic.stage.backend.describe()}')
         self._values['edge_id'] = self.logic.params.edge_id
         values = self._values
         self._request_sent = threading.Event()

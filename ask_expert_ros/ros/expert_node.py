@@ -55,6 +55,12 @@ class ExpertNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self._values = conv.declare_parameters(self, EXPERT_PARAMS)
         self.logic = build_expert_logic(self._values, factory_from_params(self._values))
+        library = self.logic.stage.library
+        runs_on = sorted({str(library.backend(k).describe()) for k in library.loaded_keys})
+        self.get_logger().info(
+            f'experts run on backend={self._values["backend"]} '
+            f'precision={self._values["precision"]}: {"; ".join(runs_on) or "(lazy)"}'
+        )
         missing = self.logic.stage.library.missing_keys()
         if missing:
             self.get_logger().warning(
