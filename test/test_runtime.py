@@ -176,6 +176,12 @@ def test_bad_backend_options_say_what_to_do(kind: str, precision: str, message: 
         runtime.create_backend(small_vit(), kind, precision)  # type: ignore[arg-type]
 
 
+def test_bad_device_is_a_clear_error() -> None:
+    for device in ('gpu', 'mps'):
+        with pytest.raises(BackendError, match="device must be 'cpu', 'cuda'"):
+            runtime.create_backend(small_vit(), device=device)
+
+
 def test_bad_input_is_a_clear_error() -> None:
     backend = runtime.create_backend(small_vit(), 'onnxruntime', 'fp32')
     with pytest.raises(BackendError, match=r'expected input \[N, 3, 32, 32\]'):

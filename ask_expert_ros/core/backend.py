@@ -84,7 +84,11 @@ class Backend(ABC):
         return np.asarray(self._run(inputs), dtype=np.float32)
 
     def run_tensor(self, inputs: torch.Tensor) -> torch.Tensor:
-        """:meth:`run` for a torch tensor (no copy on CPU); float32 logits on CPU."""
+        """:meth:`run` for a torch tensor (no copy on CPU).
+
+        Returns:
+            float32 logits ``[N, num_classes]`` on :attr:`input_device`.
+        """
         return torch.from_numpy(self.run(inputs.detach().cpu().numpy()))
 
     @property

@@ -68,6 +68,7 @@ __all__ = [
     'TorchBackend',
     'available_backends',
     'backend_factory',
+    'check_device',
     'cpu_has_bf16',
     'create_backend',
     'default_cache_dir',
@@ -91,6 +92,17 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return 'avx512_bf16' in flags or 'amx_bf16' in flags
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` parsed, or :class:`BackendError` naming the accepted forms."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise BackendError(f"device must be 'cpu', 'cuda' or 'cuda:<i>', got {device!r}") from exc
+    if parsed.type not in ('cpu', 'cuda'):
+        raise BackendError(f"device must be 'cpu', 'cuda' or 'cuda:<i>', got {device!r}")
+    return parsed
 
 
 def _cuda_devices() -> list[str]:
@@ -141,15 +153,17 @@ def pick_default(
     """Resolve ``'auto'`` kind and/or precision by the order in the module docstring."""
     check_kind(kind)
     check_precision(precision)
+    check_device(device)
     usable = available_backends(device)
+    cuda = torch.device(device).type == 'cuda'
     if kind != 'auto':
         if precision != 'auto':
             return BackendChoice(kind, precision, 'asked for explicitly')
-        for p in ('fp16', 'bf16', 'fp32') if device != 'cpu' else ('bf16', 'fp32'):
-            if (kind, p) in usable and not (kind == 'torch' and p == 'bf16' and device != 'cpu'):
+        for p in ('fp16', 'fp32') if cuda else ('bf16', 'fp32'):
+            if (kind, p) in usable:
                 return BackendChoice(kind, p, f'fastest precision of {kind} on {device}')
-        return BackendChoice(kind, 'fp32', f'{kind} has no faster mode on {device}')
-    if torch.device(device).type == 'cuda':
+        return BackendChoice(kind, 'fp32', f'{kind} is not usable on {device}')
+    if cuda:
         order = [('tensorrt', 'fp16'), ('torch', 'fp16'), ('onnxruntime', 'fp32')]
         if precision != 'auto':
             order = [('tensorrt', precision), ('torch', precision), ('onnxruntime', precision)]
