@@ -19,6 +19,7 @@ from ask_expert_ros.core.errors import AskExpertError
 from ask_expert_ros.core.routing import CONFIDENCE_METHODS
 from ask_expert_ros.core.taxonomy import num_experts, resolve_scheme
 from ask_expert_ros.planning_cli import register as register_planning
+from ask_expert_ros.runtime import cli as runtime_cli
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -42,7 +43,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
     )
-    report = run_demo(config, progress=not args.quiet)
+    from ask_expert_ros.runtime import backend_factory
+
+    factory = backend_factory(args.backend, args.precision)
+    report = run_demo(config, progress=not args.quiet, backend_factory=factory)
     print(format_table(report))
     if args.live_tau is not None:
         from ask_expert_ros.dds.live import run_live  # needs cyclonedds
@@ -211,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--seed', type=int, default=0)
     demo.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     demo.add_argument('--quiet', action='store_true', help='no progress bars')
+    runtime_cli.add_backend_arguments(demo)
     demo.add_argument(
         '--live-tau',
         type=float,
@@ -320,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     parts.add_argument('--k', type=int, default=2)
     parts.set_defaults(func=_cmd_partitions)
     register_planning(sub)
+    runtime_cli.register(sub)
     return parser
 
 

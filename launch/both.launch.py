@@ -65,6 +65,26 @@ def generate_launch_description() -> LaunchDescription:
                 description="Torch device of the experts; empty: the params file's.",
             ),
             DeclareLaunchArgument(
+                'edge_backend',
+                default_value='',
+                description="Inference runtime of the edge node; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'edge_precision',
+                default_value='',
+                description="Inference precision of the edge node; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'expert_backend',
+                default_value='',
+                description="Inference runtime of the expert node; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'expert_precision',
+                default_value='',
+                description="Inference precision of the expert node; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
                 'tau',
                 default_value='',
                 description="Edge confidence threshold; empty: the params file's.",
@@ -81,7 +101,13 @@ def generate_launch_description() -> LaunchDescription:
             ),
             include(
                 'expert.launch.py',
-                common | {'params_file': 'expert_params_file', 'device': 'expert_device'},
+                common
+                | {
+                    'params_file': 'expert_params_file',
+                    'device': 'expert_device',
+                    'backend': 'expert_backend',
+                    'precision': 'expert_precision',
+                },
             ),
             include(
                 'edge.launch.py',
@@ -89,6 +115,8 @@ def generate_launch_description() -> LaunchDescription:
                 | {
                     'params_file': 'edge_params_file',
                     'device': 'edge_device',
+                    'backend': 'edge_backend',
+                    'precision': 'edge_precision',
                     'tau': 'tau',
                     'image_topic': 'image_topic',
                 },

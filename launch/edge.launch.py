@@ -47,7 +47,7 @@ def edge_node(context: LaunchContext) -> list[Node]:
     parameters: list = [params_file]
     if namespace:
         parameters.append(node_section(params_file, NODE))
-    overrides: dict = {k: arg(k) for k in ('library', 'device') if arg(k)}
+    overrides: dict = {k: arg(k) for k in ('library', 'device', 'backend', 'precision') if arg(k)}
     if arg('tau'):
         overrides['tau'] = float(arg('tau'))
     if overrides:
@@ -89,6 +89,18 @@ def generate_launch_description() -> LaunchDescription:
                 default_value='',
                 description='Model zoo manifest (library.yaml) or its folder; '
                 'empty: the value in params_file.',
+            ),
+            DeclareLaunchArgument(
+                'backend',
+                default_value='',
+                description='Inference runtime: auto, torch, onnxruntime or tensorrt; '
+                "empty: the params file's (auto logs what it picked).",
+            ),
+            DeclareLaunchArgument(
+                'precision',
+                default_value='',
+                description='Inference precision: auto, fp32, bf16 or fp16; '
+                "empty: the params file's.",
             ),
             DeclareLaunchArgument(
                 'device',

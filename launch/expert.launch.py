@@ -46,7 +46,7 @@ def expert_node(context: LaunchContext) -> list[Node]:
     parameters: list = [params_file]
     if namespace:
         parameters.append(node_section(params_file, NODE))
-    overrides = {k: arg(k) for k in ('library', 'device') if arg(k)}
+    overrides = {k: arg(k) for k in ('library', 'device', 'backend', 'precision') if arg(k)}
     if overrides:
         parameters.append(overrides)
     return [
@@ -81,6 +81,18 @@ def generate_launch_description() -> LaunchDescription:
                 default_value='',
                 description='Model zoo manifest (library.yaml) or its folder; '
                 'empty: the value in params_file.',
+            ),
+            DeclareLaunchArgument(
+                'backend',
+                default_value='',
+                description='Inference runtime: auto, torch, onnxruntime or tensorrt; '
+                "empty: the params file's (auto logs what it picked).",
+            ),
+            DeclareLaunchArgument(
+                'precision',
+                default_value='',
+                description='Inference precision: auto, fp32, bf16 or fp16; '
+                "empty: the params file's.",
             ),
             DeclareLaunchArgument(
                 'device',

@@ -70,3 +70,20 @@ def test_alpha_dropped() -> None:
 def test_bad_frames(frames, error) -> None:
     with pytest.raises(UnsupportedImageError, match=error):
         Preprocessor(GREY)(frames)
+
+
+@pytest.mark.parametrize('size', [8, 32, 45])  # upscale, none, downscale (antialiased)
+def test_matches_reference_and_is_contiguous(size: int) -> None:
+    """The fused multiply-add, applied before or after the resize, equals the textbook
+    order: /255, resize, -mean, /std (float32 rounding only)."""
+    frames = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    cfg = RGB
+    x = Preprocessor(cfg)(frames)
+    assert x.is_contiguous() and x.shape == (3, 3, 32, 32)
+    ref = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    if size != 32:
+        ref = torch.nn.functional.interpolate(
+            ref, size=(32, 32), mode='bilinear', align_corners=False, antialias=size > 32
+        )
+    ref = (ref - 0.5) / 0.25
+    torch.testing.assert_close(x, ref, rtol=0, atol=1e-5)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ask_expert_ros.core.backend import BackendFactory
 from ask_expert_ros.core.data import channel_stats, digits
 from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
 from ask_expert_ros.core.evaluation import tau_sweep
@@ -89,8 +90,17 @@ def _train(
     return model
 
 
-def run_demo(config: DemoConfig, progress: bool = True) -> dict[str, Any]:
-    """Train, save, reload, sweep; writes ``out_dir/report.json`` and returns the report."""
+def run_demo(
+    config: DemoConfig, progress: bool = True, backend_factory: BackendFactory | None = None
+) -> dict[str, Any]:
+    """Train, save, reload, sweep; writes ``out_dir/report.json`` and returns the report.
+
+    Args:
+        config: Demo settings.
+        progress: Show progress bars.
+        backend_factory: Runs the edge and the experts in the sweep
+            (``ask_expert_ros.runtime.backend_factory``); None: torch fp32.
+    """
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -179,12 +189,15 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict[str, Any]:
     )
 
     # from here on, only what is on disk: the same path a node takes
-    library = ExpertLibrary(manifest)
+    library = ExpertLibrary(manifest, backend_factory=backend_factory)
     routing = RoutingConfig(tau=config.taus[0], k=config.k, confidence=config.confidence)
-    edge_stage = EdgeStage(library.load_edge(), library.scheme, routing)
+    loaded_edge = library.load_edge()
+    edge_stage = EdgeStage(
+        loaded_edge, library.scheme, routing, backend=library.backend_factory(loaded_edge)
+    )
     engine = CoInferenceEngine(edge_stage, ExpertStage(library))
     baseline = CoInferenceEngine(
-        EdgeStage(edge_stage.model, library.scheme, routing),
+        EdgeStage(edge_stage.model, library.scheme, routing, backend=edge_stage.backend),
         ExpertStage(library.generalist_library()),
     )
     sweep = tau_sweep(
@@ -225,6 +238,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict[str, Any]:
             'threads': torch.get_num_threads(),
             'cpu': platform.processor() or platform.machine(),
         },
+        'runtime': edge_stage.backend.describe(),
         'train_seconds': train_seconds,
         'edge': sweep['edge'],
         'sweep': sweep['sweep'],

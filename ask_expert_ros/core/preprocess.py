@@ -3,7 +3,12 @@
 Frames are ``uint8`` arrays ``[H, W]`` (mono) or ``[H, W, C]`` (RGB order, C = 3; an
 alpha channel is dropped), as a ``[N, H, W(, C)]`` batch or a list of frames of
 any sizes. The whole batch is converted, resized and normalised with tensor ops;
-no Python loop touches pixels.
+no Python loop touches pixels. Per batch: one host copy (``np.stack`` of a frame
+list; a ``[N, H, W, C]`` array is used as it is), uint8 moved to the device (4x
+fewer bytes than float), one conversion to contiguous float ``NCHW``, the resize, and
+normalisation as a single in-place multiply-add (``x * 1/(255 std) - mean/std``)
+applied on the smaller side of the resize (resizing is linear, so the order does not
+change the result). The output is C-contiguous, so a backend reads it without a copy.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ class Preprocessor:
         self.device = torch.device(device)
         self.mean = torch.tensor(config.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(config.std, device=self.device).view(1, -1, 1, 1)
+        # (p / 255 - mean) / std == p * scale + shift, for pixel values p in [0, 255]
+        self.scale = 1.0 / (255.0 * self.std)
+        self.shift = -self.mean / self.std
 
     def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
         """Frames -> ``float32 [N, in_chans, img_size, img_size]``."""
@@ -61,12 +69,16 @@ class Preprocessor:
         if batch.dtype != np.uint8:
             raise UnsupportedImageError(f'expected uint8 pixels, got {batch.dtype}')
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        x = x.permute(0, 3, 1, 2)[:, :3].float().div_(255.0)
+        x = x.permute(0, 3, 1, 2)[:, :3].to(torch.float32, memory_format=torch.contiguous_format)
         if x.shape[1] == 3 and self.in_chans == 1:
             x = (x * _LUMA.to(x.device)).sum(dim=1, keepdim=True)
-        elif x.shape[1] == 1 and self.in_chans == 3:
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-2:] != (self.size, self.size):
+        resize = x.shape[-2:] != (self.size, self.size)
+        if resize and x.shape[-2] * x.shape[-1] < self.size * self.size:
+            x = self._normalise(x)  # upscaling: normalise the smaller input
+            normalised = True
+        else:
+            normalised = False
+        if resize:
             antialias = self.mode != 'nearest' and (
                 x.shape[-1] > self.size or x.shape[-2] > self.size
             )
@@ -77,4 +89,12 @@ class Preprocessor:
                 antialias=antialias,
                 **({} if self.mode == 'nearest' else {'align_corners': False}),
             )
-        return (x - self.mean) / self.std
+        if not normalised:
+            x = self._normalise(x)
+        return x.contiguous()
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel values [0, 255] -> normalised model input, grey broadcast to RGB if needed."""
+        if x.shape[1] == self.in_chans:
+            return x.mul_(self.scale).add_(self.shift)  # x is our own fresh tensor
+        return torch.addcmul(self.shift, x, self.scale)  # [N, 1] -> [N, 3]: one new tensor
