@@ -113,6 +113,7 @@ class ExpertLogic:
         self._queues: dict[ExpertKey, deque[_Queued]] = {}
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
+        self._arrived = False  # a request came since poll() last found nothing due
 
     @property
     def params(self) -> ExpertParams:
@@ -162,6 +163,7 @@ class ExpertLogic:
         with self._lock:
             queue = self._queues.setdefault(tuple(request.expert_key), deque())
             queue.append(_Queued(request, pixels, self._monotonic_ns()))
+            self._arrived = True
             self._wakeup.notify_all()
         return None
 
@@ -204,10 +206,16 @@ class ExpertLogic:
         return min(oldest) + wait if oldest else None
 
     def wait(self, timeout_s: float) -> None:
-        """Block until a request arrives or ``timeout_s`` passes (for a worker loop)."""
+        """Block until a request arrives or ``timeout_s`` passes (for a worker loop).
+
+        Returns at once when a request arrived since :meth:`poll` last found nothing due,
+        so a worker looping ``poll(); wait(until next_due_ns())`` never misses a wakeup
+        and never spins while a partial batch waits for ``max_wait_ms``.
+        """
         with self._wakeup:
-            if not any(self._queues.values()):
-                self._wakeup.wait(timeout_s)
+            if not self._arrived:
+                self._wakeup.wait(max(0.0, timeout_s))
+            self._arrived = False
 
     def poll(self, flush: bool = False) -> list[ExpertReply]:
         """Run every batch that is due (full, waited long enough, or ``flush``)."""
@@ -229,6 +237,7 @@ class ExpertLogic:
                 if q and (flush or len(q) >= params.max_batch or now - q[0].arrived_ns >= wait)
             ]
             if not due:
+                self._arrived = False
                 return None
             _, key = min(due)  # the longest-waiting key first
             queue = self._queues[key]
