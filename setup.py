@@ -29,7 +29,12 @@ setup(
         'matplotlib>=3.7',
     ],
     extras_require={
+        # an extra, not a hard dependency: on a Jetson the GPU build of onnxruntime
+        # (Jetson Zoo / onnxruntime-gpu) provides the same module and must not be
+        # shadowed by the CPU wheel
+        'onnx': ['onnx>=1.16', 'onnxruntime>=1.18'],
         'test': [
+            'ask_expert_ros[onnx]',
             'pytest>=8',
             'pytest-timeout>=2.3',
             'hypothesis>=6.100',

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ask_expert_ros.core.backend import Backend, TorchBackend
 from ask_expert_ros.core.errors import AskExpertError
 from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.models import LoadedModel, ModelConfig
@@ -95,19 +96,32 @@ class EdgeStage:
 
     ``routing`` may be replaced at any time (e.g. a new tau from ``ros2 param set``);
     each batch reads it once.
+
+    Args:
+        model: The edge model.
+        scheme: The partition scheme the router maps classes with.
+        routing: tau, k and the confidence score.
+        backend: What runs ``model`` (see :mod:`ask_expert_ros.runtime`); None: torch fp32.
     """
 
     def __init__(
-        self, model: LoadedModel, scheme: PartitionScheme, routing: RoutingConfig
+        self,
+        model: LoadedModel,
+        scheme: PartitionScheme,
+        routing: RoutingConfig,
+        backend: Backend | None = None,
     ) -> None:
         if model.config.class_names != scheme.class_names:
             raise AskExpertError(
                 f'edge model classes do not match partition scheme {scheme.name!r}'
             )
+        if backend is not None and backend.config != model.config:
+            raise AskExpertError('the edge backend was built for another model config')
         self.model = model
         self.scheme = scheme
         self.routing = routing
-        self.device = next(model.model.parameters()).device
+        self.backend = backend if backend is not None else TorchBackend(model)
+        self.device = self.backend.input_device
 
     @torch.inference_mode()
     def run(self, batch: FrameBatch) -> EdgeOutput:
@@ -116,8 +130,8 @@ class EdgeStage:
         x = batch.inputs(self.model.config)
         _sync(self.device)
         t1 = time.perf_counter()
-        logits = self.model.model(x).float()
-        _sync(self.device)
+        logits = self.backend.run_tensor(x)
+        _sync(logits.device)
         t2 = time.perf_counter()
         logits_np = logits.cpu().numpy()
         decisions = route(logits_np, self.scheme, routing)
@@ -187,13 +201,13 @@ class ExpertStage:
                 continue
             t0 = time.perf_counter()
             try:
-                expert = self.library.get(key)
+                backend = self.library.backend(key)
             except AskExpertError as exc:
                 errors.update({int(i): str(exc) for i in indices})
                 continue
-            device = next(expert.model.parameters()).device
-            x = batch.inputs(expert.config)[torch.as_tensor(indices, device=batch.device)]
-            logits = expert.model(x.to(device)).float()
+            x = batch.inputs(backend.config)[torch.as_tensor(indices, device=batch.device)]
+            logits = backend.run_tensor(x)
+            device = logits.device
             if not torch.isfinite(logits).all():
                 bad = ~torch.isfinite(logits).all(dim=1)
                 for i in np.asarray(indices)[bad.cpu().numpy()]:

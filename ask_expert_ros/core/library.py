@@ -17,7 +17,10 @@
       '1,3': experts/expert_1_3.safetensors
 
 An expert is loaded on first use and kept; with ``max_resident`` set, the least
-recently used expert is dropped when more would be held.
+recently used expert is dropped when more would be held. :meth:`ExpertLibrary.backend`
+wraps each loaded expert in the library's inference backend (torch fp32 unless a
+``backend_factory`` from :mod:`ask_expert_ros.runtime` is given), built once per model
+and dropped with it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 import torch
 import yaml
 
+from ask_expert_ros.core.backend import Backend, BackendFactory, torch_backend_factory
 from ask_expert_ros.core.errors import ExpertNotFoundError, ModelConfigError, format_key
 from ask_expert_ros.core.models import LoadedModel, load_model, read_model_config
 from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme, parse_key
@@ -87,6 +91,7 @@ class ExpertLibrary:
         manifest: ``library.yaml`` or the directory holding it.
         device: Where experts run.
         max_resident: Keep at most this many experts loaded (None: no limit).
+        backend_factory: Builds the backend each expert runs through (None: torch fp32).
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class ExpertLibrary:
         manifest: str | Path,
         device: str | torch.device = 'cpu',
         max_resident: int | None = None,
+        backend_factory: BackendFactory | None = None,
     ) -> None:
         path = Path(manifest)
         if path.is_dir():
@@ -122,6 +128,8 @@ class ExpertLibrary:
         self.generalist_path = self.root / data['generalist'] if data.get('generalist') else None
         self._loaded: OrderedDict[ExpertKey, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
+        self.backend_factory: BackendFactory = backend_factory or torch_backend_factory()
+        self._backends: dict[int, tuple[LoadedModel, Backend]] = {}
 
     @property
     def name(self) -> str:
@@ -171,6 +179,34 @@ class ExpertLibrary:
                         self.max_resident,
                     )
             return loaded
+
+    def backend(self, key: ExpertKey) -> Backend:
+        """The expert for ``key`` wrapped in the library's backend, built on first use.
+
+        Raises:
+            ExpertNotFoundError: The manifest names no model for ``key``.
+            ModelConfigError: The file is unreadable or was trained for other classes.
+            BackendError: The backend cannot be built for this expert.
+        """
+        model = self.get(key)
+        with self._lock:
+            entry = self._backends.get(id(model))
+            if entry is None or entry[0] is not model:
+                backend = self.backend_factory(model)
+                logger.info(
+                    'expert %s runs on %s %s (%s)',
+                    format_key(key),
+                    backend.kind,
+                    backend.precision,
+                    backend.device,
+                )
+                entry = (model, backend)
+                self._backends[id(model)] = entry
+            # backends of evicted experts go with them
+            live = {id(m) for m in self._loaded.values()} | {id(model)}
+            for stale in [k for k in self._backends if k not in live]:
+                del self._backends[stale]
+            return entry[1]
 
     def _load(self, key: ExpertKey) -> LoadedModel:
         path = self.path_of(key)
@@ -223,6 +259,8 @@ class _GeneralistLibrary(ExpertLibrary):
         self.generalist_path = base.generalist_path
         self._loaded = OrderedDict()
         self._lock = threading.Lock()
+        self.backend_factory = base.backend_factory
+        self._backends = {}
         self._model: LoadedModel | None = None
 
     @property

@@ -19,6 +19,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ask_expert_ros.core.backend import (
+    BACKEND_KINDS,
+    PRECISIONS,
+    BackendError,
+    BackendFactory,
+    torch_backend_factory,
+)
 from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
 from ask_expert_ros.core.engine import EdgeStage, ExpertStage, FrameBatch
 from ask_expert_ros.core.errors import AskExpertError, format_key
@@ -85,6 +92,29 @@ COMMON_PARAMS = (
     ),
     ParamSpec(
         'device', 'cpu', "Torch device for inference: 'cpu', 'cuda', 'cuda:1' ...", dynamic=False
+    ),
+    ParamSpec(
+        'backend',
+        'auto',
+        'Inference runtime: auto (fastest here, logged at start), torch, onnxruntime '
+        'or tensorrt (CUDA/Jetson).',
+        choices=BACKEND_KINDS,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'precision',
+        'auto',
+        'Inference precision: auto, fp32, bf16 (CPUs with avx512_bf16/AMX, CUDA) or fp16 (CUDA).',
+        choices=PRECISIONS,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'cache_dir',
+        '',
+        'Directory for exported ONNX files and TensorRT engines; empty: the library '
+        'directory is searched (ask-expert export output) and ONNX Runtime exports in '
+        'memory, TensorRT caches under ~/.cache/ask_expert_ros.',
+        dynamic=False,
     ),
     ParamSpec(
         'request_qos_depth',
@@ -257,23 +287,54 @@ def _blank_frame(config: ModelConfig) -> np.ndarray:
     return np.zeros(shape, dtype=np.uint8)
 
 
-def build_edge_logic(values: Mapping[str, Any]) -> EdgeLogic:
-    """The edge model named by the library, warmed up once, wrapped in its logic."""
+def _factory(values: Mapping[str, Any], backend_factory: BackendFactory | None) -> BackendFactory:
+    if backend_factory is not None:
+        return backend_factory
+    if values.get('backend', 'torch') != 'torch' or values.get('precision', 'fp32') == 'auto':
+        raise BackendError(
+            f'backend {values.get("backend")!r} / precision {values.get("precision")!r} '
+            'need ask_expert_ros.runtime: pass backend_factory=runtime.factory_from_params(values)'
+        )
+    return torch_backend_factory(values.get('precision', 'fp32'))
+
+
+def build_edge_logic(
+    values: Mapping[str, Any], backend_factory: BackendFactory | None = None
+) -> EdgeLogic:
+    """The edge model named by the library, on its backend, warmed up once, in its logic.
+
+    Args:
+        values: Resolved edge parameters.
+        backend_factory: Builds the edge backend (``runtime.factory_from_params``);
+            None allows only ``backend: torch`` with a concrete precision.
+    """
     params = edge_params(values)
+    factory = _factory(values, backend_factory)
     library = ExpertLibrary(values['library'], device=values['device'])
-    stage = EdgeStage(library.load_edge(values['device']), library.scheme, params.routing)
+    model = library.load_edge(values['device'])
+    stage = EdgeStage(model, library.scheme, params.routing, backend=factory(model))
     stage.run(FrameBatch(_blank_frame(stage.model.config), stage.device))
     return EdgeLogic(stage, params)
 
 
-def build_expert_logic(values: Mapping[str, Any]) -> ExpertLogic:
+def build_expert_logic(
+    values: Mapping[str, Any], backend_factory: BackendFactory | None = None
+) -> ExpertLogic:
     """The expert library; with ``preload``, every expert loaded and warmed up now.
+
+    Args:
+        values: Resolved expert parameters.
+        backend_factory: Builds each expert's backend (``runtime.factory_from_params``);
+            None allows only ``backend: torch`` with a concrete precision.
 
     Raises:
         AskExpertError: An expert cannot be loaded or does not run.
     """
     library = ExpertLibrary(
-        values['library'], device=values['device'], max_resident=values['max_resident'] or None
+        values['library'],
+        device=values['device'],
+        max_resident=values['max_resident'] or None,
+        backend_factory=_factory(values, backend_factory),
     )
     stage = ExpertStage(library)
     if values['preload']:

@@ -20,6 +20,7 @@ from ask_expert_ros.core.node_config import (
 )
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.nodes import EdgeRunner, EdgeTopics, ExpertRunner, ExpertTopics
+from ask_expert_ros.runtime import factory_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +76,13 @@ def run_node(
     runner: EdgeRunner | ExpertRunner
     if node == 'edge':
         topics = remapped(EdgeTopics(), remaps or {})
-        runner = EdgeRunner(build_edge_logic(values), dp, values, namespace, topics)
+        runner = EdgeRunner(
+            build_edge_logic(values, factory_from_params(values)), dp, values, namespace, topics
+        )
     else:
         topics = remapped(ExpertTopics(), remaps or {})
-        runner = ExpertRunner(build_expert_logic(values), dp, values, namespace, topics)
+        runner = ExpertRunner(
+            build_expert_logic(values, factory_from_params(values)), dp, values, namespace, topics
+        )
     logger.info('%s ready on domain %d', node, domain_id)
     return serve(runner)

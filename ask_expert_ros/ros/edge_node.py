@@ -49,6 +49,7 @@ from ask_expert_ros.core.messages import FinalResult, Frame, Header, OffloadRequ
 from ask_expert_ros.core.node_config import EDGE_PARAMS, build_edge_logic, edge_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
+from ask_expert_ros.runtime import factory_from_params
 
 NODE_NAME = 'edge'
 # The deadline watcher wakes at least this often with nothing pending, to notice shutdown.
@@ -72,7 +73,7 @@ class EdgeNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._values = conv.declare_parameters(self, EDGE_PARAMS)
-        self.logic = build_edge_logic(self._values)
+        self.logic = build_edge_logic(self._values, factory_from_params(self._values))
         self._values['edge_id'] = self.logic.params.edge_id
         values = self._values
         self._request_sent = threading.Event()

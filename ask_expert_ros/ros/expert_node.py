@@ -35,6 +35,7 @@ from ask_expert_ros.core.messages import ExpertReply
 from ask_expert_ros.core.node_config import EXPERT_PARAMS, build_expert_logic, expert_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
+from ask_expert_ros.runtime import factory_from_params
 
 NODE_NAME = 'expert'
 # The worker wakes at least this often with nothing queued, to notice shutdown.
@@ -53,7 +54,7 @@ class ExpertNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._values = conv.declare_parameters(self, EXPERT_PARAMS)
-        self.logic = build_expert_logic(self._values)
+        self.logic = build_expert_logic(self._values, factory_from_params(self._values))
         missing = self.logic.stage.library.missing_keys()
         if missing:
             self.get_logger().warning(

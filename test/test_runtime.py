@@ -1,0 +1,241 @@
+"""Inference runtimes: every backend here agrees with torch fp32; export round trip; 'auto'.
+
+Tolerances (max |logit difference| against torch fp32 on the same input):
+* fp32 (ONNX Runtime, torch): 1e-4 absolute. Measured on DeiT-3H at 224 px: 7e-7, so
+  the timm attention is far from marginal.
+* bf16 autocast: 0.05 * max(1, max |logit|). bfloat16 keeps 8 mantissa bits (relative
+  rounding 2^-9 = 0.2 %), and errors add up over the blocks; Top-1 must agree wherever
+  the fp32 margin between first and second class exceeds twice that tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ask_expert_ros import runtime
+from ask_expert_ros.core.backend import BackendError, BackendUnavailableError, TorchBackend
+from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
+from ask_expert_ros.core.library import ExpertLibrary
+from ask_expert_ros.core.models import LoadedModel, ModelConfig, create_model, load_model
+from ask_expert_ros.core.node_config import EDGE_PARAMS, EXPERT_PARAMS, resolve
+from ask_expert_ros.core.preprocess import Preprocessor
+from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.runtime.onnx_export import (
+    export_onnx,
+    model_hash,
+    read_onnx_metadata,
+)
+from ask_expert_ros.runtime.ort import OrtBackend
+from ask_expert_ros.runtime.tensorrt import build_engine, engine_cache_key, tensorrt_missing
+
+HAS_CUDA = torch.cuda.is_available()
+TRT_MISSING = tensorrt_missing('cuda')
+
+
+def small_vit() -> LoadedModel:
+    """A 3-channel ViT large enough for attention to matter: 32 px, patch 8, 2 blocks."""
+    torch.manual_seed(1)
+    cfg = ModelConfig(
+        variant='deit_3h', class_names=tuple('abcdefghij'), img_size=32, patch_size=8, depth=2
+    )
+    return LoadedModel(model=create_model(cfg).eval(), config=cfg)
+
+
+def inputs(model: LoadedModel, n: int = 6) -> np.ndarray:
+    c, s = model.config.in_chans, model.config.img_size
+    return np.random.default_rng(2).standard_normal((n, c, s, s)).astype(np.float32)
+
+
+def reference(model: LoadedModel, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model.model(torch.from_numpy(x)).numpy()
+
+
+def tolerance(precision: str, ref: np.ndarray) -> float:
+    return 1e-4 if precision == 'fp32' else 0.05 * max(1.0, float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize('kind,precision', runtime.available_backends('cpu'))
+def test_each_available_backend_matches_torch_fp32(kind: str, precision: str) -> None:
+    model = small_vit()
+    x = inputs(model)
+    ref = reference(model, x)
+    backend = runtime.create_backend(model, kind, precision)  # type: ignore[arg-type]
+    assert (backend.kind, backend.precision, backend.device) == (kind, precision, 'cpu')
+    out = backend.run(x)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    tol = tolerance(precision, ref)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=tol)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * tol
+    np.testing.assert_array_equal(out.argmax(1)[clear], ref.argmax(1)[clear])
+    assert backend.describe()['kind'] == kind
+
+
+def test_ort_fp32_on_deit_3h_at_224_px_within_1e_4() -> None:
+    """The edge model of the paper, full size, batch 1 and 3: the 1e-4 target holds."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(variant='deit_3h', class_names=tuple(str(i) for i in range(10)))
+    model = LoadedModel(model=create_model(cfg).eval(), config=cfg)
+    backend = runtime.create_backend(model, 'onnxruntime', 'fp32')
+    for n in (1, 3):
+        x = inputs(model, n)
+        np.testing.assert_allclose(backend.run(x), reference(model, x), rtol=0, atol=1e-4)
+
+
+def test_export_then_load_gives_same_top1(zoo: Path, frames: np.ndarray, tmp_path: Path) -> None:
+    """The ONNX file on disk, loaded by ORT with the config it carries, agrees with torch."""
+    model = ExpertLibrary(zoo).load_edge()
+    path = export_onnx(model, tmp_path / 'onnx')
+    config, sha = read_onnx_metadata(path)
+    assert config == model.config and sha == model_hash(model)
+    assert path.name == f'edge.{sha[:12]}.onnx'
+    backend = OrtBackend(path, config)
+    torch_out = TorchBackend(model)
+    x = Preprocessor(config)(frames).numpy()
+    ref = torch_out.run(x)
+    out = backend.run(x)
+    np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)
+    assert export_onnx(model, tmp_path / 'onnx') == path  # up to date: reused
+    found = runtime.create_backend(model, 'onnxruntime', 'fp32', search_dirs=[tmp_path])
+    assert found.describe()['onnx'] == str(path)
+
+
+def test_engine_on_onnxruntime_matches_engine_on_torch(zoo: Path, frames: np.ndarray) -> None:
+    """Edge, router and every lazily loaded expert through ORT: same labels, same sources."""
+    results = []
+    for factory in (None, runtime.backend_factory('onnxruntime', 'fp32')):
+        library = ExpertLibrary(zoo, backend_factory=factory)
+        edge = library.load_edge()
+        backend = factory(edge) if factory else None
+        stage = EdgeStage(edge, library.scheme, RoutingConfig(tau=0.5, k=2), backend=backend)
+        results.append(CoInferenceEngine(stage, ExpertStage(library)).infer(frames))
+        kinds = {library.backend(k).kind for k in library.loaded_keys}
+        assert kinds == {'onnxruntime' if factory else 'torch'}
+    torch_result, ort_result = results
+    assert (torch_result.sources == 1).any()  # some frames did reach an expert
+    np.testing.assert_array_equal(ort_result.labels, torch_result.labels)
+    np.testing.assert_array_equal(ort_result.sources, torch_result.sources)
+
+
+def test_library_builds_one_backend_per_expert_and_drops_it_on_eviction(zoo: Path) -> None:
+    built: list[str] = []
+
+    def factory(model: LoadedModel) -> TorchBackend:
+        built.append(str(model.path))
+        return TorchBackend(model)
+
+    library = ExpertLibrary(zoo, max_resident=1, backend_factory=factory)
+    first, second = library.keys[:2]
+    assert library.backend(first) is library.backend(first)
+    library.backend(second)  # evicts `first` and its backend
+    assert len(library._backends) == 1
+    library.backend(first)
+    assert len(built) == 3
+
+
+def test_default_without_cuda_is_a_cpu_backend_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    choice = runtime.pick_default('cpu')
+    assert (choice.kind, choice.precision) in runtime.available_backends('cpu')
+    expected = ('torch', 'bf16') if runtime.cpu_has_bf16() else ('onnxruntime', 'fp32')
+    assert (choice.kind, choice.precision) == expected
+    exact = runtime.pick_default('cpu', precision='fp32')
+    assert (exact.kind, exact.precision) == ('onnxruntime', 'fp32')
+    with caplog.at_level(logging.INFO, logger='ask_expert_ros.runtime'):
+        backend = runtime.create_backend(small_vit())
+    assert backend.device == 'cpu'
+    assert f'backend auto -> {choice.kind} {choice.precision} on cpu' in caplog.text
+
+
+@pytest.mark.skipif(HAS_CUDA, reason='checks the machine without CUDA')
+def test_cuda_backends_absent_without_cuda() -> None:
+    assert runtime.available_backends('cuda') == []
+    assert all(kind != 'tensorrt' for kind, _ in runtime.available_backends())
+
+
+@pytest.mark.parametrize(
+    'kind,precision,message',
+    [
+        ('tensorflow', 'fp32', 'backend must be one of'),
+        ('torch', 'int8', 'precision must be one of'),
+        ('torch', 'fp16', 'needs a CUDA device'),
+        ('onnxruntime', 'bf16', 'use the torch backend'),
+    ],
+)
+def test_bad_backend_options_say_what_to_do(kind: str, precision: str, message: str) -> None:
+    with pytest.raises(BackendError, match=message):
+        runtime.create_backend(small_vit(), kind, precision)  # type: ignore[arg-type]
+
+
+def test_bad_input_is_a_clear_error() -> None:
+    backend = runtime.create_backend(small_vit(), 'onnxruntime', 'fp32')
+    with pytest.raises(BackendError, match=r'expected input \[N, 3, 32, 32\]'):
+        backend.run(np.zeros((1, 1, 32, 32), np.float32))
+    with pytest.raises(BackendError, match='float32'):
+        backend.run(np.zeros((1, 3, 32, 32), np.float64))
+    assert backend.run(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 10)
+
+
+@pytest.mark.parametrize('specs', [EDGE_PARAMS, EXPERT_PARAMS])
+def test_node_backend_parameters_are_validated(specs: tuple) -> None:
+    values = resolve(specs, {})
+    assert (values['backend'], values['precision']) == ('auto', 'auto')
+    with pytest.raises(ValueError, match=r"backend must be one of \['auto', 'torch'"):
+        resolve(specs, {'backend': 'tensorflow'})
+    with pytest.raises(ValueError, match='precision must be one of'):
+        resolve(specs, {'precision': 'int4'})
+
+
+def test_node_backend_factory_runs_the_named_backend(zoo: Path) -> None:
+    values = resolve(EDGE_PARAMS, {'library': str(zoo), 'backend': 'onnxruntime'})
+    backend = runtime.factory_from_params(values)(load_model(zoo.parent / 'edge.safetensors'))
+    assert (backend.kind, backend.precision) == ('onnxruntime', 'fp32')
+
+
+def test_engine_cache_key_depends_on_model_gpu_and_tensorrt_version() -> None:
+    model = small_vit()
+    key = engine_cache_key(model, 'Orin', '10.3.0')
+    assert len(key.digest()) == 16 and key.file_name('edge').startswith('edge.')
+    assert engine_cache_key(model, 'Orin', '10.3.0') == key
+    others = {
+        engine_cache_key(model, 'NVIDIA H200', '10.3.0').digest(),
+        engine_cache_key(model, 'Orin', '10.7.0').digest(),
+        engine_cache_key(model, 'Orin', '10.3.0', precision='fp32').digest(),
+        engine_cache_key(model, 'Orin', '10.3.0', max_batch=8).digest(),
+    }
+    with torch.no_grad():
+        model.model.head.bias.add_(1.0)
+    others.add(engine_cache_key(model, 'Orin', '10.3.0').digest())
+    assert key.digest() not in others and len(others) == 5
+    with pytest.raises(BackendError, match='fp16 or fp32'):
+        engine_cache_key(model, 'Orin', '10.3.0', precision='bf16')
+
+
+@pytest.mark.skipif(TRT_MISSING is None, reason='TensorRT and a GPU are present here')
+def test_tensorrt_missing_names_what_and_leaves_the_onnx(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailableError, match='TensorRT') as info:
+        build_engine(small_vit(), tmp_path)
+    onnx_files = list(tmp_path.glob('*.onnx'))
+    assert len(onnx_files) == 1 and str(onnx_files[0]) in str(info.value)
+    with pytest.raises(BackendUnavailableError):
+        runtime.create_backend(small_vit(), 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
+
+
+@pytest.mark.skipif(TRT_MISSING is not None, reason=f'TensorRT unusable here: {TRT_MISSING}')
+def test_tensorrt_fp16_matches_torch(tmp_path: Path) -> None:
+    model = small_vit()
+    x = inputs(model)
+    ref = reference(model, x)
+    model.model.cuda()
+    backend = runtime.create_backend(model, 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
+    np.testing.assert_allclose(backend.run(x), ref, rtol=0, atol=tolerance('fp16', ref))
+    again = runtime.create_backend(model, 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
+    assert again.describe()['engine'] == backend.describe()['engine']  # cache hit
