@@ -47,6 +47,7 @@ from typing import Any, get_args
 import numpy as np
 import torch
 
+from ask_expert_ros.core.backend import Backend
 from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
 from ask_expert_ros.core.engine import EdgeStage, ExpertStage
 from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
@@ -148,11 +149,12 @@ class SpeedConfig:
 
     @classmethod
     def quick(cls, variants: tuple[VariantName, ...] | None = None) -> SpeedConfig:
-        """A smoke run of well under a minute: 32 px, one block, few repeats."""
+        """A smoke run of well under a minute: 32 px, one block, one thread, few repeats."""
         return cls(
             variants=variants or ('deit_3h', 'deit_4h'),
             img_size=32,
             depth=1,
+            threads=1,  # a smoke run on a shared machine: no intra-op thread contention
             repeats=3,
             matmul_size=256,
             dds_messages=20,
@@ -312,14 +314,24 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
     return float(counter.get_total_flops())
 
 
-def backends_for(loaded: LoadedModel) -> list[tuple[str, str, Runner]]:
-    """(kind, precision, runner) for every inference backend this machine offers."""
+def backends_for(loaded: LoadedModel, threads: int) -> list[tuple[str, str, Runner]]:
+    """(kind, precision, runner) for every CPU backend :mod:`ask_expert_ros.runtime` offers."""
+    from ask_expert_ros.runtime import available_backends, create_backend
 
-    def eager(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return loaded.model(torch.from_numpy(x)).float().numpy()
+    out: list[tuple[str, str, Runner]] = []
+    for kind, precision in available_backends('cpu'):
+        backend = create_backend(loaded, kind, precision, device='cpu', threads=threads)  # type: ignore[arg-type]
+        out.append((kind, precision, backend.run))
+    return out
 
-    return [('torch', 'fp32', eager)]
+
+def auto_backend(loaded: LoadedModel, threads: int) -> Backend:
+    """What the nodes run by default on this CPU (``backend=auto``), warmed up."""
+    from ask_expert_ros.runtime import create_backend
+
+    backend = create_backend(loaded, 'auto', 'auto', device='cpu', threads=threads)
+    backend.warmup((1,))
+    return backend
 
 
 def bench_models(
@@ -337,7 +349,7 @@ def bench_models(
         inputs = {
             b: rng.standard_normal((b, *shape[1:])).astype(np.float32) for b in config.batches
         }
-        for kind, precision, run in backends_for(loaded):
+        for kind, precision, run in backends_for(loaded, config.threads):
             latency, gflops, fraction = {}, {}, {}
             peak_used = peak.get(precision, peak['fp32'])
             for b, x in inputs.items():
@@ -384,21 +396,22 @@ def bench_edge_pipeline(config: SpeedConfig, edge: LoadedModel, scheme: Partitio
 
     images = _camera_images(config, max(config.batches))
     frames = [conv.image_to_frame(m) for m in images]
-    stage = EdgeStage(edge, scheme, RoutingConfig(tau=1.01, k=2))
+    backend = auto_backend(edge, config.threads)
+    stage = EdgeStage(edge, scheme, RoutingConfig(tau=1.01, k=2), backend)
     # tau at the median edge confidence: about half the frames are offloaded, as in
     # the paper's operating points, so both the result and the request path are timed
     confidence = stage.run(_batch(frames)).routing.confidence
     tau = float(np.median(confidence))
     routing = RoutingConfig(tau=tau, k=2)
     logic = EdgeLogic(
-        EdgeStage(edge, scheme, routing),
+        EdgeStage(edge, scheme, routing, backend),
         EdgeParams(edge_id='bench', routing=routing, deadline_ms=3_600_000),
     )
     preprocess = Preprocessor(edge.config)
     rows = []
     for b in config.batches:
         batch_images = images[:b]
-        x = preprocess([f.pixels for f in frames[:b]])
+        x = preprocess([f.pixels for f in frames[:b]]).numpy()
         offloaded = [0, 0]
 
         def pipeline(
@@ -412,9 +425,8 @@ def bench_edge_pipeline(config: SpeedConfig, edge: LoadedModel, scheme: Partitio
             offloaded[0] += len(step.requests)
             offloaded[1] += len(batch_images)
 
-        def bare(x: torch.Tensor = x) -> None:
-            with torch.inference_mode():
-                edge.model(x)
+        def bare(x: np.ndarray = x) -> None:
+            backend.run(x)  # the same backend, on the already preprocessed batch
 
         pipe_ms, bare_ms = [], []
         pipeline(), bare()  # warm-up
@@ -437,7 +449,7 @@ def bench_edge_pipeline(config: SpeedConfig, edge: LoadedModel, scheme: Partitio
     bare_1 = next((r['bare_ms_p50'] for r in rows if r['batch'] == 1), rows[0]['bare_ms_p50'])
     return {
         'variant': edge.config.variant,
-        'backend': 'torch/fp32',
+        'backend': f'{backend.kind}/{backend.precision}',
         'tau': tau,
         'rows': rows,
         'edge_inference_ms_batch1': bare_1,
@@ -657,9 +669,14 @@ def bench_expert_batching(
         keys = scheme.expert_keys(2)
         # one weight file for every key; each key still loads its own model instance
         manifest = write_manifest(tmp, scheme, 2, dict.fromkeys(keys, path))
-        library = ExpertLibrary(manifest)
+        from ask_expert_ros.runtime import backend_factory
+
+        factory = backend_factory('auto', 'auto', device='cpu', threads=config.threads)
+        library = ExpertLibrary(manifest, backend_factory=factory)
         for key in keys:
-            library.get(key)  # load all up front: loading is not what is measured
+            library.backend(key)  # load all up front: loading is not what is measured
+        first = library.backend(keys[0])
+        backend_name = f'{first.kind}/{first.precision}'
         stage = ExpertStage(library)
         rng = np.random.default_rng(3)
         size = config.img_size
@@ -714,6 +731,7 @@ def bench_expert_batching(
             logger.info('expert batching, %d edges: gain %.2f', n_edges, row['throughput_gain'])
     return {
         'variant': expert_variant,
+        'backend': backend_name,
         'keys': len(keys),
         'key_model': 'Top-2: same subset with p=1/2, else a uniform other subset',
         'service_ms_batch1': service_ms,
