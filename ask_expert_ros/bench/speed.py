@@ -40,6 +40,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, get_args
@@ -353,7 +354,7 @@ def bench_models(
             latency, gflops, fraction = {}, {}, {}
             peak_used = peak.get(precision, peak['fp32'])
             for b, x in inputs.items():
-                ms = _p50(_times_ms(lambda x=x, run=run: run(x), config.repeats))
+                ms = _p50(_times_ms(partial(run, x), config.repeats))
                 latency[str(b)] = ms
                 gflops[str(b)] = flops_1 * b / (ms * 1e-3) / 1e9
                 fraction[str(b)] = gflops[str(b)] / peak_used
@@ -428,8 +429,10 @@ def bench_edge_pipeline(config: SpeedConfig, edge: LoadedModel, scheme: Partitio
         def bare(x: np.ndarray = x) -> None:
             backend.run(x)  # the same backend, on the already preprocessed batch
 
-        pipe_ms, bare_ms = [], []
-        pipeline(), bare()  # warm-up
+        pipe_ms: list[float] = []
+        bare_ms: list[float] = []
+        pipeline()  # warm-up
+        bare()
         for _ in range(config.repeats):  # alternate: both see the same machine state
             pipe_ms.extend(_times_ms(pipeline, 1, warmup=0))
             bare_ms.extend(_times_ms(bare, 1, warmup=0))
@@ -551,9 +554,7 @@ def bench_dds(config: SpeedConfig, edge_inference_ms: float) -> dict[str, Any]:
             rtt = _times_ms(ping, config.dds_messages, warmup=3)
             payload = msg.serialize()
             ser = _times_ms(msg.serialize, config.dds_messages)
-            de = _times_ms(
-                lambda payload=payload, cls=cls: cls.deserialize(payload), config.dds_messages
-            )
+            de = _times_ms(partial(cls.deserialize, payload), config.dds_messages)
             hop_ms = _p50(rtt) / 2
             rows.append(
                 {
@@ -587,7 +588,7 @@ def bench_dds(config: SpeedConfig, edge_inference_ms: float) -> dict[str, Any]:
 def realistic_keys(num_subsets: int, rng: random.Random, count: int) -> list[ExpertKey]:
     """Keys as Top-2 routing makes them: the true subset, and with probability 1/2 the
     runner-up in the same subset (key {s}), else in another one (key {s, s'})."""
-    keys = []
+    keys: list[ExpertKey] = []
     for _ in range(count):
         s = rng.randint(1, num_subsets)
         if rng.random() < 0.5:
