@@ -399,3 +399,20 @@ def test_concurrent_edges_over_dds_each_get_all_their_answers(zoo, frames) -> No
             assert ids == sorted(ids), (edge_id, key)
     assert expert_logic.counters.answered == len(EDGES) * len(frames)
     del domain
+
+
+@pytest.mark.timeout(60)
+def test_worker_wait_wakes_for_a_request_that_came_before_it(zoo) -> None:
+    """A worker that polls, finds nothing due, and only then calls wait() must not sleep
+    through a request submitted in between (this test would hang until its timeout).
+    """
+    clock = Clock()
+    logic = ExpertLogic(
+        ExpertStage(ExpertLibrary(zoo)), ExpertParams(max_batch=2, max_wait_ms=5), clock, clock
+    )
+    assert logic.poll() == []  # nothing due: the worker is about to wait
+    logic.submit(make_request('a', 1, (1,), np.zeros((8, 8), np.uint8), FAR_FUTURE_NS))
+    logic.wait(600.0)  # returns at once: a request arrived since the last poll
+    assert logic.poll() == []  # not due yet (0 of 5 ms waited) ...
+    clock.now += 5_000_000
+    assert [r.request_id for r in logic.poll()] == [1]  # ... and due at max_wait
