@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ask_expert_ros.core.engine import ExpertStage, FrameBatch
+from ask_expert_ros.core.engine import ExpertOutput, ExpertStage, FrameBatch
 from ask_expert_ros.core.errors import UnsupportedImageError, format_key
 from ask_expert_ros.core.image_codec import decode_compressed, decode_image
 from ask_expert_ros.core.messages import (
@@ -113,6 +113,7 @@ class ExpertLogic:
         self._queues: dict[ExpertKey, deque[_Queued]] = {}
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
+        self._arrived = False  # a request came since poll() last found nothing due
 
     @property
     def params(self) -> ExpertParams:
@@ -162,6 +163,7 @@ class ExpertLogic:
         with self._lock:
             queue = self._queues.setdefault(tuple(request.expert_key), deque())
             queue.append(_Queued(request, pixels, self._monotonic_ns()))
+            self._arrived = True
             self._wakeup.notify_all()
         return None
 
@@ -204,10 +206,16 @@ class ExpertLogic:
         return min(oldest) + wait if oldest else None
 
     def wait(self, timeout_s: float) -> None:
-        """Block until a request arrives or ``timeout_s`` passes (for a worker loop)."""
+        """Block until a request arrives or ``timeout_s`` passes (for a worker loop).
+
+        Returns at once when a request arrived since :meth:`poll` last found nothing due,
+        so a worker looping ``poll(); wait(until next_due_ns())`` never misses a wakeup
+        and never spins while a partial batch waits for ``max_wait_ms``.
+        """
         with self._wakeup:
-            if not any(self._queues.values()):
-                self._wakeup.wait(timeout_s)
+            if not self._arrived:
+                self._wakeup.wait(max(0.0, timeout_s))
+            self._arrived = False
 
     def poll(self, flush: bool = False) -> list[ExpertReply]:
         """Run every batch that is due (full, waited long enough, or ``flush``)."""
@@ -229,6 +237,7 @@ class ExpertLogic:
                 if q and (flush or len(q) >= params.max_batch or now - q[0].arrived_ns >= wait)
             ]
             if not due:
+                self._arrived = False
                 return None
             _, key = min(due)  # the longest-waiting key first
             queue = self._queues[key]
@@ -236,21 +245,30 @@ class ExpertLogic:
             return key, items
 
     def _run(self, key: ExpertKey, items: list[_Queued]) -> list[ExpertReply]:
-        replies: list[ExpertReply] = []
+        """One expert call over ``items``; the replies come back in the items' order."""
+        # slot per item: an expired item's reply keeps its place in the FIFO order
+        replies: list[ExpertReply | None] = [None] * len(items)
         live: list[_Queued] = []
+        slots: list[int] = []
         wall_now = self._wall_ns()
-        for item in items:
+        for slot, item in enumerate(items):
             if self.params.honor_deadline and item.request.deadline.to_ns() < wall_now:
                 with self._lock:
                     self.counters.expired += 1
-                replies.append(_error(item.request, Status.EXPIRED, 'deadline passed in queue'))
+                replies[slot] = _error(item.request, Status.EXPIRED, 'deadline passed in queue')
             else:
                 live.append(item)
+                slots.append(slot)
         if not live:
-            return replies
+            return _filled(replies)
         start = self._monotonic_ns()
         batch = FrameBatch([item.pixels for item in live])
-        output = self.stage.run(batch, {key: np.arange(len(live))})
+        try:
+            output = self.stage.run(batch, {key: np.arange(len(live))})
+        except RuntimeError as exc:  # e.g. CUDA out of memory: answer, keep serving
+            logger.error('expert %s failed on a batch of %d: %s', key, len(live), exc)
+            reason = f'expert call failed: {exc}'
+            output = ExpertOutput({}, {}, dict.fromkeys(range(len(live)), reason))
         elapsed = output.groups[0].elapsed_ms if output.groups else 0.0
         names = self.scheme.class_names
         expert_name = self._expert_name(key)
@@ -267,38 +285,41 @@ class ExpertLogic:
                 )
                 with self._lock:
                     self.counters.model_errors += 1
-                replies.append(
-                    _error(
-                        request, status, output.errors[i], queue_ms=queue_ms, batch_size=len(live)
-                    )
+                replies[slots[i]] = _error(
+                    request, status, output.errors[i], queue_ms=queue_ms, batch_size=len(live)
                 )
                 continue
             label = output.labels[i]
             with self._lock:
                 self.counters.answered += 1
-            replies.append(
-                ExpertReply(
-                    header=request.header,
-                    edge_id=request.edge_id,
-                    request_id=request.request_id,
-                    status=Status.OK,
-                    label=label,
-                    label_name=names[label],
-                    score=output.scores[i],
-                    expert_key=key,
-                    expert_name=expert_name,
-                    queue_ms=queue_ms,
-                    inference_ms=elapsed,
-                    batch_size=len(live),
-                )
+            replies[slots[i]] = ExpertReply(
+                header=request.header,
+                edge_id=request.edge_id,
+                request_id=request.request_id,
+                status=Status.OK,
+                label=label,
+                label_name=names[label],
+                score=output.scores[i],
+                expert_key=key,
+                expert_name=expert_name,
+                queue_ms=queue_ms,
+                inference_ms=elapsed,
+                batch_size=len(live),
             )
-        return replies
+        return _filled(replies)
 
     def _expert_name(self, key: ExpertKey) -> str:
         try:
             return self.stage.library.path_of(key).stem
         except KeyError:
             return ''
+
+
+def _filled(replies: list[ExpertReply | None]) -> list[ExpertReply]:
+    """The replies of a batch, checked complete: exactly one per request taken."""
+    if any(r is None for r in replies):
+        raise RuntimeError('internal error: a request of the batch got no reply')
+    return [r for r in replies if r is not None]
 
 
 def _error(
