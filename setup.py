@@ -14,7 +14,10 @@ setup(
     ],
     # config/ sits at the package root (ROS layout); ship it inside the wheel too
     package_dir={'ask_expert_ros.config': 'config'},
-    package_data={'ask_expert_ros': ['py.typed'], 'ask_expert_ros.config': ['*.yaml']},
+    package_data={
+        'ask_expert_ros': ['py.typed'],
+        'ask_expert_ros.config': ['*.yaml', 'devices/*.yaml'],
+    },
     install_requires=[
         'numpy>=1.24',
         'pyyaml>=6',

@@ -1,0 +1,232 @@
+"""Device profiles and the τ planner (core/devices.py, core/planner.py)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from ask_expert_ros.core.devices import (
+    SHIPPED_PROFILES,
+    DeviceProfile,
+    DeviceProfileError,
+    load_profile,
+    save_profile,
+)
+from ask_expert_ros.core.planner import Link, PlanRow, choose_tau, plan, why_infeasible
+
+
+def _edge() -> DeviceProfile:
+    return DeviceProfile(
+        name='edge',
+        latency_ms={'deit_3h': {1: 10.0, 10: 46.0}},
+        power_w={'idle': 2.0, 'busy': 10.0},
+        source='test',
+    )
+
+
+def _expert() -> DeviceProfile:
+    return DeviceProfile(
+        name='expert',
+        latency_ms={'deit_6h': {1: 2.0, 5: 10.0}},
+        power_w={'idle': 5.0, 'busy': 40.0},
+        source='test',
+    )
+
+
+# ---------------------------------------------------------------- profiles
+
+
+@pytest.mark.parametrize(
+    ('batch', 'expected'),
+    [
+        (1, 10.0),  # measured
+        (10, 46.0),  # measured
+        (4, 22.0),  # 10 + (46 - 10) * (4 - 1) / (10 - 1)
+        (20, 86.0),  # last segment slope 4 ms/frame: 46 + 4 * 10
+    ],
+)
+def test_latency_interpolates_between_measured_batches(batch: int, expected: float) -> None:
+    assert _edge().latency('deit_3h', batch) == pytest.approx(expected)
+
+
+def test_latency_below_smallest_batch_scales_proportionally() -> None:
+    """One point at batch 10 (as the paper's Table 1): batch 1 = 45.5 / 10, batch 20 = 2 × 45.5."""
+    orin = load_profile('orin_nano')
+    assert orin.latency('deit_3h', 1) == pytest.approx(4.55)
+    assert orin.latency('deit_3h', 20) == pytest.approx(91.0)
+    assert orin.is_measured('deit_3h', 10)
+    assert not orin.is_measured('deit_3h', 1)
+
+
+def test_latency_rejects_unknown_variant_and_bad_batch() -> None:
+    with pytest.raises(DeviceProfileError, match="no latency for variant 'deit_9h'"):
+        _edge().latency('deit_9h')
+    with pytest.raises(DeviceProfileError, match='batch must be an integer >= 1'):
+        _edge().latency('deit_3h', 0)
+
+
+@pytest.mark.parametrize('name', SHIPPED_PROFILES)
+def test_shipped_profiles_load_with_paper_table1_at_batch_10(name: str) -> None:
+    """Table 1 of the paper, Batch=10, ms (DeiT-3H row and DeiT-Base row)."""
+    table1 = {
+        'rpi5': (691.1, 6751.9),
+        'orin_nano': (45.5, 223.0),
+        'agx_orin': (17.9, 57.7),
+        'v100': (11.0, 34.0),
+    }
+    profile = load_profile(name)
+    assert profile.name == name
+    assert set(profile.variants) == {'deit_3h', 'deit_4h', 'deit_6h', 'deit_base'}
+    assert (profile.latency('deit_3h', 10), profile.latency('deit_base', 10)) == table1[name]
+    assert profile.has_power()
+    assert 'paper Table 1' in profile.provenance['latency_ms']
+    assert 'not measured' in profile.source
+
+
+def test_profile_round_trips_through_yaml(tmp_path: Path) -> None:
+    path = save_profile(_edge(), tmp_path / 'edge.yaml')
+    again = load_profile(str(path))
+    assert again == _edge()
+
+
+def test_load_profile_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(DeviceProfileError, match='no shipped device profile'):
+        load_profile('jetson_tx1')
+    with pytest.raises(DeviceProfileError, match='does not exist'):
+        load_profile(str(tmp_path / 'missing.yaml'))
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text(
+        'format: ask_expert_device_profile\nname: x\nsource: s\nlatency_ms: {a: {0: 1}}\n'
+    )
+    with pytest.raises(DeviceProfileError, match='batch sizes are integers >= 1'):
+        load_profile(str(bad))
+    with pytest.raises(DeviceProfileError, match='unknown power state'):
+        DeviceProfile('x', {'a': {1: 1.0}}, {'peak': 3.0}, 's')
+
+
+# ---------------------------------------------------------------- planner
+
+
+def test_plan_matches_hand_computed_example() -> None:
+    """B = 4, α = 0.5, 1000 B/frame, link 5 ms RTT / 8 Mbit/s, 30 fps.
+
+    T_E  = T_E(4)  = 10 + 36·3/9                   = 22 ms
+    B_off = ⌈4·0.5⌉                                 = 2
+    T_N  = T_N(2)  = 2 + 8·1/4                      = 4 ms
+    T_comm = 5 + 4·0.5·1000·8 / 8e6 s = 5 + 2       = 7 ms
+    latency = 22 + 7 + 4                            = 33 ms per batch
+    energy = (10·22 + 40·4 + 2·(7 + 4)) mJ / 4      = 402/4 mJ = 0.1005 J per frame
+    offload = 0.5·30·1000·8 / 1e6                   = 0.12 Mbit/s
+    At α = 0: latency = T_E = 22 ms, no link, energy = 10·22/4 mJ = 0.055 J.
+    """
+    rows = plan(
+        _edge(),
+        _expert(),
+        {0.9: 0.5, 0.3: 0.0},
+        Link(rtt_ms=5.0, bandwidth_mbps=8.0),
+        expert_variant='deit_6h',
+        batch=4,
+        bytes_per_frame=1000.0,
+        frame_rate_hz=30.0,
+        accuracy={0.9: 0.85, 0.3: 0.80},
+    )
+    assert [r.tau for r in rows] == [0.9, 0.3]
+    high, low = rows
+    assert high.offloaded == 2
+    assert (high.edge_ms, high.expert_ms) == (pytest.approx(22.0), pytest.approx(4.0))
+    assert high.comm_ms == pytest.approx(7.0)
+    assert high.latency_ms == pytest.approx(33.0)
+    assert high.energy_j == pytest.approx(0.1005)
+    assert high.offload_mbps == pytest.approx(0.12)
+    assert high.accuracy == 0.85
+    assert (low.latency_ms, low.comm_ms, low.expert_ms) == (pytest.approx(22.0), 0.0, 0.0)
+    assert low.energy_j == pytest.approx(0.055)
+    assert low.offload_mbps == 0.0
+
+
+def test_plan_counts_offloaded_frames_without_float_error() -> None:
+    """10 × 0.3 is 3.0000000000000004 in floating point; ⌈·⌉ must still give 3."""
+    (row,) = plan(_edge(), _expert(), {0.8: 0.3}, Link(), expert_variant='deit_6h', batch=10)
+    assert row.offloaded == 3
+    assert row.expert_ms == pytest.approx(6.0)  # 2 + 8·2/4
+
+
+def test_plan_energy_is_nan_without_power() -> None:
+    bare = DeviceProfile('bare', {'deit_6h': {1: 2.0}}, {}, 'test')
+    (row,) = plan(_edge(), bare, {0.9: 0.5}, Link(), expert_variant='deit_6h')
+    assert math.isnan(row.energy_j)
+    assert choose_tau([row], max_energy_j=10.0) is None
+    assert 'energy is unknown' in why_infeasible([row], max_energy_j=10.0)
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'match'),
+    [
+        ({'alpha': {0.9: 1.5}}, r'α\(τ=0.9\) must be in \[0, 1\]'),
+        ({'alpha': {}}, 'alpha is empty'),
+        ({'batch': 0}, 'batch must be an integer >= 1'),
+        ({'accuracy': {0.5: 0.8}}, 'accuracy has no entry for τ=0.9'),
+        ({'frame_rate_hz': 0.0}, 'frame_rate_hz must be > 0'),
+    ],
+)
+def test_plan_rejects_bad_input(kwargs: dict, match: str) -> None:
+    args: dict = {'alpha': {0.9: 0.5}, **kwargs}
+    alpha = args.pop('alpha')
+    with pytest.raises(ValueError, match=match):
+        plan(_edge(), _expert(), alpha, Link(), expert_variant='deit_6h', **args)
+
+
+def test_link_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match='bandwidth_mbps must be > 0'):
+        Link(bandwidth_mbps=0.0)
+    with pytest.raises(ValueError, match='rtt_ms must be'):
+        Link(rtt_ms=-1.0)
+
+
+def _rows() -> list[PlanRow]:
+    #                tau   alpha  acc   latency comm  energy  mbps
+    return [
+        PlanRow(0.99, 0.75, 0.87, 160.0, 95.0, 0.28, 27.0),
+        PlanRow(0.90, 0.46, 0.86, 120.0, 60.0, 0.20, 16.7),
+        PlanRow(0.70, 0.28, 0.84, 92.0, 38.0, 0.15, 10.0),
+        PlanRow(0.50, 0.13, 0.82, 72.0, 21.0, 0.12, 4.8),
+    ]
+
+
+@pytest.mark.parametrize(
+    ('budgets', 'tau'),
+    [
+        ({}, 0.99),  # no budget: the most accurate
+        ({'max_latency_ms': 100.0}, 0.70),
+        ({'max_latency_ms': 120.0}, 0.90),  # a budget met exactly counts
+        ({'max_bandwidth_mbps': 5.0}, 0.50),
+        ({'max_energy_j': 0.2}, 0.90),
+        ({'max_latency_ms': 150.0, 'max_bandwidth_mbps': 12.0}, 0.70),
+    ],
+)
+def test_choose_tau_picks_most_accurate_within_budget(budgets: dict, tau: float) -> None:
+    chosen = choose_tau(_rows(), **budgets)
+    assert chosen is not None
+    assert chosen.tau == tau
+
+
+def test_choose_tau_returns_none_and_reason_when_nothing_fits() -> None:
+    budgets = {'max_latency_ms': 50.0, 'max_bandwidth_mbps': 2.0}
+    assert choose_tau(_rows(), **budgets) is None
+    reason = why_infeasible(_rows(), **budgets)
+    assert 'lowest latency is 72.0 ms > budget 50 ms' in reason
+    assert 'lowest offload bandwidth is 4.80 Mbit/s > budget 2' in reason
+
+
+def test_choose_tau_ties_and_missing_accuracy() -> None:
+    tie = [PlanRow(0.9, 0.5, 0.8, 50.0, 1, 0.1, 1), PlanRow(0.8, 0.4, 0.8, 40.0, 1, 0.1, 1)]
+    assert choose_tau(tie).tau == 0.8  # type: ignore[union-attr]  # same accuracy, faster
+    unknown = [
+        PlanRow(t, a, None, lat, 0, 0.1, 1) for t, a, lat in [(0.9, 0.5, 90), (0.5, 0.1, 30)]
+    ]
+    assert choose_tau(unknown).tau == 0.9  # type: ignore[union-attr]  # highest τ
+    assert choose_tau(unknown, max_latency_ms=50).tau == 0.5  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match='max_latency_ms must be >= 0'):
+        choose_tau(_rows(), max_latency_ms=-1.0)
