@@ -311,7 +311,7 @@ def test_bench_live_over_dds(digits_zoo: Path, data, tmp_path: Path) -> None:
     assert live['frames_sent'] == live['results'] == 20 and live['dropped'] == 0
     assert live['unexpected_results'] == 0 and live['duplicate_results'] == 0
     assert [f['stamp_ns'] for f in live['per_frame']] == [
-        f['stamp_ns'] for f in read_bag(bag).frames
+        f.stamp_ns for f in read_bag(bag).frames
     ]  # the bag's own stamps travelled end to end
     assert 0 < live['offloaded'] < 20 and live['expert_answers'] == live['offloaded']
     assert live['latency_ms']['p50'] > 0
