@@ -14,7 +14,7 @@ its reason, counted in :attr:`BagContents.skipped`, and skipped; reading goes on
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,7 @@ def _stamp_ns(header: Any) -> int:
 
 
 def _decode(msg: Any, msgtype: str) -> tuple[np.ndarray, ImageData]:
-    data = memoryview(np.ascontiguousarray(msg.data, dtype=np.uint8))
+    data = memoryview(np.ascontiguousarray(msg.data, dtype=np.uint8).tobytes())
     if msgtype == COMPRESSED_IMAGE:
         source = ImageData(FrameFormat.COMPRESSED, data, encoding=msg.format)
         return decode_compressed(msg.format, data), source
@@ -151,7 +151,7 @@ def _pick_label_topic(topics: dict[str, str], wanted: str | None) -> str | None:
 
 def iter_bag(
     path: str | Path, topic: str | None = None, label_topic: str | None = None
-) -> tuple[BagContents, Iterator[BagFrame]]:
+) -> tuple[BagContents, Generator[BagFrame, None, None]]:
     """Open a bag; the contents record (filled as the iterator runs) and a frame iterator.
 
     Args:
@@ -186,14 +186,14 @@ def iter_bag(
         logger.warning('%s: skipped message %d on %s: %s', path, index, topic_name, reason)
         contents.skipped.append(SkippedMessage(topic_name, index, time_ns, reason))
 
-    def frames() -> Iterator[BagFrame]:
+    def frames() -> Generator[BagFrame, None, None]:
         with Reader(path) as reader:
             labels: dict[int, str] = {}
             if chosen is not None:
                 conns = [c for c in reader.connections if c.topic == chosen]
                 for i, (_, time_ns, raw) in enumerate(reader.messages(conns)):
                     try:
-                        msg = store.deserialize_cdr(raw, CLASSIFICATION)
+                        msg: Any = store.deserialize_cdr(raw, CLASSIFICATION)
                     except _CDR_ERRORS as exc:
                         skip(chosen, i, time_ns, f'bad CDR: {type(exc).__name__}: {exc}')
                         continue
@@ -202,18 +202,18 @@ def iter_bag(
             conns = [c for c in reader.connections if c.topic == topic]
             for i, (_, time_ns, raw) in enumerate(reader.messages(conns)):
                 try:
-                    msg = store.deserialize_cdr(raw, msgtype)
+                    image: Any = store.deserialize_cdr(raw, msgtype)
                 except _CDR_ERRORS as exc:
                     skip(topic, i, time_ns, f'bad CDR: {type(exc).__name__}: {exc}')
                     continue
                 try:
-                    pixels, source = _decode(msg, msgtype)
+                    pixels, source = _decode(image, msgtype)
                 except UnsupportedImageError as exc:
                     skip(topic, i, time_ns, str(exc))
                     continue
-                stamp = _stamp_ns(msg.header)
+                stamp = _stamp_ns(image.header)
                 frame = BagFrame(
-                    i, stamp, time_ns, msg.header.frame_id, pixels, labels.get(stamp), source
+                    i, stamp, time_ns, image.header.frame_id, pixels, labels.get(stamp), source
                 )
                 contents.frames.append(frame)
                 yield frame
