@@ -127,6 +127,11 @@ def bench_bag(
         stamps_ns=[f.stamp_ns for f in contents.frames],
     )
     report = {'bag': contents.summary(), 'models': str(library.path), **report}
+    previous = out / REPORT_NAME
+    if previous.is_file():  # keep a live section written by an earlier --live run
+        live = json.loads(previous.read_text(encoding='utf-8')).get('live')
+        if live is not None:
+            report['live'] = live
     write_report(report, out)  # numbers first: a plotting failure must not lose them
     report['plots'] = {name: str(p) for name, p in write_plots(report, out).items()}
     write_report(report, out)
