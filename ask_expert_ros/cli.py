@@ -19,6 +19,7 @@ from ask_expert_ros.core.demo import DemoConfig, format_table, run_demo
 from ask_expert_ros.core.errors import AskExpertError
 from ask_expert_ros.core.routing import CONFIDENCE_METHODS
 from ask_expert_ros.core.taxonomy import num_experts, resolve_scheme
+from ask_expert_ros.planning_cli import register as register_planning
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     parts.add_argument('--k', type=int, default=2)
     parts.set_defaults(func=_cmd_partitions)
     bag_commands.register(sub)
+    register_planning(sub)
     return parser
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
+from ask_expert_ros.cli import main
 from ask_expert_ros.core.devices import (
     SHIPPED_PROFILES,
     DeviceProfile,
@@ -14,7 +16,14 @@ from ask_expert_ros.core.devices import (
     load_profile,
     save_profile,
 )
-from ask_expert_ros.core.planner import Link, PlanRow, choose_tau, plan, why_infeasible
+from ask_expert_ros.core.planner import (
+    Link,
+    PlanRow,
+    choose_tau,
+    plan,
+    sweep_from_report,
+    why_infeasible,
+)
 
 
 def _edge() -> DeviceProfile:
@@ -230,3 +239,73 @@ def test_choose_tau_ties_and_missing_accuracy() -> None:
     assert choose_tau(unknown, max_latency_ms=50).tau == 0.5  # type: ignore[union-attr]
     with pytest.raises(ValueError, match='max_latency_ms must be >= 0'):
         choose_tau(_rows(), max_latency_ms=-1.0)
+
+
+# ---------------------------------------------------------------- reports and the CLI
+
+
+def test_sweep_from_report_accepts_bench_and_evaluate_names() -> None:
+    bench = {'sweep': [{'tau': 0.9, 'alpha': 0.4, 'accuracy': 0.8}]}
+    assert sweep_from_report(bench) == ({0.9: 0.4}, {0.9: 0.8})
+    evaluate = {'sweep': [{'tau': 0.9, 'offload_ratio': 0.4, 'co_inference_accuracy': 0.8}]}
+    assert sweep_from_report(evaluate) == ({0.9: 0.4}, {0.9: 0.8})
+    experiment = {'sweep': [{'tau': 0.9, 'offload_ratio': {'mean': 0.4, 'std': 0.01}}]}
+    assert sweep_from_report(experiment) == ({0.9: 0.4}, None)
+    with pytest.raises(ValueError, match='no "sweep" list'):
+        sweep_from_report({'rows': []})
+    with pytest.raises(ValueError, match='has none of'):
+        sweep_from_report({'sweep': [{'tau': 0.9}]})
+    partial = {'sweep': [{'tau': 0.9, 'alpha': 0.4, 'accuracy': 0.8}, {'tau': 0.5, 'alpha': 0.1}]}
+    with pytest.raises(ValueError, match='only some τ'):
+        sweep_from_report(partial)
+
+
+def _cli_setup(tmp_path: Path) -> list[str]:
+    """The hand-computed example above, through files: τ=0.9 → 33 ms, τ=0.5 (α=0) → 22 ms."""
+    report = tmp_path / 'report.json'
+    report.write_text(
+        json.dumps(
+            {
+                'sweep': [
+                    {'tau': 0.9, 'alpha': 0.5, 'accuracy': 0.85},
+                    {'tau': 0.5, 'alpha': 0.0, 'accuracy': 0.80},
+                ]
+            }
+        )
+    )
+    edge = save_profile(_edge(), tmp_path / 'edge.yaml')
+    expert = save_profile(_expert(), tmp_path / 'expert.yaml')
+    # fmt: off
+    return ['plan', '--edge', str(edge), '--expert', str(expert), '--expert-variant', 'deit_6h',
+            '--report', str(report), '--batch', '4', '--rtt-ms', '5', '--bandwidth-mbps', '8',
+            '--bytes-per-frame', '1000']
+    # fmt: on
+
+
+def test_plan_cli_prints_table_and_names_chosen_tau(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _cli_setup(tmp_path)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert 'chosen tau = 0.9 ' in out  # most accurate, no budget
+    assert '33.0' in out and '0.1005' in out  # hand-computed latency and J/frame
+    assert main([*args, '--max-latency-ms', '30', '--json', str(tmp_path / 'p.json')]) == 0
+    assert 'chosen tau = 0.5 ' in capsys.readouterr().out
+    assert json.loads((tmp_path / 'p.json').read_text())['chosen_tau'] == 0.5
+    assert main([*args, '--max-latency-ms', '10']) == 1
+    out = capsys.readouterr().out
+    assert 'no tau meets the budgets' in out
+    assert 'lowest latency is 22.0 ms > budget 10 ms' in out
+
+
+def test_plan_cli_with_alpha_alone_and_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(['plan', '--alpha', 'paper', '--batch', '10']) == 0
+    out = capsys.readouterr().out
+    assert 'paper Table 4' in out
+    assert 'chosen tau = 0.99 ' in out  # no accuracy, no budget: highest τ
+    assert main(['plan']) == 2
+    assert 'exactly one of --report' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(['plan', '--alpha', '0.9=0.4'])
+    assert 'tau:value pairs' in capsys.readouterr().err

@@ -180,7 +180,9 @@ class DeviceProfile:
     def is_measured(self, variant: str, batch: int) -> bool:
         """True when ``batch`` lies within the measured batch range of ``variant``."""
         points = self.latency_ms.get(variant)
-        return bool(points) and min(points) <= batch <= max(points)  # type: ignore[arg-type]
+        if not points:
+            return False
+        return min(points) <= batch <= max(points)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data in the YAML layout described in the module docstring."""

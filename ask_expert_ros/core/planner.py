@@ -272,3 +272,62 @@ def why_infeasible(
     if not parts:
         parts.append('each budget is met by some τ, but no single τ meets them all together')
     return '; '.join(parts)
+
+
+PAPER_TABLE4_ALPHA: Mapping[float, float] = {
+    0.99: 0.747,
+    0.90: 0.462,
+    0.80: 0.358,
+    0.70: 0.278,
+    0.60: 0.208,
+    0.50: 0.133,
+}
+"""α(τ) on CIFAR-100 with the DeiT-3H edge model (source: paper Table 4), not measured here."""
+
+_ALPHA_KEYS = ('alpha', 'offload_ratio')
+_ACCURACY_KEYS = ('accuracy', 'co_inference_accuracy')
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, Mapping) and 'mean' in value:  # experiment reports: {mean, std}
+        value = value['mean']
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f'{where}: expected a number, got {value!r}')
+    return float(value)
+
+
+def sweep_from_report(
+    report: Mapping[str, object],
+) -> tuple[dict[float, float], dict[float, float] | None]:
+    """α(τ) and accuracy(τ) from a benchmark/evaluation report.
+
+    Accepts ``{"sweep": [{"tau": .., "alpha": .., "accuracy": ..}, ...]}``; ``alpha``
+    may be named ``offload_ratio`` and ``accuracy`` ``co_inference_accuracy`` (the
+    names ``ask-expert evaluate``/``demo`` write), and a value may be a
+    ``{"mean": .., "std": ..}`` pair (``ask-expert experiment``).
+
+    Returns:
+        (τ -> α, τ -> accuracy or None when no row has an accuracy).
+
+    Raises:
+        ValueError: No sweep, a row without τ or α, or accuracy on only some rows.
+    """
+    rows = report.get('sweep')
+    if not isinstance(rows, list) or not rows:
+        raise ValueError('report has no "sweep" list of {"tau", "alpha", "accuracy"} rows')
+    alpha: dict[float, float] = {}
+    accuracy: dict[float, float] = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping) or 'tau' not in row:
+            raise ValueError(f'sweep[{i}] has no "tau"')
+        tau = _number(row['tau'], f'sweep[{i}].tau')
+        alpha_key = next((k for k in _ALPHA_KEYS if k in row), None)
+        if alpha_key is None:
+            raise ValueError(f'sweep[{i}] (tau={tau}) has none of {_ALPHA_KEYS}')
+        alpha[tau] = _number(row[alpha_key], f'sweep[{i}].{alpha_key}')
+        acc_key = next((k for k in _ACCURACY_KEYS if k in row), None)
+        if acc_key is not None:
+            accuracy[tau] = _number(row[acc_key], f'sweep[{i}].{acc_key}')
+    if accuracy and len(accuracy) != len(alpha):
+        raise ValueError('report gives accuracy for only some τ; give it for all or none')
+    return alpha, (accuracy or None)

@@ -1,0 +1,243 @@
+"""``ask-expert plan`` and ``ask-expert profile-device`` (entry-point layer)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ask_expert_ros.core.device_profiling import (
+    configs_for_variants,
+    configs_from_library,
+    profile_device,
+)
+from ask_expert_ros.core.devices import load_profile, save_profile
+from ask_expert_ros.core.planner import (
+    PAPER_TABLE4_ALPHA,
+    Link,
+    PlanRow,
+    choose_tau,
+    plan,
+    sweep_from_report,
+    why_infeasible,
+)
+
+_PLAN_HELP = """\
+Predict latency, link time, energy and offload bandwidth for each confidence
+threshold τ, and choose the most accurate τ within the budgets.
+
+α(τ) (and accuracy) come from --report, a JSON file with
+  {"sweep": [{"tau": 0.9, "alpha": 0.46, "accuracy": 0.86}, ...]}
+(as written by `ask-expert bench`; "offload_ratio"/"co_inference_accuracy",
+the names `ask-expert evaluate` writes, are accepted too), or from
+--alpha 0.99:0.747,0.9:0.462,... (--alpha paper = the paper's Table 4).
+Without accuracy, the highest τ within budget is chosen.
+
+Latency is per batch of --batch frames, as in the paper:
+  T = T_E(B) + [RTT + B·α·bytes·8/bandwidth] + T_N(⌈B·α⌉).
+Energy per frame = (P_edge,busy·T_E + P_expert,busy·T_N + P_edge,idle·(T_comm+T_N)) / B.
+Exit status: 0 when a τ meets every budget, 1 when none does.
+"""
+
+
+def _pairs(text: str) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for item in text.split(','):
+        if not item.strip():
+            continue
+        tau, sep, value = item.partition(':')
+        try:
+            if not sep:
+                raise ValueError
+            out[float(tau)] = float(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f'expected tau:value pairs like 0.9:0.46,0.8:0.36, got {item!r}'
+            ) from exc
+    if not out:
+        raise argparse.ArgumentTypeError('no tau:value pairs given')
+    return out
+
+
+def _alpha(text: str) -> dict[float, float]:
+    return dict(PAPER_TABLE4_ALPHA) if text == 'paper' else _pairs(text)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(',') if t.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f'expected integers like 1,4,10, got {text!r}') from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f'batch sizes must be >= 1, got {text!r}')
+    return values
+
+
+def _fmt(value: float | None, spec: str, width: int = 0) -> str:
+    text = 'n/a' if value is None or math.isnan(value) else format(value, spec)
+    return text.rjust(width)
+
+
+def format_plan(rows: list[PlanRow], chosen: PlanRow | None) -> str:
+    """The plan as a text table; the chosen row is marked with ``*``."""
+    lines = [
+        '    tau  alpha  accuracy  latency_ms/batch  comm_ms  energy_J/frame  offload_Mbit/s',
+    ]
+    for r in rows:
+        mark = '*' if chosen is not None and r == chosen else ' '
+        lines.append(
+            f'{mark} {r.tau:>5.2f} {r.alpha:>6.1%} {_fmt(r.accuracy, ".2%", 9)} '
+            f'{r.latency_ms:>17.1f} {r.comm_ms:>8.1f} {_fmt(r.energy_j, ".4f", 15)} '
+            f'{r.offload_mbps:>15.2f}'
+        )
+    return '\n'.join(lines)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    if (args.report is None) == (args.alpha is None):
+        raise ValueError('give exactly one of --report REPORT.json or --alpha tau:alpha,...')
+    accuracy = args.accuracy
+    if args.report is not None:
+        try:
+            data = json.loads(Path(args.report).read_text(encoding='utf-8'))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f'{args.report} is not valid JSON: {exc}') from exc
+        if not isinstance(data, dict):
+            raise ValueError(f'{args.report}: expected a JSON object with a "sweep" list')
+        alpha, report_accuracy = sweep_from_report(data)
+        accuracy = accuracy or report_accuracy
+        alpha_source = str(args.report)
+    else:
+        alpha = args.alpha
+        alpha_source = 'paper Table 4' if args.alpha == dict(PAPER_TABLE4_ALPHA) else '--alpha'
+    edge, expert = load_profile(args.edge), load_profile(args.expert)
+    link = Link(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
+    rows = plan(
+        edge,
+        expert,
+        alpha,
+        link,
+        edge_variant=args.edge_variant,
+        expert_variant=args.expert_variant,
+        batch=args.batch,
+        bytes_per_frame=args.bytes_per_frame,
+        frame_rate_hz=args.frame_rate,
+        accuracy=accuracy,
+    )
+    budgets = {
+        'max_latency_ms': args.max_latency_ms,
+        'max_bandwidth_mbps': args.max_bandwidth_mbps,
+        'max_energy_j': args.max_energy_j,
+    }
+    chosen = choose_tau(rows, **budgets)
+    print(
+        f'edge {edge.name} ({args.edge_variant}; {edge.source})\n'
+        f'expert {expert.name} ({args.expert_variant}; {expert.source})\n'
+        f'link RTT {link.rtt_ms:g} ms, {link.bandwidth_mbps:g} Mbit/s; batch {args.batch}; '
+        f'{args.bytes_per_frame:g} B/frame at {args.frame_rate:g} fps; α(τ) from {alpha_source}'
+    )
+    print(format_plan(rows, chosen))
+    set_budgets = ', '.join(f'{k}={v:g}' for k, v in budgets.items() if v is not None)
+    if chosen is not None:
+        print(
+            f'chosen tau = {chosen.tau:g} (alpha {chosen.alpha:.1%}, latency '
+            f'{chosen.latency_ms:.1f} ms/batch, energy {_fmt(chosen.energy_j, ".4f")} J/frame, '
+            f'{chosen.offload_mbps:.2f} Mbit/s) within budgets: {set_budgets or "none given"}'
+        )
+    else:
+        print(f'no tau meets the budgets ({set_budgets}): {why_infeasible(rows, **budgets)}')
+    if args.json is not None:
+        out: dict[str, Any] = {
+            'edge': edge.name,
+            'expert': expert.name,
+            'link': {'rtt_ms': link.rtt_ms, 'bandwidth_mbps': link.bandwidth_mbps},
+            'batch': args.batch,
+            'budgets': budgets,
+            'rows': [r.__dict__ for r in rows],
+            'chosen_tau': None if chosen is None else chosen.tau,
+        }
+        Path(args.json).write_text(json.dumps(out, indent=2) + '\n', encoding='utf-8')
+    return 0 if chosen is not None else 1
+
+
+def _cmd_profile_device(args: argparse.Namespace) -> int:
+    if (args.models is None) == (args.variants is None):
+        raise ValueError('give exactly one of --models ZOO/library.yaml or --variants a,b')
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.models is not None:
+        configs = configs_from_library(args.models)
+    else:
+        names = [v.strip() for v in args.variants.split(',') if v.strip()]
+        configs = configs_for_variants(names, img_size=args.img_size)
+    profile = profile_device(
+        configs,
+        args.batches,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        name=args.name,
+        idle_s=args.idle_s,
+    )
+    path = save_profile(profile, args.out)
+    for variant, points in profile.latency_ms.items():
+        cells = ', '.join(f'B={b}: {ms:.2f} ms' for b, ms in points.items())
+        print(f'{variant}: {cells}')
+    print(f'power: {dict(profile.power_w) or profile.provenance["power_w"]}')
+    print(f'profile: {path}  (use with: ask-expert plan --edge {path} ...)')
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``plan`` and ``profile-device`` to the ``ask-expert`` sub-commands."""
+    p = subparsers.add_parser(
+        'plan',
+        help='choose tau for a latency/bandwidth/energy budget from alpha(tau) and profiles',
+        description=_PLAN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument('--edge', default='orin_nano', help='profile name or YAML (orin_nano)')
+    p.add_argument('--expert', default='agx_orin', help='profile name or YAML (agx_orin)')
+    p.add_argument('--edge-variant', default='deit_3h')
+    p.add_argument('--expert-variant', default='deit_3h')
+    p.add_argument('--report', type=Path, help='report JSON with a "sweep" list (see above)')
+    p.add_argument('--alpha', type=_alpha, help='tau:alpha pairs, or "paper" for Table 4')
+    p.add_argument('--accuracy', type=_pairs, help='tau:accuracy pairs (with --alpha)')
+    p.add_argument('--rtt-ms', type=float, default=5.0, help='link round trip, ms (5)')
+    p.add_argument('--bandwidth-mbps', type=float, default=100.0, help='link, Mbit/s (100)')
+    p.add_argument('--batch', type=int, default=1, help='frames per batch B (1)')
+    p.add_argument(
+        '--bytes-per-frame', type=float, default=150528.0, help='payload, bytes (224·224·3)'
+    )
+    p.add_argument('--frame-rate', type=float, default=30.0, help='camera rate, fps (30)')
+    p.add_argument('--max-latency-ms', type=float, help='budget: latency per batch, ms')
+    p.add_argument('--max-bandwidth-mbps', type=float, help='budget: offload traffic, Mbit/s')
+    p.add_argument('--max-energy-j', type=float, help='budget: energy per frame, J')
+    p.add_argument('--json', type=Path, help='also write the plan as JSON here')
+    p.set_defaults(func=_cmd_plan)
+
+    d = subparsers.add_parser(
+        'profile-device',
+        help="measure this machine's latency per variant and batch (and power) into a profile",
+        description=(
+            'Time each model variant at each batch size with torch (warm-up, median of '
+            'repeats) and read power from jtop or RAPL when present (else power_w is left '
+            'out, with a note). Writes a YAML that `ask-expert plan --edge/--expert` loads.'
+        ),
+    )
+    d.add_argument('--models', type=Path, help='model zoo library.yaml (or its directory)')
+    d.add_argument('--variants', help='variant names, e.g. deit_3h,deit_4h')
+    d.add_argument('--out', type=Path, required=True, help='profile YAML to write')
+    d.add_argument('--batches', type=_ints, default=(1, 4, 10), help='batch sizes (1,4,10)')
+    d.add_argument('--img-size', type=int, default=224, help='input side with --variants (224)')
+    d.add_argument('--repeats', type=int, default=20, help='timed passes per point (20)')
+    d.add_argument('--warmup', type=int, default=3, help='untimed passes first (3)')
+    d.add_argument('--device', default='cpu', help='torch device (cpu, cuda, cuda:1)')
+    d.add_argument('--threads', type=int, help='torch CPU threads')
+    d.add_argument('--idle-s', type=float, default=2.0, help='idle power sampling, s (2)')
+    d.add_argument('--name', help='profile name (default: host name)')
+    d.set_defaults(func=_cmd_profile_device)
