@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ask_expert_ros import __version__
+from ask_expert_ros.bags import commands as bag_commands
 from ask_expert_ros.bench import cli as bench_cli
 from ask_expert_ros.core.data import digits
 from ask_expert_ros.core.demo import DemoConfig, format_table, run_demo
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parts.add_argument('--k', type=int, default=2)
     parts.set_defaults(func=_cmd_partitions)
+    bag_commands.register(sub)
     register_planning(sub)
     runtime_cli.register(sub)
     bench_cli.register(sub)

@@ -7,6 +7,11 @@ Starts ``both.launch.py`` and ``ros2 bag play <bag>`` with the bag's camera topi
 remapped into the edge's ``image`` topic (or ``image/compressed`` with
 ``compressed:=true``). Results go to ``classification`` as on the robot; record them
 with ``ros2 bag record`` or use ``ask-expert bench`` for the offline report.
+
+With ``record:=true`` a recorder node (``recorder_node``) also watches the graph and
+writes end-to-end latency (frame seen -> result), its edge / network / expert split,
+drops and -- when the bag's ``label_topic`` is played too -- accuracy to
+``record_output`` as JSON, the same keys as ``ask-expert bench --live``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from launch.launch_context import LaunchContext
 from launch.launch_description import LaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
 
 PACKAGE = 'ask_expert_ros'
 
@@ -34,19 +40,48 @@ def edge_input_topic(namespace: str, compressed: bool) -> str:
     return '/' + '/'.join(parts)
 
 
-def bag_play(context: LaunchContext) -> list[ExecuteProcess]:
+def _true(text: str) -> bool:
+    return text.lower() in ('true', '1', 'yes')
+
+
+def ground_truth_topic(namespace: str) -> str:
+    """The absolute name the recorder reads ground truth from in ``namespace``."""
+    return '/' + '/'.join(p for p in (namespace.strip('/'), 'ground_truth') if p)
+
+
+def bag_play(context: LaunchContext) -> list[ExecuteProcess | Node]:
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
-    compressed = arg('compressed').lower() in ('true', '1', 'yes')
+    compressed = _true(arg('compressed'))
+    record = _true(arg('record'))
     target = edge_input_topic(arg('namespace'), compressed)
     cmd = ['ros2', 'bag', 'play', arg('bag'), '--rate', arg('rate')]
-    cmd += ['--topics', arg('bag_topic'), '--remap', f'{arg("bag_topic")}:={target}']
+    topics = [arg('bag_topic')]
+    remaps = [f'{arg("bag_topic")}:={target}']
+    if record and arg('label_topic'):
+        topics.append(arg('label_topic'))
+        remaps.append(f'{arg("label_topic")}:={ground_truth_topic(arg("namespace"))}')
+    cmd += ['--topics', *topics, '--remap', *remaps]
     if float(arg('start_delay_s')) > 0:
         cmd += ['--delay', arg('start_delay_s')]
     if arg('loop').lower() in ('true', '1', 'yes'):
         cmd.append('--loop')
-    return [ExecuteProcess(cmd=cmd, output='screen', name='bag_play')]
+    actions: list[ExecuteProcess | Node] = [
+        ExecuteProcess(cmd=cmd, output='screen', name='bag_play')
+    ]
+    if record:
+        actions.append(
+            Node(
+                package=PACKAGE,
+                executable='recorder_node',
+                name='recorder',
+                namespace=arg('namespace'),
+                output='screen',
+                parameters=[{'output': arg('record_output'), 'compressed': compressed}],
+            )
+        )
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -80,6 +115,23 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 'loop', default_value='false', description='true: replay the bag forever.'
+            ),
+            DeclareLaunchArgument(
+                'record',
+                default_value='false',
+                description='true: start recorder_node, which writes end-to-end latency, '
+                'its split, drops and accuracy to record_output as JSON.',
+            ),
+            DeclareLaunchArgument(
+                'record_output',
+                default_value='bench_live.json',
+                description='JSON file the recorder writes (with record:=true).',
+            ),
+            DeclareLaunchArgument(
+                'label_topic',
+                default_value='/ground_truth',
+                description='Ground-truth vision_msgs/Classification topic in the bag, '
+                'played to the recorder with record:=true; empty: no accuracy.',
             ),
             DeclareLaunchArgument(
                 'library',

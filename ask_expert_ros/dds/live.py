@@ -27,6 +27,7 @@ from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
+from ask_expert_ros.core.live_metrics import LiveRecorder
 from ask_expert_ros.core.messages import Header, Stamp
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
@@ -101,15 +102,53 @@ def _free_domain(wanted: int | None) -> tuple[int, Domain]:
 def run_live(
     manifest: Path,
     frames: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     class_names: Sequence[str],
     tau: float,
     log_dir: Path,
-    rate_hz: float = 100.0,
+    rate_hz: float | None = 100.0,
     deadline_ms: float = 500.0,
     domain_id: int | None = None,
+    stamps_ns: Sequence[int] | None = None,
+    allow_drops: bool = False,
+    drain_timeout_s: float = 60.0,
 ) -> dict[str, Any]:
-    """Stream ``frames`` through the two-process graph and measure what comes out."""
+    """Stream ``frames`` through the two-process graph and measure what comes out.
+
+    Args:
+        manifest: Model zoo for both nodes.
+        frames: ``uint8`` frames, published as ``sensor_msgs/Image`` on ``image``.
+        labels: Class index per frame, or None (no accuracy).
+        class_names: Index -> name, to compare with the results' ``class_id``.
+        tau: The edge's threshold.
+        log_dir: Where the node processes' logs go.
+        rate_hz: Publishing rate, frames per second; None: follow the spacing of
+            ``stamps_ns`` (as ``ros2 bag play`` does).
+        deadline_ms: The edge's expert deadline.
+        domain_id: DDS domain; None: a free random one.
+        stamps_ns: Header stamps to publish (e.g. a bag's, nanoseconds); None: the
+            wall clock at publishing. They must be distinct.
+        allow_drops: Count frames without a result as dropped instead of raising.
+        drain_timeout_s: How long to wait for the last results after the deadline.
+
+    Returns:
+        Counts, accuracy, offload ratio, end-to-end latency (camera frame sent ->
+        result received) and its split into edge / network / expert queue / expert
+        inference (:class:`~ask_expert_ros.core.live_metrics.LiveRecorder`), per frame
+        under ``per_frame``.
+
+    Raises:
+        LiveRunError: The nodes did not start, or (unless ``allow_drops``) not every
+            frame was answered in time.
+        ValueError: Stamps that are not one per frame or not distinct, no rate.
+    """
+    if stamps_ns is not None:
+        if len(stamps_ns) != len(frames) or len(set(stamps_ns)) != len(stamps_ns):
+            raise ValueError('stamps_ns needs one distinct stamp per frame')
+    elif rate_hz is None:
+        raise ValueError('give rate_hz, or stamps_ns to follow their spacing')
+    if rate_hz is not None and not rate_hz > 0:
+        raise ValueError(f'rate_hz must be > 0, got {rate_hz}')
     log_dir.mkdir(parents=True, exist_ok=True)
     domain_id, domain = _free_domain(domain_id)
     dp = DomainParticipant(domain_id)
@@ -121,14 +160,20 @@ def run_live(
     responses_reader = DataReader(
         dp, Topic(dp, msgs.ros_topic('expert/responses'), msgs.ExpertResponse), qos=qos
     )
+    requests_reader = DataReader(
+        dp, Topic(dp, msgs.ros_topic('expert/requests'), msgs.ExpertRequest), qos=qos
+    )
+    edge_id = 'demo_edge'
     edge_settings = {
         'tau': tau,
         'deadline_ms': deadline_ms,
-        'edge_id': 'demo_edge',
+        'edge_id': edge_id,
         'image_qos_reliability': 'reliable',
         'image_qos_depth': len(frames) + 10,
         'publish_annotated': False,
     }
+    recorder = LiveRecorder(edge_id=edge_id)
+    truth: dict[int, str] = {}
     with ExitStack() as stack:
         expert = spawn_node(
             'expert', manifest, domain_id, log_dir, _settings({'max_wait_ms': 2.0})
@@ -148,62 +193,69 @@ def run_live(
         )
         time.sleep(0.5)  # the edge's request writer and the expert's reader match too
 
-        sent: dict[tuple[int, int], tuple[int, float]] = {}
-        received: dict[tuple[int, int], tuple[str, float]] = {}
-        responses: list[msgs.ExpertResponse] = []
-
         def drain() -> None:
             now = time.time_ns()
+            for msg in take_valid(requests_reader, 256):
+                recorder.on_request(
+                    msgs.time_to_ns(msg.header.stamp),
+                    now,
+                    msg.edge_id,
+                    msg.edge_preprocess_ms,
+                    msg.edge_inference_ms,
+                )
             for msg in take_valid(results_reader, 256):
-                key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
                 label = msg.results[0].class_id if msg.results else ''
-                received[key] = (label, now)
-            responses.extend(take_valid(responses_reader, 256))
+                recorder.on_result(msgs.time_to_ns(msg.header.stamp), now, label)
+            for msg in take_valid(responses_reader, 256):
+                recorder.on_response(
+                    msgs.time_to_ns(msg.header.stamp),
+                    msg.edge_id,
+                    msg.status,
+                    msg.queue_ms,
+                    msg.inference_ms,
+                    msg.batch_size,
+                )
 
-        period_ns = int(1e9 / rate_hz)
+        if rate_hz is not None:
+            offsets = [round(i * 1e9 / rate_hz) for i in range(len(frames))]
+        else:
+            assert stamps_ns is not None
+            offsets = [int(s) - int(stamps_ns[0]) for s in stamps_ns]
         start = time.time_ns()
         for i, pixels in enumerate(frames):
-            while time.time_ns() < start + i * period_ns:
+            while time.time_ns() < start + offsets[i]:
                 drain()
                 time.sleep(0.0005)
-            stamp_ns = time.time_ns()
-            stamp = Stamp.from_ns(stamp_ns)
-            sent[(stamp.sec, stamp.nanosec)] = (i, stamp_ns)
-            camera.write(frame_to_image(pixels, Header(stamp, 'demo_camera')))
-        _wait(
-            lambda: drain() or len(received) >= len(frames),
-            deadline_ms / 1e3 + 60,
-            'every frame to be answered',
-            procs,
-            log_dir,
-        )
+            sent_ns = time.time_ns()
+            stamp_ns = int(stamps_ns[i]) if stamps_ns is not None else sent_ns
+            recorder.on_frame(stamp_ns, sent_ns)
+            if labels is not None:
+                truth[stamp_ns] = class_names[int(labels[i])]
+            camera.write(frame_to_image(pixels, Header(Stamp.from_ns(stamp_ns), 'demo_camera')))
+        try:
+            _wait(
+                lambda: drain() or recorder.results_seen >= len(frames),
+                deadline_ms / 1e3 + drain_timeout_s,
+                'every frame to be answered',
+                procs,
+                log_dir,
+            )
+        except LiveRunError:
+            if not allow_drops:
+                raise
         time.sleep(0.3)
         drain()  # anything beyond one result per frame would show up here
 
-    extra = set(received) - set(sent)
-    latencies = np.array([(received[k][1] - sent[k][1]) / 1e6 for k in sent if k in received])
-    correct = sum(
-        received[k][0] == class_names[labels[i]] for k, (i, _) in sent.items() if k in received
-    )
-    ours = [r for r in responses if r.edge_id == 'demo_edge']
-    answered = sum(r.status == msgs.ExpertResponse.STATUS_OK for r in ours)
     del domain
+    summary = recorder.summary(truth if labels is not None else None)
     return {
         'tau': float(tau),
-        'frames_sent': len(sent),
-        'results': len(received),
-        'unexpected_results': len(extra),
-        'accuracy': correct / len(sent),
-        'offload_ratio': len(ours) / len(sent),
-        'expert_answers': answered,
+        **summary,
         'rate_hz': rate_hz,
         'deadline_ms': deadline_ms,
-        'latency_ms': {
-            'mean': float(latencies.mean()),
-            'p50': float(np.percentile(latencies, 50)),
-            'p95': float(np.percentile(latencies, 95)),
-            'max': float(latencies.max()),
-        },
+        'clock': "end_to_end_ms: frame written -> Classification taken, on this process's "
+        'wall clock; edge/expert splits from the ExpertRequest/ExpertResponse timing fields; '
+        'network = the rest (DDS both ways, serialisation, waiting)',
         'transport': 'Cyclone DDS, loopback, two processes (expert, edge)',
         'logs': str(log_dir),
     }
