@@ -97,6 +97,10 @@ def format_plan(rows: list[PlanRow], chosen: PlanRow | None) -> str:
     return '\n'.join(lines)
 
 
+DEFAULT_BYTES_PER_FRAME = 150528.0
+"""A 224×224 rgb8 frame, bytes."""
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     if (args.report is None) == (args.alpha is None):
         raise ValueError('give exactly one of --report REPORT.json or --alpha tau:alpha,...')
@@ -111,9 +115,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         alpha, report_accuracy = sweep_from_report(data)
         accuracy = accuracy or report_accuracy
         alpha_source = str(args.report)
+        # a bench report measured the real request size (CDR) and ran at a batch size:
+        # use them unless the command line says otherwise
+        measured = data.get('request_bytes', {})
+        if args.bytes_per_frame is None and isinstance(measured, dict) and 'mean' in measured:
+            args.bytes_per_frame = float(measured['mean'])
+            alpha_source += ' (bytes per request measured there)'
+        if args.batch is None and isinstance(data.get('batch_size'), int):
+            args.batch = data['batch_size']
     else:
         alpha = args.alpha
         alpha_source = 'paper Table 4' if args.alpha == dict(PAPER_TABLE4_ALPHA) else '--alpha'
+    if args.bytes_per_frame is None:
+        args.bytes_per_frame = DEFAULT_BYTES_PER_FRAME
+    if args.batch is None:
+        args.batch = 1
     edge, expert = load_profile(args.edge), load_profile(args.expert)
     link = Link(rtt_ms=args.rtt_ms, bandwidth_mbps=args.bandwidth_mbps)
     rows = plan(
@@ -209,9 +225,14 @@ def register(subparsers: Any) -> None:
     p.add_argument('--accuracy', type=_pairs, help='tau:accuracy pairs (with --alpha)')
     p.add_argument('--rtt-ms', type=float, default=5.0, help='link round trip, ms (5)')
     p.add_argument('--bandwidth-mbps', type=float, default=100.0, help='link, Mbit/s (100)')
-    p.add_argument('--batch', type=int, default=1, help='frames per batch B (1)')
     p.add_argument(
-        '--bytes-per-frame', type=float, default=150528.0, help='payload, bytes (224·224·3)'
+        '--batch', type=int, help="frames per batch B (the report's batch size, else 1)"
+    )
+    p.add_argument(
+        '--bytes-per-frame',
+        type=float,
+        help="payload per offloaded frame, bytes (the report's measured request size, "
+        'else 150528 = 224·224·3)',
     )
     p.add_argument('--frame-rate', type=float, default=30.0, help='camera rate, fps (30)')
     p.add_argument('--max-latency-ms', type=float, help='budget: latency per batch, ms')

@@ -309,3 +309,22 @@ def test_plan_cli_with_alpha_alone_and_bad_input(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         main(['plan', '--alpha', '0.9=0.4'])
     assert 'tau:value pairs' in capsys.readouterr().err
+
+
+def test_plan_cli_takes_request_size_and_batch_from_a_bench_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _cli_setup(tmp_path)
+    report = Path(args[args.index('--report') + 1])
+    data = json.loads(report.read_text())
+    data.update({'request_bytes': {'mean': 1000.0}, 'batch_size': 4})
+    report.write_text(json.dumps(data))
+    # the same plan as with --batch 4 --bytes-per-frame 1000 given explicitly
+    implicit = [a for a in args if a not in ('--batch', '4', '--bytes-per-frame', '1000')]
+    assert main(implicit) == 0
+    out = capsys.readouterr().out
+    assert 'batch 4; 1000 B/frame' in out and 'measured there' in out
+    assert '33.0' in out and '0.1005' in out
+    # the command line still wins over the report
+    assert main([*implicit, '--bytes-per-frame', '2000']) == 0
+    assert '2000 B/frame' in capsys.readouterr().out
