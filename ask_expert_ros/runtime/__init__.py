@@ -6,8 +6,10 @@ adds the others, the ``'auto'`` choice and ONNX/engine export. It imports the co
 the core never imports it (``test/test_layering.py``).
 
 ``'auto'`` follows a fixed preference order rather than a timing run, so a node
-picks the same backend every start (measured on 2 Zen 5 cores, DeiT-3H batch 1:
-torch fp32 23 ms, ONNX Runtime fp32 11.3 ms, torch bf16 autocast 10.2 ms):
+picks the same backend every start. The order is the fastest measured by
+``ask-expert bench-speed`` (``docs/results/speed.md``: DeiT-3H, 224 px, batch 1, 2 threads
+of an Intel Xeon with AMX: torch fp32 20.4 ms, ONNX Runtime fp32 15.6 ms, torch bf16
+autocast 13.9 ms; the issue's Zen 5 figures order them the same way):
 
 * CUDA: TensorRT fp16 (if ``tensorrt`` imports) > torch fp16 autocast.
 * CPU with avx512_bf16 or AMX: torch bf16 autocast, unless fp32 was asked for.
