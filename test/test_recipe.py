@@ -246,10 +246,13 @@ def test_shipped_recipes_parse(name: str) -> None:
     assert config.max_weight == 14.0 and config.stages['specialist_student'].augment.mixup == 0
 
 
-def test_shipped_experiment_parses() -> None:
+@pytest.mark.parametrize(
+    'name', ['experiment_fashion_mnist.yaml', 'experiment_fashion_mnist_cpu.yaml']
+)
+def test_shipped_experiment_parses(name: str) -> None:
     from ask_expert_ros.core.experiment import ExperimentConfig
     from ask_expert_ros.core.taxonomy import config_dir
 
-    config = ExperimentConfig.from_file(config_dir() / 'experiment_fashion_mnist.yaml')
+    config = ExperimentConfig.from_file(config_dir() / name)
     assert config.seeds == (0, 1, 2) and 'fashion_mnist_s3_random' in config.partitions
     assert config.recipe.dataset == 'fashion_mnist'
