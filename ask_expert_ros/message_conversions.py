@@ -82,34 +82,12 @@ class MessageConverter:
     # -- camera frames -------------------------------------------------------------------
 
     def image_to_frame(self, msg: Any) -> Frame:
-        """A received ``sensor_msgs/Image`` -> decoded frame (its bytes kept for forwarding).
-
-        Raises:
-            UnsupportedImageError: Unknown encoding, zero size, short ``step`` or data.
-        """
-        data = memoryview(msg.data)
-        source = ImageData(
-            FrameFormat.RAW,
-            data,
-            msg.height,
-            msg.width,
-            msg.encoding,
-            msg.step,
-            bool(msg.is_bigendian),
-        )
-        pixels = decode_image(
-            msg.height, msg.width, msg.encoding, msg.step, data, bool(msg.is_bigendian)
-        )
-        return Frame(self.header_to_core(msg.header), pixels, source)
+        """A received ``sensor_msgs/Image`` -> decoded frame (see :func:`image_msg_to_frame`)."""
+        return image_msg_to_frame(msg)
 
     def compressed_to_frame(self, msg: Any) -> Frame:
         """A received ``sensor_msgs/CompressedImage`` (JPEG or PNG) -> decoded frame."""
-        data = memoryview(msg.data)
-        return Frame(
-            self.header_to_core(msg.header),
-            decode_compressed(msg.format, data),
-            ImageData(FrameFormat.COMPRESSED, data, encoding=msg.format),
-        )
+        return compressed_msg_to_frame(msg)
 
     def frame_to_image(self, pixels: np.ndarray, header: Header) -> Any:
         """``uint8`` mono or RGB pixels -> ``sensor_msgs/Image`` (mono8 / rgb8, no padding)."""
@@ -282,3 +260,37 @@ class MessageConverter:
 
 def _text(value: object) -> str:
     return f'{value:.3f}' if isinstance(value, float) else str(value)
+
+
+def image_msg_to_frame(msg: Any) -> Frame:
+    """Any family's ``sensor_msgs/Image`` (rclpy, Cyclone DDS, rosbags) -> decoded frame.
+
+    The frame keeps a view of the message's bytes (no copy) for forwarding to an expert.
+
+    Raises:
+        UnsupportedImageError: Unknown encoding, zero size, short ``step`` or data.
+    """
+    data = memoryview(msg.data)
+    source = ImageData(
+        FrameFormat.RAW,
+        data,
+        msg.height,
+        msg.width,
+        msg.encoding,
+        msg.step,
+        bool(msg.is_bigendian),
+    )
+    pixels = decode_image(
+        msg.height, msg.width, msg.encoding, msg.step, data, bool(msg.is_bigendian)
+    )
+    return Frame(MessageConverter.header_to_core(msg.header), pixels, source)
+
+
+def compressed_msg_to_frame(msg: Any) -> Frame:
+    """Any family's ``sensor_msgs/CompressedImage`` (JPEG or PNG) -> decoded frame."""
+    data = memoryview(msg.data)
+    return Frame(
+        MessageConverter.header_to_core(msg.header),
+        decode_compressed(msg.format, data),
+        ImageData(FrameFormat.COMPRESSED, data, encoding=msg.format),
+    )

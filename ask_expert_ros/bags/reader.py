@@ -25,8 +25,8 @@ from rosbags.serde import SerdeError
 
 from ask_expert_ros.bags.types import CLASSIFICATION, COMPRESSED_IMAGE, IMAGE, typestore
 from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
-from ask_expert_ros.core.image_codec import decode_compressed, decode_image
-from ask_expert_ros.core.messages import FrameFormat, ImageData
+from ask_expert_ros.core.messages import ImageData
+from ask_expert_ros.message_conversions import compressed_msg_to_frame, image_msg_to_frame
 
 logger = logging.getLogger(__name__)
 
@@ -114,23 +114,10 @@ def _stamp_ns(header: Any) -> int:
 
 
 def _decode(msg: Any, msgtype: str) -> tuple[np.ndarray, ImageData]:
-    data = memoryview(np.ascontiguousarray(msg.data, dtype=np.uint8).tobytes())
-    if msgtype == COMPRESSED_IMAGE:
-        source = ImageData(FrameFormat.COMPRESSED, data, encoding=msg.format)
-        return decode_compressed(msg.format, data), source
-    source = ImageData(
-        FrameFormat.RAW,
-        data,
-        msg.height,
-        msg.width,
-        msg.encoding,
-        msg.step,
-        bool(msg.is_bigendian),
-    )
-    pixels = decode_image(
-        msg.height, msg.width, msg.encoding, msg.step, data, bool(msg.is_bigendian)
-    )
-    return pixels, source
+    # rosbags keeps ``data`` as a contiguous uint8 array: the shared decoders view it
+    to_frame = compressed_msg_to_frame if msgtype == COMPRESSED_IMAGE else image_msg_to_frame
+    frame = to_frame(msg)
+    return frame.pixels, frame.source
 
 
 def _pick_label_topic(topics: dict[str, str], wanted: str | None) -> str | None:
