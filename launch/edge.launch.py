@@ -93,7 +93,8 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 'backend',
                 default_value='',
-                description='Inference runtime: auto, torch, onnxruntime or tensorrt; '
+                description='Inference runtime: auto, torch, torch_compile, onnxruntime or '
+                'tensorrt; '
                 "empty: the params file's (auto logs what it picked).",
             ),
             DeclareLaunchArgument(

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -131,6 +132,14 @@ def test_key_subsets_then_the_rest_and_finished_stages_are_skipped(
     )
     assert second['missing_keys'] == [] and (out / 'eval.json').is_file()
     assert not list((out / 'checkpoints').glob('*.ckpt'))  # finished stages drop theirs
+    # a finished zoo run again (an experiment resumed) trains nothing and keeps its
+    # evaluation; a recipe with other thresholds is evaluated anew
+    written = (out / 'eval.json').stat().st_mtime_ns
+    third = run_recipe(config, out, progress=False)
+    assert third['trained_here'] == [] and third['eval'] == str(out / 'eval.json')
+    assert (out / 'eval.json').stat().st_mtime_ns == written
+    run_recipe(replace(config, taus=(0.5,)), out, progress=False)
+    assert json.loads((out / 'eval.json').read_text())['recipe']['taus'] == [0.5]
 
 
 def test_recipe_config_errors(tiny_recipe: Path) -> None:

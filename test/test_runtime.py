@@ -19,7 +19,13 @@ import torch
 
 from ask_expert_ros import runtime
 from ask_expert_ros.cli import main
-from ask_expert_ros.core.backend import BackendError, BackendUnavailableError, TorchBackend
+from ask_expert_ros.core.backend import (
+    BackendError,
+    BackendUnavailableError,
+    CompiledTorchBackend,
+    TorchBackend,
+    compile_missing,
+)
 from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
 from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.models import LoadedModel, ModelConfig, create_model, load_model
@@ -36,6 +42,7 @@ from ask_expert_ros.runtime.tensorrt import build_engine, engine_cache_key, tens
 
 HAS_CUDA = torch.cuda.is_available()
 TRT_MISSING = tensorrt_missing('cuda')
+COMPILE_MISSING = compile_missing('cpu')
 
 
 def small_vit() -> LoadedModel:
@@ -141,6 +148,37 @@ def test_library_builds_one_backend_per_expert_and_drops_it_on_eviction(zoo: Pat
     assert len(built) == 3
 
 
+@pytest.mark.skipif(COMPILE_MISSING is not None, reason=str(COMPILE_MISSING))
+def test_compiled_backend_builds_both_graphs_at_start_and_never_recompiles() -> None:
+    """An expert node's factory (max_batch 8) compiles the batch-1 and the dynamic-batch
+    graph while warming up; afterwards no batch size makes inductor compile again."""
+    from torch._dynamo.utils import counters
+
+    model = small_vit()
+    values = resolve(EXPERT_PARAMS, {'backend': 'torch_compile', 'precision': 'fp32'})
+    backend = runtime.factory_from_params(values)(model)
+    assert isinstance(backend, CompiledTorchBackend)
+    assert backend.describe()['graphs_built'] == ['batch-1', 'dynamic-batch']
+    graphs = counters['stats']['unique_graphs']
+    for n in (1, 3, 7, 1, 8):
+        x = inputs(model, n)
+        np.testing.assert_allclose(backend.run(x), reference(model, x), rtol=0, atol=1e-4)
+    assert counters['stats']['unique_graphs'] == graphs
+
+
+def test_torch_compile_without_a_compiler_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No g++/clang++ on PATH (and CXX naming none): not offered, and asking for it fails
+    at build time with the fix, not at the first frame."""
+    monkeypatch.setenv('PATH', str(tmp_path))
+    monkeypatch.setenv('CXX', 'no-such-c++')
+    assert 'C++ compiler' in str(compile_missing('cpu'))
+    assert all(kind != 'torch_compile' for kind, _ in runtime.available_backends('cpu'))
+    with pytest.raises(BackendUnavailableError, match='apt-get install g'):
+        runtime.create_backend(small_vit(), 'torch_compile', 'fp32')
+
+
 def test_default_without_cuda_is_a_cpu_backend_and_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -150,6 +188,8 @@ def test_default_without_cuda_is_a_cpu_backend_and_is_logged(
     assert (choice.kind, choice.precision) == expected
     exact = runtime.pick_default('cpu', precision='fp32')
     assert (exact.kind, exact.precision) == ('onnxruntime', 'fp32')
+    compiled = runtime.pick_default('cpu', kind='torch_compile')  # asked for by name only
+    assert compiled.precision == ('bf16' if runtime.cpu_has_bf16() else 'fp32')
     with caplog.at_level(logging.INFO, logger='ask_expert_ros.runtime'):
         backend = runtime.create_backend(small_vit())
     assert backend.device == 'cpu'

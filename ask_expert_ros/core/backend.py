@@ -1,20 +1,27 @@
-"""The inference-backend interface the engine runs models through, and the torch backend.
+"""The inference-backend interface the engine runs models through, and the torch backends.
 
 A :class:`Backend` turns a preprocessed ``float32 [N, C, H, W]`` batch into
 ``float32 [N, num_classes]`` logits. The engine (:mod:`ask_expert_ros.core.engine`)
 and the expert library only see this interface; the core implements the torch
-backend (torch is a core dependency). ONNX Runtime and TensorRT backends, the
-``'auto'`` choice and ONNX/engine export live in :mod:`ask_expert_ros.runtime`,
-which imports the core and never the other way round: callers hand the core a
-:data:`BackendFactory` (``ask_expert_ros.runtime.backend_factory(...)``).
+backends, eager and compiled with ``torch.compile`` (torch is a core dependency).
+ONNX Runtime and TensorRT backends, the ``'auto'`` choice and ONNX/engine export live
+in :mod:`ask_expert_ros.runtime`, which imports the core and never the other way
+round: callers hand the core a :data:`BackendFactory`
+(``ask_expert_ros.runtime.backend_factory(...)``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
+import shutil
+import sysconfig
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -25,7 +32,7 @@ from ask_expert_ros.core.models import LoadedModel, ModelConfig
 
 logger = logging.getLogger(__name__)
 
-BackendKind = Literal['auto', 'torch', 'onnxruntime', 'tensorrt']
+BackendKind = Literal['auto', 'torch', 'torch_compile', 'onnxruntime', 'tensorrt']
 Precision = Literal['auto', 'fp32', 'bf16', 'fp16']
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -57,7 +64,7 @@ class Backend(ABC):
     """One model, ready to run on one device at one precision.
 
     Attributes:
-        kind: ``'torch'``, ``'onnxruntime'`` or ``'tensorrt'``.
+        kind: ``'torch'``, ``'torch_compile'``, ``'onnxruntime'`` or ``'tensorrt'``.
         precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (never ``'auto'`` once built).
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'`` ...
         config: The model's config (input size, channels, classes).
@@ -183,7 +190,11 @@ class TorchBackend(Backend):
             x = inputs.to(self._device, non_blocking=True)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self.model(x).float()
+            return self._forward(x).float()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model on a checked input, inside inference mode and autocast."""
+        return self.model(x)
 
     def _run(self, inputs: np.ndarray) -> np.ndarray:
         return self.run_tensor(torch.from_numpy(inputs)).cpu().numpy()
@@ -194,6 +205,110 @@ class TorchBackend(Backend):
             'torch': torch.__version__,
             'threads': torch.get_num_threads(),
             'channels_last': self.channels_last,
+        }
+
+
+def compile_missing(device: str | torch.device = 'cpu') -> str | None:
+    """Why ``torch.compile`` cannot build code for ``device`` here, or None if it can.
+
+    On CPU inductor writes C++ and builds it as a Python extension: it needs a C++
+    compiler (``$CXX``, ``g++`` or ``clang++``) and the Python headers. On CUDA it
+    writes Triton kernels.
+    """
+    dev = torch.device(device)
+    if dev.type == 'cuda':
+        if importlib.util.find_spec('triton') is None:
+            return 'torch.compile on CUDA needs triton (pip install triton)'
+        return None
+    compilers = [c for c in (os.environ.get('CXX'), 'g++', 'clang++') if c]
+    if not any(shutil.which(c) for c in compilers):
+        return (
+            'torch.compile on CPU needs a C++ compiler (g++ or clang++; set CXX to another); '
+            'apt-get install g++, or use backend torch'
+        )
+    header = Path(sysconfig.get_paths()['include']) / 'Python.h'
+    if not header.is_file():
+        return f'torch.compile on CPU needs the Python headers ({header}): install python3-dev'
+    return None
+
+
+class CompiledTorchBackend(TorchBackend):
+    """:class:`TorchBackend` through ``torch.compile`` (inductor) with frozen weights.
+
+    Inductor folds the weights into the generated code (``freezing``), pre-packs them
+    for oneDNN and fuses the element-wise work around the matmuls; with ``bf16`` the
+    casts to bfloat16 are folded too. Two graphs are built: one specialised for batch
+    1 (the edge's frame-by-frame case, the fastest), one with a dynamic batch axis for
+    every other size, so micro-batches of any size never recompile. Each is compiled
+    on its first call (:meth:`warmup` does this at start): about 10 s each on 2 cores
+    for DeiT-3H, 30 s with ``max_autotune``; inductor's cache under ``/tmp`` does not
+    survive a reboot.
+
+    Because the weights are frozen into the compiled code, later changes to the
+    module's weights are not seen: build a new backend after loading new weights.
+
+    Args:
+        model: The loaded model (eval mode, on its device).
+        precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (CUDA), run under autocast.
+        max_autotune: Let inductor time its own C++ (CPU) or Triton (CUDA) matmul
+            kernels against the library ones for the batch-1 graph: slower to build,
+            faster to run.
+
+    Raises:
+        BackendUnavailableError: No C++ compiler / Python headers (CPU) or no
+            triton (CUDA); at the first call, a compile that fails on this machine.
+    """
+
+    kind = 'torch_compile'
+
+    def __init__(
+        self, model: LoadedModel, precision: Precision = 'bf16', max_autotune: bool = False
+    ) -> None:
+        super().__init__(model, precision)
+        missing = compile_missing(self._device)
+        if missing is not None:
+            raise BackendUnavailableError(missing)
+        self.max_autotune = max_autotune
+        single: dict[str, Any] = {'freezing': True}
+        if max_autotune:
+            single['max_autotune'] = True
+            if self._device.type == 'cpu':
+                single['max_autotune_gemm_backends'] = 'CPP,ATEN'
+        self._graphs = {
+            'batch-1': torch.compile(self.model, dynamic=False, options=single),
+            'dynamic-batch': torch.compile(self.model, dynamic=True, options={'freezing': True}),
+        }
+        self._built: set[str] = set()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        name = 'batch-1' if x.shape[0] == 1 else 'dynamic-batch'
+        if name in self._built:
+            return self._graphs[name](x)
+        start = time.perf_counter()
+        try:
+            out = self._graphs[name](x)
+        except Exception as exc:  # inductor raises many types; all mean "cannot build here"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+            raise BackendUnavailableError(
+                f'torch.compile could not build the {name} graph of {self.config.variant} '
+                f'on {self.device} ({type(exc).__name__}: {first[:300]}); use backend torch'
+            ) from exc
+        self._built.add(name)
+        logger.info(
+            'torch.compile built the %s graph of %s (%s, %s) in %.1f s',
+            name,
+            self.config.variant,
+            self.device,
+            self.precision,
+            time.perf_counter() - start,
+        )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            'max_autotune': self.max_autotune,
+            'graphs_built': sorted(self._built),
         }
 
 

@@ -96,8 +96,9 @@ COMMON_PARAMS = (
     ParamSpec(
         'backend',
         'auto',
-        'Inference runtime: auto (fastest here, logged at start), torch, onnxruntime '
-        'or tensorrt (CUDA/Jetson).',
+        'Inference runtime: auto (fastest here that needs no compile at start, logged), '
+        'torch, torch_compile (fastest on CPU; compiles 10-30 s per model at start), '
+        'onnxruntime or tensorrt (CUDA/Jetson).',
         choices=BACKEND_KINDS,
         dynamic=False,
     ),

@@ -369,7 +369,10 @@ def run_recipe(
             generalist=general_path,
         )
     summary['train_seconds'] = time.perf_counter() - started
-    if evaluate and not missing:
+    if evaluate and not missing and not ctx.log and _evaluated(out, config):
+        logger.info('evaluation up to date: %s (nothing trained, same recipe)', out / 'eval.json')
+        summary['eval'] = str(out / 'eval.json')
+    elif evaluate and not missing:
         from ask_expert_ros.core.recipe_eval import evaluate_zoo, write_report
 
         report = evaluate_zoo(out, data, taus=config.taus, batch_size=config.eval_batch_size)
@@ -393,6 +396,15 @@ def _subsample(data: LabelledImages, size: int, seed: int) -> LabelledImages:
         stratify=data.train_labels,
     )
     return replace(data, train_images=x, train_labels=y)
+
+
+def _evaluated(out: Path, config: RecipeConfig) -> bool:
+    """Whether ``eval.json`` exists and was written for this very recipe."""
+    try:
+        report = json.loads((out / 'eval.json').read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(report.get('recipe') == json.loads(json.dumps(config.to_dict())))
 
 
 def _done(out: Path, stage: str) -> bool:

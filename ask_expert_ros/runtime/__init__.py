@@ -1,20 +1,25 @@
-"""Inference runtimes: torch, ONNX Runtime and TensorRT behind one :class:`Backend`.
+"""Inference runtimes: torch (eager or compiled), ONNX Runtime and TensorRT behind one
+:class:`Backend`.
 
-The interface and the torch backend live in the ROS-free core
+The interface and the torch backends live in the ROS-free core
 (:mod:`ask_expert_ros.core.backend`) so the engine can run any backend; this package
 adds the others, the ``'auto'`` choice and ONNX/engine export. It imports the core;
 the core never imports it (``test/test_layering.py``).
 
 ``'auto'`` follows a fixed preference order rather than a timing run, so a node
-picks the same backend every start. The order is the fastest measured by
-``ask-expert bench-speed`` (``docs/results/speed.md``: DeiT-3H, 224 px, batch 1, 2 threads
-of an Intel Xeon with AMX: torch fp32 20.4 ms, ONNX Runtime fp32 15.6 ms, torch bf16
-autocast 13.9 ms; the issue's Zen 5 figures order them the same way):
+picks the same backend every start, and it only picks backends that are ready within
+a second or two of loading (or whose build is cached on disk, TensorRT):
 
 * CUDA: TensorRT fp16 (if ``tensorrt`` imports) > torch fp16 autocast.
 * CPU with avx512_bf16 or AMX: torch bf16 autocast, unless fp32 was asked for.
 * other CPUs, or ``precision='fp32'``: ONNX Runtime fp32 (logits within 1e-4 of torch),
   torch fp32 when onnxruntime is missing.
+
+``torch_compile`` is the fastest on CPU (``docs/results/speed.md``, DeiT-3H, 224 px,
+batch 1, 2 threads of an Intel Xeon with AMX, measured side by side in one run) but
+it compiles for 10-30 s per model at start, every model, every boot: an expert node
+with ten experts would take minutes to come up. It is therefore asked for by name
+(``backend:=torch_compile``), never picked by ``'auto'``.
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ from ask_expert_ros.core.backend import (
     BackendFactory,
     BackendKind,
     BackendUnavailableError,
+    CompiledTorchBackend,
     Precision,
     TorchBackend,
     check_kind,
     check_precision,
+    compile_missing,
 )
 from ask_expert_ros.core.models import LoadedModel
 from ask_expert_ros.runtime.onnx_export import (
@@ -64,6 +71,7 @@ __all__ = [
     'BackendFactory',
     'BackendKind',
     'BackendUnavailableError',
+    'CompiledTorchBackend',
     'OrtBackend',
     'Precision',
     'TensorRTBackend',
@@ -71,6 +79,7 @@ __all__ = [
     'available_backends',
     'backend_factory',
     'check_device',
+    'compile_missing',
     'cpu_has_bf16',
     'create_backend',
     'default_cache_dir',
@@ -118,13 +127,18 @@ def available_backends(device: str | None = None) -> list[tuple[str, str]]:
     providers = ort_providers()
     for dev in devices:
         if torch.device(dev).type == 'cpu':
+            bf16 = cpu_has_bf16()
             out.append(('torch', 'fp32'))
-            if cpu_has_bf16():
+            if bf16:
                 out.append(('torch', 'bf16'))
+            if compile_missing('cpu') is None:
+                out += [('torch_compile', 'fp32')] + ([('torch_compile', 'bf16')] if bf16 else [])
             if 'CPUExecutionProvider' in providers:
                 out.append(('onnxruntime', 'fp32'))
         elif torch.device(dev).type == 'cuda' and torch.cuda.is_available():
             out += [('torch', 'fp32'), ('torch', 'fp16'), ('torch', 'bf16')]
+            if compile_missing(dev) is None:
+                out += [('torch_compile', p) for p in ('fp32', 'fp16', 'bf16')]
             if 'CUDAExecutionProvider' in providers:
                 out.append(('onnxruntime', 'fp32'))
             if 'TensorrtExecutionProvider' in providers:
@@ -206,8 +220,9 @@ def create_backend(
 
     Args:
         model: The loaded model; torch backends run it in place on its device.
-        kind: ``'auto'`` (see :func:`pick_default`), ``'torch'``, ``'onnxruntime'``
-            or ``'tensorrt'``.
+        kind: ``'auto'`` (see :func:`pick_default`), ``'torch'``, ``'torch_compile'``
+            (compiled on the first call of each graph; :meth:`Backend.warmup` does it),
+            ``'onnxruntime'`` or ``'tensorrt'``.
         precision: ``'auto'``, ``'fp32'``, ``'bf16'`` or ``'fp16'``.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'`` ...
         cache_dir: Where ONNX files and TensorRT engines are found or written
@@ -232,9 +247,11 @@ def create_backend(
         )
     kind_, prec = choice.kind, choice.precision
     model_device = next(model.model.parameters()).device
-    if kind_ == 'torch':
+    if kind_ in ('torch', 'torch_compile'):
         if model_device != torch.device(device):
             model.model.to(device)
+        if kind_ == 'torch_compile':
+            return CompiledTorchBackend(model, prec)  # type: ignore[arg-type]
         return TorchBackend(model, prec)  # type: ignore[arg-type]
     if kind_ == 'onnxruntime':
         sha = model_hash(model)
@@ -304,6 +321,10 @@ def factory_from_params(values: Mapping[str, Any]) -> BackendFactory:
     """The backend factory a node's parameters ask for (``backend``, ``precision``,
     ``device``, ``cache_dir``; the library's directory is searched for exported files).
 
+    Backends are warmed up at batch 1 and, where ``max_batch`` (the expert's
+    micro-batch) allows more, at batch 2 too: a compiled backend then builds both of
+    its graphs at start instead of on the first micro-batch.
+
     Raises:
         BackendError: ``backend`` or ``precision`` is not a known option.
     """
@@ -315,5 +336,6 @@ def factory_from_params(values: Mapping[str, Any]) -> BackendFactory:
         values.get('precision', 'auto'),
         device=values.get('device', 'cpu'),
         cache_dir=cache,
+        warmup=(1, 2) if int(values.get('max_batch', 1)) > 1 else (1,),
         search_dirs=search,
     )
