@@ -20,7 +20,7 @@ pytest.importorskip('cyclonedds', reason='the DDS section needs `pip install cyc
 SECTIONS = ('machine', 'config', 'matmul_peak', 'models', 'edge_pipeline', 'dds',
             'expert_batching', 'summary')  # fmt: skip
 # figures that may legitimately be 0 (a batch in which no frame was offloaded)
-MAY_BE_ZERO = {'offload_fraction'}
+MAY_BE_ZERO = {'offload_fraction', 'max_abs_diff_vs_torch_fp32'}
 
 
 def numbers(node: object, path: str = '') -> list[tuple[str, float]]:
@@ -58,6 +58,9 @@ def test_every_section_with_finite_positive_numbers(report) -> None:
     assert [r['batch'] for r in report['edge_pipeline']['rows']] == [1, 10]
     assert {r['type'] for r in report['dds']['rows']} == {'Image', 'ExpertRequest'}
     assert ('torch', 'fp32') in {(r['backend'], r['precision']) for r in report['models']}
+    assert all(r['backend'] != 'torch_compile' for r in report['models'])  # --quick: none
+    for row in report['models']:  # every backend agrees with torch within its precision
+        assert row['max_abs_diff_vs_torch_fp32'] <= (1e-4 if row['precision'] == 'fp32' else 0.5)
 
 
 def test_ratios_are_computed_from_the_raw_numbers(report) -> None:
@@ -106,3 +109,11 @@ def test_ratios_are_computed_from_the_raw_numbers(report) -> None:
         summary['expert_throughput_gain_8_edges']
         == report['expert_batching']['rows'][-1]['throughput_gain']
     )
+    speedup = summary['edge_model_speedup_b1']
+    edge_rows = [r for r in report['models'] if r['variant'] == speedup['variant']]
+    fastest = min(r['latency_ms_p50']['1'] for r in edge_rows)
+    eager = next(r for r in edge_rows if (r['backend'], r['precision']) == ('torch', 'fp32'))
+    assert same(speedup['best_ms'], fastest)
+    assert same(speedup['torch_fp32_ms'], eager['latency_ms_p50']['1'])
+    assert same(speedup['speedup'], speedup['torch_fp32_ms'] / speedup['best_ms'])
+    assert summary['meets']['edge_model'] == (speedup['speedup'] >= 2.0)

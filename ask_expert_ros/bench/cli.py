@@ -31,6 +31,10 @@ def _cmd_bench_speed(args: argparse.Namespace) -> int:
         for name in ('variants', 'img_size', 'depth', 'threads', 'repeats')
         if getattr(args, name) is not None
     }
+    if args.no_compile:
+        overrides['compiled'] = False
+    if args.max_autotune:
+        overrides |= {'compiled': True, 'max_autotune': True}
     config = replace(config, **overrides)
     if not args.quiet:  # progress, whatever the root logger's level
         logging.getLogger('ask_expert_ros.bench').setLevel(logging.INFO)
@@ -63,6 +67,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--repeats', type=int, default=None, help='timed runs per figure')
     parser.add_argument(
         '--quick', action='store_true', help='smoke run: 32 px, 1 block, few repeats (< 60 s)'
+    )
+    compiled = parser.add_mutually_exclusive_group()
+    compiled.add_argument(
+        '--no-compile',
+        action='store_true',
+        help='leave out the torch_compile backends (they compile for 10-60 s per model)',
+    )
+    compiled.add_argument(
+        '--max-autotune',
+        action='store_true',
+        help="build torch_compile's batch-1 graphs with inductor max-autotune (slower build)",
     )
     parser.add_argument('--quiet', action='store_true', help='no progress log')
     parser.set_defaults(func=_cmd_bench_speed)

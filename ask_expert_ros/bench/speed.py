@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -79,6 +79,7 @@ logger = logging.getLogger(__name__)
 Runner = Callable[[np.ndarray], np.ndarray]
 
 TARGETS = {
+    'edge_model_speedup_over_torch_fp32_b1_min': 2.0,
     'edge_pipeline_over_bare_fps_min': 0.95,
     'dds_hop_over_edge_inference_max': 0.05,
     'expert_throughput_gain_8_edges_min': 3.0,
@@ -109,6 +110,10 @@ class SpeedConfig:
         max_batch: Micro-batch size of the batched expert.
         max_wait_ms: Longest a request waits for its batch in the batched expert.
         timeout_s: Bound on each section's measuring loop.
+        compiled: Include the ``torch_compile`` backends (each model compiles for
+            10-60 s before it is timed; the build time is reported).
+        max_autotune: Build ``torch_compile``'s batch-1 graphs with inductor's
+            max-autotune (slower to build, faster at batch 1).
     """
 
     variants: tuple[VariantName, ...] = ('deit_3h', 'deit_4h', 'deit_base')
@@ -127,6 +132,8 @@ class SpeedConfig:
     max_batch: int = 8
     max_wait_ms: float = 5.0
     timeout_s: float = 300.0
+    compiled: bool = True
+    max_autotune: bool = False
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in get_args(VariantName)]
@@ -162,6 +169,7 @@ class SpeedConfig:
             requests_per_edge=6,
             max_wait_ms=2.0,
             timeout_s=30.0,
+            compiled=False,  # compiling takes longer than the whole smoke run
         )
 
 
@@ -315,15 +323,34 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
     return float(counter.get_total_flops())
 
 
-def backends_for(loaded: LoadedModel, threads: int) -> list[tuple[str, str, Runner]]:
-    """(kind, precision, runner) for every CPU backend :mod:`ask_expert_ros.runtime` offers."""
-    from ask_expert_ros.runtime import available_backends, create_backend
+def backends_for(loaded: LoadedModel, config: SpeedConfig) -> Iterator[tuple[Backend, float]]:
+    """Every CPU backend :mod:`ask_expert_ros.runtime` offers, built and warmed up at the
+    benchmark's batch sizes, with the seconds that took (a compile, an ONNX export).
 
-    out: list[tuple[str, str, Runner]] = []
+    One at a time, so a compiled model is freed before the next is built.
+    """
+    from ask_expert_ros.runtime import CompiledTorchBackend, available_backends, create_backend
+
     for kind, precision in available_backends('cpu'):
-        backend = create_backend(loaded, kind, precision, device='cpu', threads=threads)  # type: ignore[arg-type]
-        out.append((kind, precision, backend.run))
-    return out
+        if kind == 'torch_compile' and not config.compiled:
+            continue
+        start = time.perf_counter()
+        if kind == 'torch_compile':
+            backend: Backend = CompiledTorchBackend(
+                loaded,
+                precision,  # type: ignore[arg-type]
+                max_autotune=config.max_autotune,
+            )
+        else:
+            backend = create_backend(
+                loaded,
+                kind,  # type: ignore[arg-type]
+                precision,  # type: ignore[arg-type]
+                device='cpu',
+                threads=config.threads,
+            )
+        backend.warmup(sorted(set(config.batches)))
+        yield backend, time.perf_counter() - start
 
 
 def auto_backend(loaded: LoadedModel, threads: int) -> Backend:
@@ -350,11 +377,16 @@ def bench_models(
         inputs = {
             b: rng.standard_normal((b, *shape[1:])).astype(np.float32) for b in config.batches
         }
-        for kind, precision, run in backends_for(loaded, config.threads):
+        largest = inputs[max(inputs)]
+        with torch.inference_mode():
+            reference = loaded.model(torch.from_numpy(largest)).numpy()
+        for backend, build_s in backends_for(loaded, config):
+            kind, precision = backend.kind, backend.precision
             latency, gflops, fraction = {}, {}, {}
             peak_used = peak.get(precision, peak['fp32'])
+            diff = float(np.abs(backend.run(largest) - reference).max())
             for b, x in inputs.items():
-                ms = _p50(_times_ms(partial(run, x), config.repeats))
+                ms = _p50(_times_ms(partial(backend.run, x), config.repeats))
                 latency[str(b)] = ms
                 gflops[str(b)] = flops_1 * b / (ms * 1e-3) / 1e9
                 fraction[str(b)] = gflops[str(b)] / peak_used
@@ -368,9 +400,12 @@ def bench_models(
                     'latency_ms_p50': latency,
                     'gflops': gflops,
                     'fraction_of_peak': fraction,
+                    'build_s': build_s,
+                    'max_abs_diff_vs_torch_fp32': diff,
                 }
             )
             logger.info('%s %s/%s: %s ms', variant, kind, precision, latency)
+            del backend
     return rows
 
 
@@ -768,13 +803,30 @@ def run_speed(config: SpeedConfig) -> dict[str, Any]:
     return report
 
 
+def edge_speedup(report: dict[str, Any]) -> dict[str, Any]:
+    """The edge variant's fastest backend at batch 1 against torch eager fp32."""
+    edge = report['config']['variants'][0]
+    rows = [r for r in report['models'] if r['variant'] == edge]
+    base = next(r for r in rows if (r['backend'], r['precision']) == ('torch', 'fp32'))
+    best = min(rows, key=lambda r: r['latency_ms_p50']['1'])
+    return {
+        'variant': edge,
+        'backend': f'{best["backend"]}/{best["precision"]}',
+        'torch_fp32_ms': base['latency_ms_p50']['1'],
+        'best_ms': best['latency_ms_p50']['1'],
+        'speedup': base['latency_ms_p50']['1'] / best['latency_ms_p50']['1'],
+    }
+
+
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The headline ratios next to the issue's targets."""
+    speedup = edge_speedup(report) if '1' in report['models'][0]['latency_ms_p50'] else None
     pipe = min(r['ratio'] for r in report['edge_pipeline']['rows'])
     dds = max(r['ratio'] for r in report['dds']['rows'])
     rows = report['expert_batching']['rows']
     most = max(rows, key=lambda r: r['edges'])
-    out = {
+    out: dict[str, Any] = {
+        'edge_model_speedup_b1': speedup,
         'edge_pipeline_over_bare_fps_min': pipe,
         'dds_hop_over_edge_inference_max': dds,
         f'expert_throughput_gain_{most["edges"]}_edges': most['throughput_gain'],
@@ -782,6 +834,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         'targets': TARGETS,
     }
     out['meets'] = {
+        'edge_model': speedup is not None
+        and speedup['speedup'] >= TARGETS['edge_model_speedup_over_torch_fp32_b1_min'],
         'edge_pipeline': pipe >= TARGETS['edge_pipeline_over_bare_fps_min'],
         'dds': dds <= TARGETS['dds_hop_over_edge_inference_max'],
         'expert_batching': (
@@ -802,16 +856,25 @@ def format_table(report: dict[str, Any]) -> str:
         f'{k} {v:.0f}' for k, v in peak['gflops'].items()
     ))  # fmt: skip
     lines.append('')
-    lines.append(f'{"variant":<10} {"backend":<12} {"GFLOP/img":>9} '
-                 f'{"b1 ms":>8} {"b10 ms":>8} {"GFLOP/s b10":>11} {"of peak":>8}')  # fmt: skip
+    lines.append(f'{"variant":<10} {"backend":<19} {"GFLOP/img":>9} '
+                 f'{"b1 ms":>8} {"b10 ms":>8} {"GFLOP/s b10":>11} {"of peak":>8} '
+                 f'{"build s":>8} {"max|diff|":>9}')  # fmt: skip
     for r in report['models']:
         b = sorted(r['latency_ms_p50'], key=int)
         lo, hi = b[0], b[-1]
         lines.append(
-            f'{r["variant"]:<10} {r["backend"] + "/" + r["precision"]:<12} '
+            f'{r["variant"]:<10} {r["backend"] + "/" + r["precision"]:<19} '
             f'{r["gflop_per_image"]:9.3f} {r["latency_ms_p50"][lo]:8.2f} '
             f'{r["latency_ms_p50"][hi]:8.2f} {r["gflops"][hi]:11.1f} '
-            f'{r["fraction_of_peak"][hi]:8.1%}'
+            f'{r["fraction_of_peak"][hi]:8.1%} {r["build_s"]:8.1f} '
+            f'{r["max_abs_diff_vs_torch_fp32"]:9.1e}'
+        )
+    speedup = report['summary']['edge_model_speedup_b1']
+    if speedup is not None:
+        lines.append(
+            f'edge model {speedup["variant"]} at batch 1: {speedup["backend"]} '
+            f'{speedup["best_ms"]:.2f} ms vs torch eager fp32 {speedup["torch_fp32_ms"]:.2f} ms '
+            f'-> {speedup["speedup"]:.2f}x'
         )
     lines.append('')
     for r in report['edge_pipeline']['rows']:

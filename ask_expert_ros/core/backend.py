@@ -241,8 +241,9 @@ class CompiledTorchBackend(TorchBackend):
     1 (the edge's frame-by-frame case, the fastest), one with a dynamic batch axis for
     every other size, so micro-batches of any size never recompile. Each is compiled
     on its first call (:meth:`warmup` does this at start): about 10 s each on 2 cores
-    for DeiT-3H, 30 s with ``max_autotune``; inductor's cache under ``/tmp`` does not
-    survive a reboot.
+    for DeiT-3H, 30 s with ``max_autotune``, 3-4x less when inductor's on-disk cache
+    already holds the graph (under ``/tmp``, so usually lost at reboot; set
+    ``TORCHINDUCTOR_CACHE_DIR`` to keep it).
 
     Because the weights are frozen into the compiled code, later changes to the
     module's weights are not seen: build a new backend after loading new weights.

@@ -17,9 +17,10 @@ a second or two of loading (or whose build is cached on disk, TensorRT):
 
 ``torch_compile`` is the fastest on CPU (``docs/results/speed.md``, DeiT-3H, 224 px,
 batch 1, 2 threads of an Intel Xeon with AMX, measured side by side in one run) but
-it compiles for 10-30 s per model at start, every model, every boot: an expert node
-with ten experts would take minutes to come up. It is therefore asked for by name
-(``backend:=torch_compile``), never picked by ``'auto'``.
+it compiles two graphs per model at start, 10-30 s each on 2 cores (3-4x less with
+inductor's on-disk cache warm; it lives in ``/tmp`` unless ``TORCHINDUCTOR_CACHE_DIR``
+points elsewhere): an expert node with ten experts would take minutes to come up. It
+is therefore asked for by name (``backend:=torch_compile``), never picked by ``'auto'``.
 """
 
 from __future__ import annotations
