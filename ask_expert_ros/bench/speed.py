@@ -325,10 +325,7 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 def backends_for(loaded: LoadedModel, config: SpeedConfig) -> Iterator[tuple[Backend, float]]:
     """Every CPU backend :mod:`ask_expert_ros.runtime` offers, built and warmed up at the
-    benchmark's batch sizes, with the seconds that took (a compile, an ONNX export).
-
-    One at a time, so a compiled model is freed before the next is built.
-    """
+    benchmark's batch sizes, with the seconds that took (a compile, an ONNX export)."""
     from ask_expert_ros.runtime import CompiledTorchBackend, available_backends, create_backend
 
     for kind, precision in available_backends('cpu'):
@@ -365,7 +362,12 @@ def auto_backend(loaded: LoadedModel, threads: int) -> Backend:
 def bench_models(
     config: SpeedConfig, scheme: PartitionScheme, peak: dict[str, float]
 ) -> list[dict[str, Any]]:
-    """Latency p50 at each batch size, GFLOP/s and fraction of peak, per variant x backend."""
+    """Latency p50 at each batch size, GFLOP/s and fraction of peak, per variant x backend.
+
+    A variant's backends are all built first, then timed in turns (one call each, round
+    after round), so a slow spell of the machine hits every backend alike and the
+    ratios between them hold even on a noisy VM.
+    """
     rows = []
     rng = np.random.default_rng(0)
     for variant in config.variants:
@@ -380,32 +382,39 @@ def bench_models(
         largest = inputs[max(inputs)]
         with torch.inference_mode():
             reference = loaded.model(torch.from_numpy(largest)).numpy()
-        for backend, build_s in backends_for(loaded, config):
-            kind, precision = backend.kind, backend.precision
-            latency, gflops, fraction = {}, {}, {}
-            peak_used = peak.get(precision, peak['fp32'])
-            diff = float(np.abs(backend.run(largest) - reference).max())
-            for b, x in inputs.items():
-                ms = _p50(_times_ms(partial(backend.run, x), config.repeats))
-                latency[str(b)] = ms
-                gflops[str(b)] = flops_1 * b / (ms * 1e-3) / 1e9
-                fraction[str(b)] = gflops[str(b)] / peak_used
+        built = list(backends_for(loaded, config))
+        times: dict[int, list[dict[int, float]]] = {i: [] for i in range(len(built))}
+        for b, x in inputs.items():
+            per_backend: list[list[float]] = [[] for _ in built]
+            for backend, _ in built:
+                backend.run(x)  # untimed first call at this size
+            for _ in range(config.repeats):
+                for i, (backend, _) in enumerate(built):
+                    per_backend[i].extend(_times_ms(partial(backend.run, x), 1, warmup=0))
+            for i, ms in enumerate(per_backend):
+                times[i].append({b: _p50(ms)})
+        for i, (backend, build_s) in enumerate(built):
+            latency = {str(b): ms for t in times[i] for b, ms in t.items()}
+            peak_used = peak.get(backend.precision, peak['fp32'])
+            gflops = {b: flops_1 * int(b) / (ms * 1e-3) / 1e9 for b, ms in latency.items()}
             rows.append(
                 {
                     'variant': variant,
-                    'backend': kind,
-                    'precision': precision,
+                    'backend': backend.kind,
+                    'precision': backend.precision,
                     'gflop_per_image': flops_1 / 1e9,
                     'peak_gflops_used': peak_used,
                     'latency_ms_p50': latency,
                     'gflops': gflops,
-                    'fraction_of_peak': fraction,
+                    'fraction_of_peak': {b: g / peak_used for b, g in gflops.items()},
                     'build_s': build_s,
-                    'max_abs_diff_vs_torch_fp32': diff,
+                    'max_abs_diff_vs_torch_fp32': float(
+                        np.abs(backend.run(largest) - reference).max()
+                    ),
                 }
             )
-            logger.info('%s %s/%s: %s ms', variant, kind, precision, latency)
-            del backend
+            logger.info('%s %s/%s: %s ms', variant, backend.kind, backend.precision, latency)
+        del built
     return rows
 
 
@@ -707,7 +716,15 @@ def bench_expert_batching(
         manifest = write_manifest(tmp, scheme, 2, dict.fromkeys(keys, path))
         from ask_expert_ros.runtime import backend_factory
 
-        factory = backend_factory('auto', 'auto', device='cpu', threads=config.threads)
+        # every batch size the micro-batcher can form, run once per expert first: a new
+        # shape's first call (oneDNN kernel generation) is start-up, not service time
+        factory = backend_factory(
+            'auto',
+            'auto',
+            device='cpu',
+            threads=config.threads,
+            warmup=tuple(range(1, config.max_batch + 1)),
+        )
         library = ExpertLibrary(manifest, backend_factory=factory)
         for key in keys:
             library.backend(key)  # load all up front: loading is not what is measured

@@ -270,14 +270,19 @@ class CompiledTorchBackend(TorchBackend):
         if missing is not None:
             raise BackendUnavailableError(missing)
         self.max_autotune = max_autotune
-        single: dict[str, Any] = {'freezing': True}
+        # inductor settings for each graph's build; applied with config.patch around the
+        # first call (torch.compile's options= does not reach freezing, measured: 1.4x
+        # instead of 2x over eager)
+        freeze: dict[str, Any] = {'freezing': True}
+        single = dict(freeze)
         if max_autotune:
             single['max_autotune'] = True
             if self._device.type == 'cpu':
                 single['max_autotune_gemm_backends'] = 'CPP,ATEN'
+        self._settings = {'batch-1': single, 'dynamic-batch': freeze}
         self._graphs = {
-            'batch-1': torch.compile(self.model, dynamic=False, options=single),
-            'dynamic-batch': torch.compile(self.model, dynamic=True, options={'freezing': True}),
+            'batch-1': torch.compile(self.model, dynamic=False),
+            'dynamic-batch': torch.compile(self.model, dynamic=True),
         }
         self._built: set[str] = set()
 
@@ -285,9 +290,12 @@ class CompiledTorchBackend(TorchBackend):
         name = 'batch-1' if x.shape[0] == 1 else 'dynamic-batch'
         if name in self._built:
             return self._graphs[name](x)
+        import torch._inductor.config as inductor_config
+
         start = time.perf_counter()
         try:
-            out = self._graphs[name](x)
+            with inductor_config.patch(self._settings[name]):
+                out = self._graphs[name](x)
         except Exception as exc:  # inductor raises many types; all mean "cannot build here"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
             raise BackendUnavailableError(
