@@ -166,6 +166,26 @@ def test_compiled_backend_builds_both_graphs_at_start_and_never_recompiles() -> 
     assert counters['stats']['unique_graphs'] == graphs
 
 
+@pytest.mark.skipif(COMPILE_MISSING is not None, reason=str(COMPILE_MISSING))
+def test_every_compiled_model_gets_its_own_graph_past_dynamos_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """All models share timm's forward; dynamo's per-function graph limit (8 by default,
+    1 here) would make the later ones run eagerly without a word. Each backend raises it."""
+    import torch._dynamo.config as dynamo_config
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(dynamo_config, 'recompile_limit', 1)
+    for seed in (5, 6):
+        torch.manual_seed(seed)
+        model = small_vit()
+        backend = CompiledTorchBackend(model, 'fp32')
+        before = counters['stats']['unique_graphs']
+        x = inputs(model, 1)
+        np.testing.assert_allclose(backend.run(x), reference(model, x), rtol=0, atol=1e-4)
+        assert counters['stats']['unique_graphs'] == before + 1  # compiled, not eager
+
+
 def test_torch_compile_without_a_compiler_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -78,6 +78,10 @@ logger = logging.getLogger(__name__)
 #: A model runner: float32 NCHW batch in, float32 logits out.
 Runner = Callable[[np.ndarray], np.ndarray]
 
+#: Turns of timing per variant and batch size; each backend gets repeats / rounds calls
+#: a turn, after one untimed call.
+MODEL_ROUNDS = 4
+
 TARGETS = {
     'edge_model_speedup_over_torch_fp32_b1_min': 2.0,
     'edge_pipeline_over_bare_fps_min': 0.95,
@@ -364,9 +368,9 @@ def bench_models(
 ) -> list[dict[str, Any]]:
     """Latency p50 at each batch size, GFLOP/s and fraction of peak, per variant x backend.
 
-    A variant's backends are all built first, then timed in turns (one call each, round
-    after round), so a slow spell of the machine hits every backend alike and the
-    ratios between them hold even on a noisy VM.
+    A variant's backends are all built first, then timed in :data:`MODEL_ROUNDS` turns
+    (a block of calls each, after an untimed one), so a slow spell of the machine hits
+    every backend alike and the ratios between them hold on a noisy VM.
     """
     rows = []
     rng = np.random.default_rng(0)
@@ -384,13 +388,15 @@ def bench_models(
             reference = loaded.model(torch.from_numpy(largest)).numpy()
         built = list(backends_for(loaded, config))
         times: dict[int, list[dict[int, float]]] = {i: [] for i in range(len(built))}
+        rounds = min(config.repeats, MODEL_ROUNDS)
         for b, x in inputs.items():
             per_backend: list[list[float]] = [[] for _ in built]
-            for backend, _ in built:
-                backend.run(x)  # untimed first call at this size
-            for _ in range(config.repeats):
+            for r in range(rounds):
                 for i, (backend, _) in enumerate(built):
-                    per_backend[i].extend(_times_ms(partial(backend.run, x), 1, warmup=0))
+                    # an untimed call first: the previous backend's threads (OpenMP,
+                    # ONNX Runtime's pool) may still be spinning on the 2 cores
+                    count = config.repeats // rounds + (r < config.repeats % rounds)
+                    per_backend[i].extend(_times_ms(partial(backend.run, x), count, warmup=1))
             for i, ms in enumerate(per_backend):
                 times[i].append({b: _p50(ms)})
         for i, (backend, build_s) in enumerate(built):

@@ -232,6 +232,27 @@ def compile_missing(device: str | torch.device = 'cpu') -> str | None:
     return None
 
 
+_compiled_graphs = 0
+
+
+def _allow_graphs(count: int) -> None:
+    """Raise dynamo's per-function graph limit to fit ``count`` more graphs.
+
+    Every model of a timm class shares one ``forward``, and dynamo keeps at most
+    ``recompile_limit`` (8) graphs per function: past that it silently runs the model
+    eagerly. Measured: the fifth compiled DeiT ran at eager speed. An expert node
+    compiles two graphs for each of its experts, so the limit grows with them.
+    """
+    import torch._dynamo.config as dynamo_config
+
+    global _compiled_graphs
+    _compiled_graphs += count
+    need = _compiled_graphs + 8
+    for name in ('recompile_limit', 'accumulated_recompile_limit'):
+        if getattr(dynamo_config, name, need) < need:
+            setattr(dynamo_config, name, need)
+
+
 class CompiledTorchBackend(TorchBackend):
     """:class:`TorchBackend` through ``torch.compile`` (inductor) with frozen weights.
 
@@ -285,6 +306,7 @@ class CompiledTorchBackend(TorchBackend):
             'dynamic-batch': torch.compile(self.model, dynamic=True),
         }
         self._built: set[str] = set()
+        _allow_graphs(2)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         name = 'batch-1' if x.shape[0] == 1 else 'dynamic-batch'
