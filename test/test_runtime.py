@@ -150,12 +150,13 @@ def test_library_builds_one_backend_per_expert_and_drops_it_on_eviction(zoo: Pat
 
 @pytest.mark.skipif(COMPILE_MISSING is not None, reason=str(COMPILE_MISSING))
 def test_compiled_backend_builds_both_graphs_at_start_and_never_recompiles() -> None:
-    """An expert node's factory (max_batch 8) compiles the batch-1 and the dynamic-batch
-    graph while warming up; afterwards no batch size makes inductor compile again."""
+    """The edge node's factory (which warms at batch 1 only) gets both graphs built, the
+    batch-1 and the dynamic-batch one: the DDS edge batches the frames it has, and must
+    not compile mid-stream. Afterwards no batch size makes inductor compile again."""
     from torch._dynamo.utils import counters
 
     model = small_vit()
-    values = resolve(EXPERT_PARAMS, {'backend': 'torch_compile', 'precision': 'fp32'})
+    values = resolve(EDGE_PARAMS, {'backend': 'torch_compile', 'precision': 'fp32'})
     backend = runtime.factory_from_params(values)(model)
     assert isinstance(backend, CompiledTorchBackend)
     assert backend.describe()['graphs_built'] == ['batch-1', 'dynamic-batch']

@@ -76,9 +76,6 @@ from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme
 
 logger = logging.getLogger(__name__)
 
-#: A model runner: float32 NCHW batch in, float32 logits out.
-Runner = Callable[[np.ndarray], np.ndarray]
-
 #: Turns of timing per variant and batch size; each backend gets repeats / rounds calls
 #: a turn, after one untimed call.
 MODEL_ROUNDS = 4
@@ -388,7 +385,7 @@ def bench_models(
         with torch.inference_mode():
             reference = loaded.model(torch.from_numpy(largest)).numpy()
         built = list(backends_for(loaded, config))
-        times: dict[int, list[dict[int, float]]] = {i: [] for i in range(len(built))}
+        latencies: list[dict[str, float]] = [{} for _ in built]
         rounds = min(config.repeats, MODEL_ROUNDS)
         for b, x in inputs.items():
             per_backend: list[list[float]] = [[] for _ in built]
@@ -398,10 +395,9 @@ def bench_models(
                     # ONNX Runtime's pool) may still be spinning on the 2 cores
                     count = config.repeats // rounds + (r < config.repeats % rounds)
                     per_backend[i].extend(_times_ms(partial(backend.run, x), count, warmup=1))
-            for i, ms in enumerate(per_backend):
-                times[i].append({b: _p50(ms)})
-        for i, (backend, build_s) in enumerate(built):
-            latency = {str(b): ms for t in times[i] for b, ms in t.items()}
+            for latency, ms in zip(latencies, per_backend, strict=True):
+                latency[str(b)] = _p50(ms)
+        for (backend, build_s), latency in zip(built, latencies, strict=True):
             peak_used = peak.get(backend.precision, peak['fp32'])
             gflops = {b: flops_1 * int(b) / (ms * 1e-3) / 1e9 for b, ms in latency.items()}
             rows.append(

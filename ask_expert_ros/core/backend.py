@@ -261,7 +261,7 @@ class CompiledTorchBackend(TorchBackend):
     casts to bfloat16 are folded too. Two graphs are built: one specialised for batch
     1 (the edge's frame-by-frame case, the fastest), one with a dynamic batch axis for
     every other size, so micro-batches of any size never recompile. Each is compiled
-    on its first call (:meth:`warmup` does this at start): about 10 s each on 2 cores
+    on its first call; :meth:`warmup` builds both at start: about 10 s each on 2 cores
     for DeiT-3H, 30 s with ``max_autotune``, 3-4x less when inductor's on-disk cache
     already holds the graph (under ``/tmp``, so usually lost at reboot; set
     ``TORCHINDUCTOR_CACHE_DIR`` to keep it).
@@ -334,6 +334,11 @@ class CompiledTorchBackend(TorchBackend):
             time.perf_counter() - start,
         )
         return out
+
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Build both graphs now, whatever sizes are asked for: a node that batches the
+        frames it has (the DDS edge node does) must not compile for a minute mid-stream."""
+        super().warmup(sorted({1, 2, *batch_sizes}))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -322,10 +322,6 @@ def factory_from_params(values: Mapping[str, Any]) -> BackendFactory:
     """The backend factory a node's parameters ask for (``backend``, ``precision``,
     ``device``, ``cache_dir``; the library's directory is searched for exported files).
 
-    Backends are warmed up at batch 1 and, where ``max_batch`` (the expert's
-    micro-batch) allows more, at batch 2 too: a compiled backend then builds both of
-    its graphs at start instead of on the first micro-batch.
-
     Raises:
         BackendError: ``backend`` or ``precision`` is not a known option.
     """
@@ -337,6 +333,5 @@ def factory_from_params(values: Mapping[str, Any]) -> BackendFactory:
         values.get('precision', 'auto'),
         device=values.get('device', 'cpu'),
         cache_dir=cache,
-        warmup=(1, 2) if int(values.get('max_batch', 1)) > 1 else (1,),
         search_dirs=search,
     )
