@@ -111,7 +111,8 @@ def test_assess_edge_period_rates_and_ratio() -> None:
         ({'offloaded': 4, 'fallback_unavailable': 1}, Level.WARN),
         ({'offloaded': 4, 'fallback_unavailable': 4}, Level.ERROR),
         ({'requests': 3, 'unknown_key': 1}, Level.WARN),  # expert side
-        ({'requests': 3, 'model_errors': 3}, Level.WARN),
+        ({'requests': 3, 'model_errors': 3}, Level.ERROR),  # a failing model is no input fault
+        ({'frames': 5, 'model_errors': 5}, Level.ERROR),  # edge side: its model failed
         ({'requests': 3, 'expired': 1}, Level.WARN),
     ],
 )

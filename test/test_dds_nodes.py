@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,12 +29,14 @@ from cyclonedds.topic import Topic
 from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
 from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.messages import Header, Stamp
+from ask_expert_ros.core.node_config import EDGE_PARAMS, build_edge_logic, resolve
 from ask_expert_ros.core.routing import RoutingConfig
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.conversions import frame_to_image
 from ask_expert_ros.dds.live import spawn_node
-from ask_expert_ros.dds.nodes import reliable_qos, sensor_qos, take_valid
+from ask_expert_ros.dds.nodes import EdgeRunner, reliable_qos, sensor_qos, take_valid
+from ask_expert_ros.runtime import factory_from_params
 
 pytestmark = pytest.mark.timeout(240)
 START_TIMEOUT_S = 90.0
@@ -332,6 +335,48 @@ def test_malformed_request_and_bad_encoding_reported_nodes_keep_going(
     tester = sorted((r for r in responses if r.edge_id == 'tester'), key=lambda r: r.request_id)
     assert [r.status for r in tester] == [msgs.ExpertResponse.STATUS_BAD_REQUEST] * 2
     assert 'frame_format' in tester[0].error and 'key' in tester[1].error
+
+
+def test_edge_model_failure_mid_stream_answers_every_frame_and_the_node_keeps_going(
+    zoo, frames, domain_id
+) -> None:
+    """The DDS edge in this process on a real domain. Its model breaks (a head weight
+    losing its shape, as a bad swap would; on a GPU, out of memory): the 4 frames sent
+    then get 4 INVALID results (no hypotheses), the runner thread lives on, and once the
+    model is whole the next 4 frames are answered by the edge (tau 0: nothing offloaded)."""
+    graph = Graph(domain_id)
+    camera = graph.writer('image', msgs.Image)
+    results_reader = graph.reader('classification', msgs.Classification)
+    overrides = {'library': str(zoo), 'tau': 0.0, 'backend': 'torch', 'precision': 'fp32'}
+    overrides |= {'image_qos_reliability': 'reliable', 'image_qos_depth': 100}
+    values = resolve(EDGE_PARAMS, overrides)
+    runner = EdgeRunner(build_edge_logic(values, factory_from_params(values)), graph.dp, values)
+    head = runner.logic.stage.model.model.head
+    weight = head.weight.data
+    head.weight.data = weight[:, :3].clone()
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: camera.get_matched_subscriptions(), 30, 'the edge reader')
+        broken: list = []
+        publish(camera, frames[:4], first_sec=7000)
+        collect(results_reader, broken, 4, 30, 'results of the broken model')
+        assert thread.is_alive()
+        head.weight.data = weight
+        whole: list = []
+        publish(camera, frames[4:8], first_sec=7004)
+        collect(results_reader, whole, 4, 30, 'results of the mended model')
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert sorted(r.header.stamp.sec for r in broken) == [7000, 7001, 7002, 7003]
+    assert all(r.results == [] for r in broken)
+    assert sorted(r.header.stamp.sec for r in whole) == [7004, 7005, 7006, 7007]
+    assert all(len(r.results) == 1 for r in whole)
+    counters = runner.logic.counters
+    assert (counters.model_errors, counters.accepted, counters.results) == (4, 4, 8)
 
 
 def test_shipped_cyclone_config_is_accepted_by_cyclone(domain_id) -> None:

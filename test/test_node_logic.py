@@ -145,6 +145,38 @@ def test_bad_frame_and_nan_model_are_invalid_results(zoo, frames, clock) -> None
     assert edge.counters.results == edge.counters.frames == 3
 
 
+def test_failing_edge_model_answers_every_frame_and_the_next_batch_runs(
+    zoo, frames, clock
+) -> None:
+    """A model that raises (here: a head whose weight lost its shape, as a corrupted
+    swap would leave it; on a GPU, out of memory) gives 3 INVALID results, not an
+    exception that would end the node; once the model is whole, frames route again."""
+    edge = make_edge(zoo, clock)
+    head = edge.stage.model.model.head
+    weight = head.weight.data
+    head.weight.data = weight[:, :3].clone()
+    step = edge.process(as_frames(frames[:3]))
+    assert [r.source for r in step.results] == [ResultSource.INVALID] * 3 and not step.requests
+    assert all(r.reason.startswith('edge model failed:') for r in step.results)
+    assert edge.counters.model_errors == 3 and edge.counters.results == edge.counters.frames
+    head.weight.data = weight
+    assert len(edge.process(as_frames(frames[3:5])).requests) == 2  # tau 1.01: all offloaded
+    assert edge.counters.frames == 5 and edge.counters.offloaded == 2
+
+
+def test_a_frame_the_model_cannot_take_spoils_only_itself(zoo, frames, clock) -> None:
+    """Frames of one batch: good, two-channel (no model takes that), good. Expected: the
+    middle one INVALID (bad_input), the others offloaded as usual (tau 1.01)."""
+    edge = make_edge(zoo, clock)
+    batch = as_frames(frames[:3])
+    batch[1] = Frame(batch[1].header, np.zeros((8, 8, 2), np.uint8))
+    step = edge.process(batch)
+    assert [r.header for r in step.results] == [batch[1].header]
+    assert step.results[0].source == ResultSource.INVALID and 'channels' in step.results[0].reason
+    assert [r.header for r in step.requests] == [batch[0].header, batch[2].header]
+    assert edge.counters.frames == 3 and edge.counters.bad_input == 1
+
+
 def test_compressed_transport_encodes_jpeg(zoo, frames, clock) -> None:
     edge = make_edge(zoo, clock, transport='compressed')
     request = edge.process(as_frames(frames[:1])).requests[0]

@@ -27,6 +27,7 @@ from ask_expert_ros.core.backend import (
     compile_missing,
 )
 from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
+from ask_expert_ros.core.errors import InferenceError
 from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.models import LoadedModel, ModelConfig, create_model, load_model
 from ask_expert_ros.core.node_config import EDGE_PARAMS, EXPERT_PARAMS, resolve
@@ -250,6 +251,15 @@ def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(BackendError, match='float32'):
         backend.run(np.zeros((1, 3, 32, 32), np.float64))
     assert backend.run(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 10)
+
+
+def test_ort_failure_mid_run_is_an_inference_error_the_nodes_catch() -> None:
+    """ORT's own errors derive from Exception only; the nodes answer a failed batch by
+    catching RuntimeError (torch's failures), so the backend re-raises ORT's as one."""
+    backend = runtime.create_backend(small_vit(), 'onnxruntime', 'fp32')
+    with pytest.raises(InferenceError, match='onnxruntime failed on a batch of 1') as info:
+        backend._run(np.zeros((1, 3, 16, 16), np.float32))  # past the input check
+    assert isinstance(info.value, RuntimeError)
 
 
 @pytest.mark.parametrize('specs', [EDGE_PARAMS, EXPERT_PARAMS])

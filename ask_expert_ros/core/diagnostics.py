@@ -91,7 +91,11 @@ def assess(
     fell_back = sum(delta.get(k, 0) for k in FALLBACK_COUNTERS)
     rejected = sum(delta.get(k, 0) for k in REJECT_COUNTERS)
     offloaded = delta.get('offloaded', 0)
-    if offloaded and fell_back >= offloaded:
+    failed = delta.get('model_errors', 0)
+    if failed:
+        level = Level.ERROR
+        message = f'the model failed on {failed} inputs in the last period (see the node log)'
+    elif offloaded and fell_back >= offloaded:
         level = Level.ERROR
         message = f'all {offloaded} offloaded frames fell back (is an expert node reachable?)'
     elif fell_back or rejected:

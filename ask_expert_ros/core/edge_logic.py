@@ -7,7 +7,9 @@ publishes what comes back, and calls :meth:`EdgeLogic.expire` from a timer.
 Contract: every frame handed to :meth:`process` or :meth:`reject` yields exactly one
 :class:`FinalResult`, either at once or later from :meth:`on_reply`,
 :meth:`expire` or :meth:`fail`. The counters add up: ``results == frames``
-once nothing is pending.
+once nothing is pending. :meth:`process` raises for no frame and no model failure:
+a frame the model cannot take is answered INVALID (``bad_input``), and so is every
+frame of a batch the model failed on (``model_errors``: out of memory, device lost).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class EdgeCounters:
     frames: int = 0  # frames received (decoded or not)
     bad_input: int = 0  # undecodable frames, answered INVALID
     invalid_logits: int = 0  # non-finite edge output, answered INVALID
+    model_errors: int = 0  # the edge model raised (out of memory, device lost), answered INVALID
     accepted: int = 0  # confident: answered by the edge
     offloaded: int = 0  # sent to the expert
     expert: int = 0  # answered by the expert
@@ -95,6 +98,7 @@ class EdgeCounters:
         return (
             self.bad_input
             + self.invalid_logits
+            + self.model_errors
             + self.accepted
             + self.expert
             + self.fallback_deadline
@@ -190,7 +194,30 @@ class EdgeLogic:
         if not frames:
             return EdgeStep([], [])
         params = self._params
-        output = self.stage.run(FrameBatch([f.pixels for f in frames], self.stage.device))
+        try:
+            output = self.stage.run(FrameBatch([f.pixels for f in frames], self.stage.device))
+        except UnsupportedImageError as exc:
+            if len(frames) == 1:
+                return EdgeStep([self.reject(frames[0].header, str(exc))], [])
+            # one frame spoils the batch: run them one by one so only that one is INVALID
+            steps = [self.process([frame]) for frame in frames]
+            return EdgeStep(
+                [r for step in steps for r in step.results],
+                [r for step in steps for r in step.requests],
+            )
+        except RuntimeError as exc:  # torch's failures, InferenceError: answer, keep serving
+            logger.error('edge model failed on a batch of %d frames: %s', len(frames), exc)
+            with self._lock:
+                self.counters.frames += len(frames)
+                self.counters.model_errors += len(frames)
+            reason = f'edge model failed: {exc}'
+            return EdgeStep(
+                [
+                    FinalResult(f.header, -1, '', 0.0, ResultSource.INVALID, reason=reason)
+                    for f in frames
+                ],
+                [],
+            )
         decisions = output.routing
         edge_ms = (output.preprocess_ms + output.inference_ms + output.routing_ms) / len(frames)
         names = self.class_names

@@ -23,6 +23,14 @@ class UnsupportedImageError(AskExpertError, ValueError):
     """A frame cannot be turned into model input (empty, wrong shape, dtype or encoding)."""
 
 
+class InferenceError(AskExpertError, RuntimeError):
+    """A backend failed while running a batch (device lost, out of memory, engine error).
+
+    A ``RuntimeError`` like torch's own failures, so the nodes answer every frame of
+    the batch with an error result and keep serving.
+    """
+
+
 class ExpertNotFoundError(AskExpertError, KeyError):
     """The expert library holds no model for the requested key."""
 

@@ -20,6 +20,7 @@ from ask_expert_ros.core.backend import (
     BackendUnavailableError,
     Precision,
 )
+from ask_expert_ros.core.errors import InferenceError
 from ask_expert_ros.core.models import ModelConfig
 from ask_expert_ros.runtime.onnx_export import INPUT_NAME
 
@@ -139,7 +140,10 @@ class OrtBackend(Backend):
         self.threads = options.intra_op_num_threads
 
     def _run(self, inputs: np.ndarray) -> np.ndarray:
-        (logits,) = self.session.run(None, {INPUT_NAME: inputs})
+        try:
+            (logits,) = self.session.run(None, {INPUT_NAME: inputs})
+        except Exception as exc:  # ORT's errors (Fail, EPFail, ...) derive from Exception only
+            raise InferenceError(f'onnxruntime failed on a batch of {len(inputs)}: {exc}') from exc
         return logits
 
     def describe(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ask_expert_ros.core.backend import (
     BackendUnavailableError,
     Precision,
 )
+from ask_expert_ros.core.errors import InferenceError
 from ask_expert_ros.core.models import LoadedModel
 from ask_expert_ros.runtime.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, model_hash
 
@@ -220,7 +221,7 @@ class TensorRTBackend(Backend):
             self.context.set_tensor_address(OUTPUT_NAME, y.data_ptr())
             self.stream.wait_stream(torch.cuda.current_stream(self._device))
             if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise BackendError('TensorRT execution failed')
+                raise InferenceError(f'TensorRT execution failed on a batch of {len(x)}')
             torch.cuda.current_stream(self._device).wait_stream(self.stream)
             outputs.append(y)
         return torch.cat(outputs).float()
