@@ -115,7 +115,7 @@ class SpeedConfig:
         compiled: Include the ``torch_compile`` backends (each model compiles for
             10-60 s before it is timed; the build time is reported).
         max_autotune: Build ``torch_compile``'s batch-1 graphs with inductor's
-            max-autotune (slower to build, faster at batch 1).
+            max-autotune; None leaves the backend's default (on for CPU).
     """
 
     variants: tuple[VariantName, ...] = ('deit_3h', 'deit_4h', 'deit_base')
@@ -135,7 +135,7 @@ class SpeedConfig:
     max_wait_ms: float = 5.0
     timeout_s: float = 300.0
     compiled: bool = True
-    max_autotune: bool = False
+    max_autotune: bool | None = None
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in get_args(VariantName)]

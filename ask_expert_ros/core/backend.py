@@ -261,10 +261,10 @@ class CompiledTorchBackend(TorchBackend):
     casts to bfloat16 are folded too. Two graphs are built: one specialised for batch
     1 (the edge's frame-by-frame case, the fastest), one with a dynamic batch axis for
     every other size, so micro-batches of any size never recompile. Each is compiled
-    on its first call; :meth:`warmup` builds both at start: about 10 s each on 2 cores
-    for DeiT-3H, 30 s with ``max_autotune``, 3-4x less when inductor's on-disk cache
-    already holds the graph (under ``/tmp``, so usually lost at reboot; set
-    ``TORCHINDUCTOR_CACHE_DIR`` to keep it).
+    on its first call; :meth:`warmup` builds both at start: 32-36 s together for
+    DeiT-3H on 2 cores, 3-4x less when inductor's on-disk cache already holds the graphs
+    (under ``/tmp``, so usually lost at reboot; set ``TORCHINDUCTOR_CACHE_DIR`` to keep
+    it).
 
     Because the weights are frozen into the compiled code, later changes to the
     module's weights are not seen: build a new backend after loading new weights.
@@ -273,8 +273,11 @@ class CompiledTorchBackend(TorchBackend):
         model: The loaded model (eval mode, on its device).
         precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (CUDA), run under autocast.
         max_autotune: Let inductor time its own C++ (CPU) or Triton (CUDA) matmul
-            kernels against the library ones for the batch-1 graph: slower to build,
-            faster to run.
+            kernels against the library ones for the batch-1 graph. None (default):
+            on for CPU, where it costs about 3 s more build and made DeiT-3H bf16 at
+            batch 1 2.83x eager fp32 instead of 1.95x (AMX micro-kernels for the small
+            matmuls; no gain for fp32); off for CUDA, where its Triton search takes
+            minutes and was not measured here.
 
     Raises:
         BackendUnavailableError: No C++ compiler / Python headers (CPU) or no
@@ -284,12 +287,17 @@ class CompiledTorchBackend(TorchBackend):
     kind = 'torch_compile'
 
     def __init__(
-        self, model: LoadedModel, precision: Precision = 'bf16', max_autotune: bool = False
+        self,
+        model: LoadedModel,
+        precision: Precision = 'bf16',
+        max_autotune: bool | None = None,
     ) -> None:
         super().__init__(model, precision)
         missing = compile_missing(self._device)
         if missing is not None:
             raise BackendUnavailableError(missing)
+        if max_autotune is None:
+            max_autotune = self._device.type == 'cpu'
         self.max_autotune = max_autotune
         # inductor settings for each graph's build; applied with config.patch around the
         # first call (torch.compile's options= does not reach freezing, measured: 1.4x
