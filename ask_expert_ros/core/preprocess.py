@@ -9,7 +9,8 @@ fewer bytes than float), one conversion to contiguous float ``NCHW``, the resize
 normalisation as a single in-place multiply-add (``x * 1/(255 std) - mean/std``)
 applied on the smaller side of the resize (resizing is linear, so the order does not
 change the result). Frames already at the model's size take one pass: the multiply-add
-reads the uint8 pixels and writes the float ``NCHW`` input. The output is C-contiguous, so a backend reads it without a copy.
+reads the uint8 pixels and writes the float ``NCHW`` input. The output is C-contiguous,
+so a backend reads it without a copy.
 """
 
 from __future__ import annotations
