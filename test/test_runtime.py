@@ -11,6 +11,7 @@ Tolerances (max |logit difference| against torch fp32 on the same input):
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -150,18 +151,32 @@ def test_library_builds_one_backend_per_expert_and_drops_it_on_eviction(zoo: Pat
 
 
 @pytest.mark.skipif(COMPILE_MISSING is not None, reason=str(COMPILE_MISSING))
-def test_compiled_backend_builds_both_graphs_at_start_and_never_recompiles() -> None:
+def test_compiled_backend_builds_both_graphs_at_start_and_never_recompiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The edge node's factory (which warms at batch 1 only) gets both graphs built, the
     batch-1 and the dynamic-batch one: the DDS edge batches the frames it has, and must
-    not compile mid-stream. Afterwards no batch size makes inductor compile again."""
+    not compile mid-stream. Afterwards no batch size makes inductor compile again. The
+    build lands in the node's cache_dir (a restart finds it there), and the process's
+    environment is left as it was."""
     from torch._dynamo.utils import counters
 
+    from ask_expert_ros.core import backend as backend_module
+
+    monkeypatch.setattr(backend_module, '_USER_INDUCTOR_CACHE', None)
+    env_before = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
     model = small_vit()
-    values = resolve(EDGE_PARAMS, {'backend': 'torch_compile', 'precision': 'fp32'})
+    values = resolve(
+        EDGE_PARAMS,
+        {'backend': 'torch_compile', 'precision': 'fp32', 'cache_dir': str(tmp_path)},
+    )
     backend = runtime.factory_from_params(values)(model)
     assert isinstance(backend, CompiledTorchBackend)
     assert backend.describe()['graphs_built'] == ['batch-1', 'dynamic-batch']
     assert backend.max_autotune  # the default on CPU: inductor timed its own matmuls
+    assert backend.cache_dir == tmp_path / 'inductor'
+    assert any(p.is_file() for p in backend.cache_dir.rglob('*'))
+    assert os.environ.get('TORCHINDUCTOR_CACHE_DIR') == env_before
     graphs = counters['stats']['unique_graphs']
     for n in (1, 3, 7, 1, 8):
         x = inputs(model, n)

@@ -19,8 +19,8 @@ import shutil
 import sysconfig
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -31,6 +31,10 @@ from ask_expert_ros.core.errors import AskExpertError
 from ask_expert_ros.core.models import LoadedModel, ModelConfig
 
 logger = logging.getLogger(__name__)
+
+# set by the user before anything compiled (inductor writes its default into the
+# environment at its first use, so it is read once, here)
+_USER_INDUCTOR_CACHE = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
 
 BackendKind = Literal['auto', 'torch', 'torch_compile', 'onnxruntime', 'tensorrt']
 Precision = Literal['auto', 'fp32', 'bf16', 'fp16']
@@ -262,9 +266,8 @@ class CompiledTorchBackend(TorchBackend):
     1 (the edge's frame-by-frame case, the fastest), one with a dynamic batch axis for
     every other size, so micro-batches of any size never recompile. Each is compiled
     on its first call; :meth:`warmup` builds both at start: 32-36 s together for
-    DeiT-3H on 2 cores, 3-4x less when inductor's on-disk cache already holds the graphs
-    (under ``/tmp``, so usually lost at reboot; set ``TORCHINDUCTOR_CACHE_DIR`` to keep
-    it).
+    DeiT-3H on 2 cores, several times less when inductor's on-disk cache already holds
+    the graphs (``cache_dir``).
 
     Because the weights are frozen into the compiled code, later changes to the
     module's weights are not seen: build a new backend after loading new weights.
@@ -278,6 +281,10 @@ class CompiledTorchBackend(TorchBackend):
             batch 1 2.83x eager fp32 instead of 1.95x (AMX micro-kernels for the small
             matmuls; no gain for fp32); off for CUDA, where its Triton search takes
             minutes and was not measured here.
+        cache_dir: Inductor's on-disk cache while building (generated code, compiled
+            kernels, autotuning results), so a restarted node builds faster. None:
+            ``TORCHINDUCTOR_CACHE_DIR`` if set, else inductor's default under ``/tmp``
+            (lost at reboot). A ``TORCHINDUCTOR_CACHE_DIR`` set at start wins.
 
     Raises:
         BackendUnavailableError: No C++ compiler / Python headers (CPU) or no
@@ -291,6 +298,7 @@ class CompiledTorchBackend(TorchBackend):
         model: LoadedModel,
         precision: Precision = 'bf16',
         max_autotune: bool | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         super().__init__(model, precision)
         missing = compile_missing(self._device)
@@ -299,6 +307,8 @@ class CompiledTorchBackend(TorchBackend):
         if max_autotune is None:
             max_autotune = self._device.type == 'cpu'
         self.max_autotune = max_autotune
+        chosen = _USER_INDUCTOR_CACHE or cache_dir
+        self.cache_dir = Path(chosen) if chosen else None
         # inductor settings for each graph's build; applied with config.patch around the
         # first call (torch.compile's options= does not reach freezing, measured: 1.4x
         # instead of 2x over eager)
@@ -306,6 +316,9 @@ class CompiledTorchBackend(TorchBackend):
         single = dict(freeze)
         if max_autotune:
             single['max_autotune'] = True
+            # inductor prints every matmul's timing table to stderr: not in a node's log
+            single['autotune_num_choices_displayed'] = 0
+            single['max_autotune_report_choices_stats'] = False
             if self._device.type == 'cpu':
                 single['max_autotune_gemm_backends'] = 'CPP,ATEN'
         self._settings = {'batch-1': single, 'dynamic-batch': freeze}
@@ -324,7 +337,7 @@ class CompiledTorchBackend(TorchBackend):
 
         start = time.perf_counter()
         try:
-            with inductor_config.patch(self._settings[name]):
+            with inductor_config.patch(self._settings[name]), _inductor_cache(self.cache_dir):
                 out = self._graphs[name](x)
         except Exception as exc:  # inductor raises many types; all mean "cannot build here"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
@@ -352,6 +365,7 @@ class CompiledTorchBackend(TorchBackend):
         return {
             **super().describe(),
             'max_autotune': self.max_autotune,
+            'inductor_cache': str(self.cache_dir) if self.cache_dir else None,
             'graphs_built': sorted(self._built),
         }
 
@@ -364,3 +378,20 @@ def torch_backend_factory(precision: Precision = 'fp32') -> BackendFactory:
         return TorchBackend(model, precision)
 
     return build
+
+
+@contextmanager
+def _inductor_cache(directory: Path | None) -> Iterator[None]:
+    """Inductor's cache in ``directory`` for the duration (it reads the environment)."""
+    if directory is None:
+        yield
+        return
+    before = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = str(directory)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop('TORCHINDUCTOR_CACHE_DIR', None)
+        else:
+            os.environ['TORCHINDUCTOR_CACHE_DIR'] = before

@@ -112,9 +112,10 @@ COMMON_PARAMS = (
     ParamSpec(
         'cache_dir',
         '',
-        'Directory for exported ONNX files and TensorRT engines; empty: the library '
-        'directory is searched (ask-expert export output) and ONNX Runtime exports in '
-        'memory, TensorRT caches under ~/.cache/ask_expert_ros.',
+        'Directory for exported ONNX files, TensorRT engines and torch_compile builds; '
+        'empty: the library directory is searched (ask-expert export output) and ONNX '
+        'Runtime exports in memory, TensorRT and torch_compile cache under '
+        '~/.cache/ask_expert_ros.',
         dynamic=False,
     ),
     ParamSpec(

@@ -8,9 +8,7 @@ list; a ``[N, H, W, C]`` array is used as it is), uint8 moved to the device (4x
 fewer bytes than float), one conversion to contiguous float ``NCHW``, the resize, and
 normalisation as a single in-place multiply-add (``x * 1/(255 std) - mean/std``)
 applied on the smaller side of the resize (resizing is linear, so the order does not
-change the result). Frames already at the model's size take one pass: the multiply-add
-reads the uint8 pixels and writes the float ``NCHW`` input. The output is C-contiguous,
-so a backend reads it without a copy.
+change the result). The output is C-contiguous, so a backend reads it without a copy.
 """
 
 from __future__ import annotations
@@ -70,13 +68,8 @@ class Preprocessor:
             raise UnsupportedImageError(f'expected 1, 3 or 4 channels, got {batch.shape[-1]}')
         if batch.dtype != np.uint8:
             raise UnsupportedImageError(f'expected uint8 pixels, got {batch.dtype}')
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2)
-        if x.shape[-2:] == (self.size, self.size) and x.shape[1] >= 3 == self.in_chans:
-            # the camera already gives the model's size: uint8 NHWC -> normalised float
-            # NCHW in one pass (no float intermediate to write and read back)
-            out = torch.empty((len(x), 3, self.size, self.size), device=self.device)
-            return torch.addcmul(self.shift, x[:, :3], self.scale, out=out)
-        x = x[:, :3].to(torch.float32, memory_format=torch.contiguous_format)
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        x = x.permute(0, 3, 1, 2)[:, :3].to(torch.float32, memory_format=torch.contiguous_format)
         if x.shape[1] == 3 and self.in_chans == 1:
             x = (x * _LUMA.to(x.device)).sum(dim=1, keepdim=True)
         resize = x.shape[-2:] != (self.size, self.size)

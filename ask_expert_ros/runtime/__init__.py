@@ -202,7 +202,7 @@ def pick_default(
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/ask_expert_ros`` (``~/.cache/ask_expert_ros``): ONNX files, engines."""
+    """``$XDG_CACHE_HOME/ask_expert_ros`` (``~/.cache/ask_expert_ros``): engines, inductor."""
     base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
     return Path(base) / 'ask_expert_ros'
 
@@ -227,8 +227,9 @@ def create_backend(
         precision: ``'auto'``, ``'fp32'``, ``'bf16'`` or ``'fp16'``.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'`` ...
         cache_dir: Where ONNX files and TensorRT engines are found or written
-            (searched by model hash, e.g. the output of ``ask-expert export``);
-            None: ONNX Runtime exports in memory, TensorRT uses
+            (searched by model hash, e.g. the output of ``ask-expert export``), and
+            ``torch_compile`` keeps inductor's cache (``inductor/``); None: ONNX
+            Runtime exports in memory, TensorRT and ``torch_compile`` use
             :func:`default_cache_dir`.
         threads: ONNX Runtime intra-op threads (None: torch's thread count).
         search_dirs: Further directories searched (read-only) for an exported ONNX
@@ -252,7 +253,11 @@ def create_backend(
         if model_device != torch.device(device):
             model.model.to(device)
         if kind_ == 'torch_compile':
-            return CompiledTorchBackend(model, prec)  # type: ignore[arg-type]
+            return CompiledTorchBackend(
+                model,
+                prec,  # type: ignore[arg-type]
+                cache_dir=(Path(cache_dir) if cache_dir else default_cache_dir()) / 'inductor',
+            )
         return TorchBackend(model, prec)  # type: ignore[arg-type]
     if kind_ == 'onnxruntime':
         sha = model_hash(model)
