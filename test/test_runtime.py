@@ -163,7 +163,7 @@ def test_compiled_backend_builds_both_graphs_at_start_and_never_recompiles(
 
     from ask_expert_ros.core import backend as backend_module
 
-    monkeypatch.setattr(backend_module, '_USER_INDUCTOR_CACHE', None)
+    monkeypatch.setattr(backend_module, '_user_inductor_cache', lambda: None)
     env_before = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
     model = small_vit()
     values = resolve(

@@ -32,9 +32,6 @@ from ask_expert_ros.core.models import LoadedModel, ModelConfig
 
 logger = logging.getLogger(__name__)
 
-# set by the user before anything compiled (inductor writes its default into the
-# environment at its first use, so it is read once, here)
-_USER_INDUCTOR_CACHE = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
 
 BackendKind = Literal['auto', 'torch', 'torch_compile', 'onnxruntime', 'tensorrt']
 Precision = Literal['auto', 'fp32', 'bf16', 'fp16']
@@ -307,7 +304,7 @@ class CompiledTorchBackend(TorchBackend):
         if max_autotune is None:
             max_autotune = self._device.type == 'cpu'
         self.max_autotune = max_autotune
-        chosen = _USER_INDUCTOR_CACHE or cache_dir
+        chosen = _user_inductor_cache() or cache_dir
         self.cache_dir = Path(chosen) if chosen else None
         # inductor settings for each graph's build; applied with config.patch around the
         # first call (torch.compile's options= does not reach freezing, measured: 1.4x
@@ -395,3 +392,14 @@ def _inductor_cache(directory: Path | None) -> Iterator[None]:
             os.environ.pop('TORCHINDUCTOR_CACHE_DIR', None)
         else:
             os.environ['TORCHINDUCTOR_CACHE_DIR'] = before
+
+
+def _user_inductor_cache() -> str | None:
+    """``TORCHINDUCTOR_CACHE_DIR`` if the user chose it; inductor writes its own default
+    there at first use (importing timm is enough), and that one does not count."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    value = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+    if not value or os.path.abspath(value) == os.path.abspath(default_cache_dir()):
+        return None
+    return value
