@@ -15,12 +15,12 @@ a second or two of loading (or whose build is cached on disk, TensorRT):
 * other CPUs, or ``precision='fp32'``: ONNX Runtime fp32 (logits within 1e-4 of torch),
   torch fp32 when onnxruntime is missing.
 
-``torch_compile`` is the fastest on CPU (``docs/results/speed.md``, DeiT-3H, 224 px,
-batch 1, 2 threads of an Intel Xeon with AMX, measured side by side in one run) but
-it compiles two graphs per model at start, 10-30 s each on 2 cores (3-4x less with
-inductor's on-disk cache warm; it lives in ``/tmp`` unless ``TORCHINDUCTOR_CACHE_DIR``
-points elsewhere): an expert node with ten experts would take minutes to come up. It
-is therefore asked for by name (``backend:=torch_compile``), never picked by ``'auto'``.
+``torch_compile`` is the fastest on CPU (``docs/results/speed.md``: DeiT-3H, 224 px,
+batch 1, bf16, 2.65x torch eager fp32 on 2 threads of an Intel Xeon with AMX, measured
+side by side in one run) but it compiles two graphs per model at start: 95 s for
+DeiT-3H on 2 cores the first time, 30-55 s with inductor's on-disk cache (kept in
+``cache_dir``) warm. An expert node with ten experts would take many minutes to come
+up, so it is asked for by name (``backend:=torch_compile``), never picked by ``'auto'``.
 """
 
 from __future__ import annotations
