@@ -228,6 +228,8 @@ def test_default_without_cuda_is_a_cpu_backend_and_is_logged(
     assert (exact.kind, exact.precision) == ('onnxruntime', 'fp32')
     compiled = runtime.pick_default('cpu', kind='torch_compile')  # asked for by name only
     assert compiled.precision == ('bf16' if runtime.cpu_has_bf16() else 'fp32')
+    if ('torch_compile', 'bf16') in runtime.available_backends('cpu'):
+        assert 'ask for backend torch_compile' in choice.reason  # the faster one is named
     with caplog.at_level(logging.INFO, logger='ask_expert_ros.runtime'):
         backend = runtime.create_backend(small_vit())
     assert backend.device == 'cpu'
