@@ -222,6 +222,37 @@ def test_micro_batching_respects_max_batch_and_max_wait(zoo, frames, clock) -> N
     assert replies[0].queue_ms == pytest.approx(10.0)
 
 
+def test_one_batch_per_poll_oldest_key_first_and_a_full_queue_is_due_now(
+    zoo, frames, clock
+) -> None:
+    """max_batch 2, max_wait 10 ms. Key A gets 2 requests at t=0 (full: due at once),
+    key B 1 request at t=0 and A 1 more at t=1 ms. poll(max_batches=1) at t=1 ms runs A's
+    full pair only; B is due at t=10 ms, A's third at t=11 ms. The nodes publish each
+    batch's replies before the next, so a backlog never holds back computed replies."""
+    requests = offload_all(zoo, frames, clock)
+    by_key: dict = {}
+    for request in requests:
+        by_key.setdefault(request.expert_key, []).append(request)
+    (key_a, a), (_, b) = sorted(by_key.items(), key=lambda kv: -len(kv[1]))[:2]
+    assert len(a) >= 3, 'the fixture routes 3 or more frames to one key'
+    expert = make_expert(zoo, clock, max_batch=2, max_wait_ms=10)
+    start = clock.now
+    for request in (a[0], a[1], b[0]):
+        expert.submit(request)
+    assert expert.next_due_ns() == start  # A is full: due now, not after max_wait
+    clock.advance_ms(1)
+    expert.submit(a[2])
+    first = expert.poll(max_batches=1)
+    assert [r.request_id for r in first] == [a[0].request_id, a[1].request_id]
+    assert expert.poll(max_batches=1) == [] and expert.next_due_ns() == start + 10_000_000
+    clock.advance_ms(9)
+    assert [r.request_id for r in expert.poll(max_batches=1)] == [b[0].request_id]
+    assert expert.poll(max_batches=1) == []  # A's third waits until t = 11 ms
+    clock.advance_ms(1)
+    assert [r.request_id for r in expert.poll(max_batches=1)] == [a[2].request_id]
+    assert expert.queued == 0 and {r.expert_key for r in first} == {key_a}
+
+
 def test_batching_never_reorders_or_loses(zoo, frames, clock) -> None:
     requests = offload_all(zoo, frames, clock)
     expert = make_expert(zoo, clock, max_batch=3, max_wait_ms=5)

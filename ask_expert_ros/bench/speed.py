@@ -667,7 +667,7 @@ def _serve_and_load(
 
     def worker() -> None:
         while not stop.is_set():
-            replies: list[ExpertReply] = logic.poll()
+            replies: list[ExpertReply] = logic.poll(max_batches=1)  # as the nodes do
             now = time.perf_counter_ns()
             with lock:
                 for reply in replies:

@@ -199,11 +199,17 @@ class ExpertLogic:
         return _error(request, status, reason)
 
     def next_due_ns(self) -> int | None:
-        """When the oldest queued request reaches ``max_wait_ms`` (monotonic ns)."""
-        wait = int(self.params.max_wait_ms * 1e6)
+        """When the next batch is due (monotonic ns): now or earlier if a queue is full,
+        else when its oldest request reaches ``max_wait_ms``; None when nothing is queued."""
+        params = self.params
+        wait = int(params.max_wait_ms * 1e6)
         with self._lock:
-            oldest = [q[0].arrived_ns for q in self._queues.values() if q]
-        return min(oldest) + wait if oldest else None
+            due = [
+                q[0].arrived_ns + (0 if len(q) >= params.max_batch else wait)
+                for q in self._queues.values()
+                if q
+            ]
+        return min(due) if due else None
 
     def wait(self, timeout_s: float) -> None:
         """Block until a request arrives or ``timeout_s`` passes (for a worker loop).
@@ -217,14 +223,25 @@ class ExpertLogic:
                 self._wakeup.wait(max(0.0, timeout_s))
             self._arrived = False
 
-    def poll(self, flush: bool = False) -> list[ExpertReply]:
-        """Run every batch that is due (full, waited long enough, or ``flush``)."""
+    def poll(self, flush: bool = False, max_batches: int | None = None) -> list[ExpertReply]:
+        """Run the batches that are due (full, waited long enough, or ``flush``), the
+        longest-waiting key first.
+
+        Args:
+            flush: Treat every queued request as due.
+            max_batches: Run at most this many (None: all that are due). A node runs
+                one at a time and publishes its replies before the next: otherwise the
+                first batch's replies would wait for the whole backlog to be computed.
+        """
         replies: list[ExpertReply] = []
-        while True:
+        ran = 0
+        while max_batches is None or ran < max_batches:
             batch = self._take_due_batch(flush)
             if batch is None:
-                return replies
+                break
             replies.extend(self._run(*batch))
+            ran += 1
+        return replies
 
     def _take_due_batch(self, flush: bool) -> tuple[ExpertKey, list[_Queued]] | None:
         params = self.params

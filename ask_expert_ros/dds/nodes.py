@@ -290,7 +290,9 @@ class ExpertRunner:
                 )
             if reply is not None:
                 self._responses.write(conv.reply_to_dds(reply))
-        for reply in self.logic.poll():
+        # one batch per turn: its replies go out before the next batch runs, and
+        # requests that came meanwhile join the queues before the next pick
+        for reply in self.logic.poll(max_batches=1):
             self._responses.write(conv.reply_to_dds(reply))
         self._diagnostics.maybe_publish(self.logic.counters.as_dict())
 

@@ -136,7 +136,7 @@ class ExpertNode(Node):
         """Run due micro-batches; sleep until the next is due or a request arrives."""
         while not self._stop.is_set():
             try:
-                for reply in self.logic.poll():
+                for reply in self.logic.poll(max_batches=1):  # publish before the next
                     self._publish(reply)
             except RuntimeError as exc:
                 if not self.context.ok():
