@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from ask_expert_ros.core.backend import (
     CompiledTorchBackend,
     TorchBackend,
     compile_missing,
+    release_openmp_threads,
 )
 from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
 from ask_expert_ros.core.errors import InferenceError
@@ -269,6 +271,24 @@ def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(BackendError, match='float32'):
         backend.run(np.zeros((1, 3, 32, 32), np.float64))
     assert backend.run(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 10)
+
+
+def test_releasing_the_idle_openmp_pool_leaves_torch_working() -> None:
+    """torch's pip wheel runs on libgomp, so the call succeeds here; afterwards a worker
+    thread and this thread still get the same logits (the speed it restores is
+    bench-speed's business: the expert-batching section serves from a worker)."""
+    model = small_vit()
+    x = inputs(model)
+    ref = reference(model, x)  # this thread now holds an OpenMP pool
+    with open('/proc/self/maps', encoding='utf-8') as maps:
+        gomp = any('libgomp' in line for line in maps)
+    assert release_openmp_threads() is gomp
+    out: list[np.ndarray] = []
+    worker = threading.Thread(target=lambda: out.append(reference(model, x)))
+    worker.start()
+    worker.join()
+    np.testing.assert_array_equal(out[0], ref)
+    np.testing.assert_array_equal(reference(model, x), ref)
 
 
 def test_ort_failure_mid_run_is_an_inference_error_the_nodes_catch() -> None:

@@ -49,7 +49,7 @@ from typing import Any, get_args
 import numpy as np
 import torch
 
-from ask_expert_ros.core.backend import Backend
+from ask_expert_ros.core.backend import Backend, release_openmp_threads
 from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
 from ask_expert_ros.core.engine import EdgeStage, ExpertStage
 from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
@@ -689,6 +689,9 @@ def _serve_and_load(
                 run.submitted_ns[(request.edge_id, request.request_id)] = time.perf_counter_ns()
             logic.submit(request)
 
+    # the caller (this thread) built and calibrated the experts; the worker runs them,
+    # as in the rclpy expert node, which releases its idle OpenMP pool the same way
+    release_openmp_threads()
     serving = threading.Thread(target=worker, daemon=True)
     serving.start()
     edges = [

@@ -29,6 +29,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header as HeaderMsg
 
+from ask_expert_ros.core.backend import release_openmp_threads
 from ask_expert_ros.core.diagnostics import HealthMonitor
 from ask_expert_ros.core.errors import UnsupportedImageError, format_key
 from ask_expert_ros.core.messages import ExpertReply
@@ -87,6 +88,9 @@ class ExpertNode(Node):
 
         self._arrived = threading.Event()
         self._stop = threading.Event()
+        # the experts were warmed up on this thread; the worker runs them: without this,
+        # this thread's idle OpenMP pool makes the worker's every op twice as slow on CPU
+        release_openmp_threads()
         self._worker = threading.Thread(target=self._run_batches, name='expert-batches')
         self._worker.start()
         library = self.logic.stage.library
