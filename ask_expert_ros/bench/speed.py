@@ -49,7 +49,7 @@ from typing import Any, get_args
 import numpy as np
 import torch
 
-from ask_expert_ros.core.backend import Backend, release_openmp_threads
+from ask_expert_ros.core.backend import Backend
 from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
 from ask_expert_ros.core.engine import EdgeStage, ExpertStage
 from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
@@ -659,14 +659,18 @@ def _serve_and_load(
     period_s: float,
     timeout_s: float,
 ) -> _Run:
-    """Edge threads submit at ``1 / period_s`` each; one worker thread serves."""
+    """Edge threads submit at ``1 / period_s`` each; this thread serves, as the DDS
+    expert node's main thread does. Serving from another thread than the one that
+    warmed the experts up is twice as slow on CPU while that thread's OpenMP pool
+    lives (:func:`~ask_expert_ros.core.backend.release_openmp_threads`); after the
+    compiles of the models section even releasing it was not enough (1-edge p50 53 ms
+    against a 28 ms service time)."""
     run = _Run()
     lock = threading.Lock()
     total = sum(len(r) for r in requests.values())
-    stop = threading.Event()
 
-    def worker() -> None:
-        while not stop.is_set():
+    def serve(deadline: float) -> None:
+        while time.monotonic() < deadline:
             replies: list[ExpertReply] = logic.poll(max_batches=1)  # as the nodes do
             now = time.perf_counter_ns()
             with lock:
@@ -689,21 +693,15 @@ def _serve_and_load(
                 run.submitted_ns[(request.edge_id, request.request_id)] = time.perf_counter_ns()
             logic.submit(request)
 
-    # the caller (this thread) built and calibrated the experts; the worker runs them,
-    # as in the rclpy expert node, which releases its idle OpenMP pool the same way
-    release_openmp_threads()
-    serving = threading.Thread(target=worker, daemon=True)
-    serving.start()
     edges = [
         threading.Thread(target=edge, args=(reqs, period_s * i / len(requests)), daemon=True)
         for i, reqs in enumerate(requests.values())
     ]
     for t in edges:
         t.start()
+    serve(time.monotonic() + timeout_s)
     for t in edges:
         t.join(timeout_s)
-    serving.join(timeout_s)
-    stop.set()
     if len(run.replied_ns) < total:
         raise RuntimeError(f'expert answered {len(run.replied_ns)}/{total} within {timeout_s} s')
     return run
