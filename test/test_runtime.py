@@ -273,6 +273,22 @@ def test_bad_input_is_a_clear_error() -> None:
     assert backend.run(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 10)
 
 
+def test_bf16_backend_holds_cast_matmul_weights_and_matches_autocast_bit_for_bit() -> None:
+    """Autocast casts every Linear/Conv weight to bf16 at each call; the backend keeps a
+    copy with them cast once. Same ops on the same bf16 values: identical logits, and
+    the caller's fp32 module is left as it was."""
+    model = small_vit()
+    x = inputs(model)
+    backend = TorchBackend(model, 'bf16')
+    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+        ref = model.model(torch.from_numpy(x)).float().numpy()
+    np.testing.assert_array_equal(backend.run(x), ref)
+    assert backend.model.head.weight.dtype == torch.bfloat16
+    assert backend.model.norm.weight.dtype == torch.float32  # norms stay fp32
+    assert model.model.head.weight.dtype == torch.float32
+    assert TorchBackend(model, 'fp32').model is model.model  # fp32 runs the module itself
+
+
 def test_releasing_the_idle_openmp_pool_leaves_torch_working() -> None:
     """torch's pip wheel runs on libgomp, so the call succeeds here; afterwards a worker
     thread and this thread still get the same logits (the speed it restores is
