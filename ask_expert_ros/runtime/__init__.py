@@ -16,7 +16,7 @@ a second or two of loading (or whose build is cached on disk, TensorRT):
   torch fp32 when onnxruntime is missing.
 
 ``torch_compile`` is the fastest on CPU (``docs/results/speed.md``: DeiT-3H, 224 px,
-batch 1, bf16, 2.65x torch eager fp32 on 2 threads of an Intel Xeon with AMX, measured
+batch 1, bf16, 2.6-2.7x torch eager fp32 on 2 threads of an Intel Xeon with AMX, measured
 side by side in one run) but it compiles two graphs per model at start: 95 s for
 DeiT-3H on 2 cores the first time, 30-55 s with inductor's on-disk cache (kept in
 ``cache_dir``) warm. An expert node with ten experts would take many minutes to come
