@@ -34,7 +34,6 @@ from ask_expert_ros.core.models import LoadedModel, ModelConfig
 
 logger = logging.getLogger(__name__)
 
-
 BackendKind = Literal['auto', 'torch', 'torch_compile', 'onnxruntime', 'tensorrt']
 Precision = Literal['auto', 'fp32', 'bf16', 'fp16']
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
@@ -288,9 +287,9 @@ class CompiledTorchBackend(TorchBackend):
     casts to bfloat16 are folded too. Two graphs are built: one specialised for batch
     1 (the edge's frame-by-frame case, the fastest), one with a dynamic batch axis for
     every other size, so micro-batches of any size never recompile. Each is compiled
-    on its first call; :meth:`warmup` builds both at start: 32-36 s together for
-    DeiT-3H on 2 cores, several times less when inductor's on-disk cache already holds
-    the graphs (``cache_dir``).
+    on its first call; :meth:`warmup` builds both at start. For DeiT-3H bf16 on 2 cores
+    that took 95 s into an empty inductor cache and 30-55 s with the cache of an
+    earlier build (``cache_dir``).
 
     Because the weights are frozen into the compiled code, later changes to the
     module's weights are not seen: build a new backend after loading new weights.
