@@ -187,7 +187,7 @@ class EdgeLogic:
         with self._lock:
             self.counters.frames += 1
             self.counters.bad_input += 1
-        return FinalResult(header, -1, '', 0.0, ResultSource.INVALID, reason=reason)
+        return _invalid(header, reason)
 
     def process(self, frames: Sequence[Frame]) -> EdgeStep:
         """Run the edge model on decoded frames (one batch) and route them."""
@@ -206,18 +206,7 @@ class EdgeLogic:
                 [r for step in steps for r in step.requests],
             )
         except RuntimeError as exc:  # torch's failures, InferenceError: answer, keep serving
-            logger.error('edge model failed on a batch of %d frames: %s', len(frames), exc)
-            with self._lock:
-                self.counters.frames += len(frames)
-                self.counters.model_errors += len(frames)
-            reason = f'edge model failed: {exc}'
-            return EdgeStep(
-                [
-                    FinalResult(f.header, -1, '', 0.0, ResultSource.INVALID, reason=reason)
-                    for f in frames
-                ],
-                [],
-            )
+            return self._model_failed(frames, exc)
         decisions = output.routing
         edge_ms = (output.preprocess_ms + output.inference_ms + output.routing_ms) / len(frames)
         names = self.class_names
@@ -235,15 +224,7 @@ class EdgeLogic:
                 if not decisions.valid[i]:
                     self.counters.invalid_logits += 1
                     results.append(
-                        FinalResult(
-                            frame.header,
-                            -1,
-                            '',
-                            0.0,
-                            ResultSource.INVALID,
-                            reason='edge model output is not finite',
-                            edge_ms=edge_ms,
-                        )
+                        _invalid(frame.header, 'edge model output is not finite', edge_ms)
                     )
                     continue
                 if not (params.offload and decisions.offload[i]):
@@ -298,6 +279,14 @@ class EdgeLogic:
                     )
                 )
         return EdgeStep(results, requests)
+
+    def _model_failed(self, frames: Sequence[Frame], exc: RuntimeError) -> EdgeStep:
+        """The model raised on this batch: every frame answered INVALID, counted."""
+        logger.error('edge model failed on a batch of %d frames: %s', len(frames), exc)
+        with self._lock:
+            self.counters.frames += len(frames)
+            self.counters.model_errors += len(frames)
+        return EdgeStep([_invalid(f.header, f'edge model failed: {exc}') for f in frames], [])
 
     def on_reply(self, reply: ExpertReply) -> FinalResult | None:
         """An expert reply: the refined result, a fallback on error, or None if not ours."""
@@ -376,3 +365,8 @@ class EdgeLogic:
             return ImageData(FrameFormat.COMPRESSED, data, encoding=fmt)
         height, width, encoding, step, raw = encode_image(np.ascontiguousarray(frame.pixels))
         return ImageData(FrameFormat.RAW, raw, height, width, encoding, step)
+
+
+def _invalid(header: Header, reason: str, edge_ms: float = 0.0) -> FinalResult:
+    """A result with no hypothesis: the frame or the model's output was unusable."""
+    return FinalResult(header, -1, '', 0.0, ResultSource.INVALID, reason=reason, edge_ms=edge_ms)
