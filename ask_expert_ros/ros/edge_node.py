@@ -16,12 +16,20 @@ Topics (relative; remap them at launch):
 * out ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every ``diagnostics_period_s``.
 
 What happens to a frame is decided by :class:`~ask_expert_ros.core.edge_logic.EdgeLogic`;
-this node converts, calls it and publishes. Threads: camera callbacks (inference) run
-in one mutually exclusive group, expert responses and the diagnostics timer in
-another, so a reply is never stuck behind a forward pass. Deadlines are watched by a
-thread that sleeps until :meth:`~ask_expert_ros.core.edge_logic.EdgeLogic.next_deadline_ns`
-(woken when a request goes out): the fallback goes out on time, and an idle node costs
-nothing, where a 5 ms rclpy timer cost about a fifth of a CPU core doing nothing.
+this node converts, calls it and publishes. Threads:
+
+* camera callbacks (one mutually exclusive group) decode frames and queue them for
+  the inference thread (:class:`~ask_expert_ros.core.batch_worker.BatchWorker`), which
+  runs the model on everything queued as one batch. One thread, because a model called
+  from the executor's rotating threads ran at half speed on CPU (OpenMP pools; numbers
+  in that module). While ``image_qos_depth`` frames wait, the camera callback blocks,
+  so the subscription's keep-last history drops the oldest frames, not this node;
+* expert responses and the diagnostics timer run in another group, so a reply is never
+  stuck behind a forward pass;
+* deadlines are watched by a thread that sleeps until
+  :meth:`~ask_expert_ros.core.edge_logic.EdgeLogic.next_deadline_ns` (woken when a
+  request goes out): the fallback goes out on time, and an idle node costs nothing,
+  where a 5 ms rclpy timer cost about a fifth of a CPU core doing nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from std_msgs.msg import Header as HeaderMsg
 from vision_msgs.msg import Classification, LabelInfo
 
 from ask_expert_ros.core.annotate import annotate
+from ask_expert_ros.core.backend import release_openmp_threads
+from ask_expert_ros.core.batch_worker import BatchWorker
 from ask_expert_ros.core.diagnostics import HealthMonitor
 from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.messages import FinalResult, Frame, Header, OffloadRequest
@@ -80,6 +90,12 @@ class EdgeNode(Node):
         self._request_sent = threading.Event()
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch_deadlines, name='edge-deadlines')
+        self._inference: BatchWorker[Frame] = BatchWorker(
+            self._handle_frames,
+            max_queued=self._values['image_qos_depth'],
+            name='edge-inference',
+            on_error=self._on_inference_error,
+        )
 
         camera_group = MutuallyExclusiveCallbackGroup()
         io_group = MutuallyExclusiveCallbackGroup()
@@ -121,6 +137,10 @@ class EdgeNode(Node):
         )
         self._publish_label_info()
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # the model was warmed up on this thread; the inference thread runs it: without
+        # this, this thread's idle OpenMP pool makes its every op wait (2.5x slower)
+        release_openmp_threads()
+        self._inference.start()
         self._watcher.start()
         self.get_logger().info(
             f'edge {self.logic.params.edge_id}: scheme {self.logic.stage.scheme.name!r}, '
@@ -139,14 +159,25 @@ class EdgeNode(Node):
     def _on_frame(self, msg: Image | CompressedImage, decode: Callable[[Any], Frame]) -> None:
         try:
             frame = decode(msg)
-            step = self.logic.process([frame])
         except UnsupportedImageError as exc:
             self.get_logger().warning(f'bad frame: {exc}', throttle_duration_sec=_THROTTLE_S)
             self._publish(self.logic.reject(conv.header_to_core(msg.header), str(exc)))
             return
+        self._inference.put(frame)  # refused only while the node shuts down
+
+    def _handle_frames(self, frames: list[Frame]) -> None:
+        """On the inference thread: the model on every queued frame, then publish."""
+        step = self.logic.process(frames)
+        pixels = {_frame_key(f.header): f.pixels for f in frames}
         for result in step.results:
-            self._publish(result, frame.pixels)
-        self._send(step.requests, frame.pixels)
+            self._publish(result, pixels.get(_frame_key(result.header)))
+        self._send(step.requests, pixels)
+
+    def _on_inference_error(self, exc: Exception) -> None:
+        if self.context.ok():  # else: shutting down, the publishers are gone
+            self.get_logger().error(
+                f'cannot publish results: {exc}', throttle_duration_sec=_THROTTLE_S
+            )
 
     def _on_response(self, msg: ExpertResponse) -> None:
         self._publish(self.logic.on_reply(conv.reply_to_core(msg)))
@@ -191,7 +222,8 @@ class EdgeNode(Node):
             self._request_sent.clear()  # next_deadline_ns() is read again before waiting
 
     def destroy_node(self) -> None:
-        """Stop the deadline watcher before the node goes."""
+        """Answer the frames still queued, stop the deadline watcher, then go."""
+        self._inference.stop()
         self._stop.set()
         self._request_sent.set()
         if self._watcher.is_alive():
@@ -200,11 +232,13 @@ class EdgeNode(Node):
 
     # ------------------------------------------------------------ publishing
 
-    def _send(self, requests: list[OffloadRequest], pixels: np.ndarray) -> None:
+    def _send(
+        self, requests: list[OffloadRequest], pixels: dict[tuple[int, int, str], np.ndarray]
+    ) -> None:
         for request in requests:
             if self._annotating():
                 with self._waiting_lock:
-                    self._waiting[_frame_key(request.header)] = pixels
+                    self._waiting[_frame_key(request.header)] = pixels[_frame_key(request.header)]
             if self._requests.get_subscription_count() == 0:
                 self._publish(self.logic.fail(request.request_id, 'no expert node'))
                 continue
