@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
+from ask_expert_ros.core.engine import FrameBatch, _preprocessor
 from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.models import ModelConfig
 from ask_expert_ros.core.preprocess import Preprocessor
@@ -87,3 +91,29 @@ def test_matches_reference_and_is_contiguous(size: int) -> None:
         )
     ref = (ref - 0.5) / 0.25
     torch.testing.assert_close(x, ref, rtol=0, atol=1e-5)
+
+
+def test_one_read_only_frame_is_not_written_and_matches_the_batch_path() -> None:
+    """A DDS sample's pixels are read-only: no torch warning, the frame is left as it was."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)
+    before = frame.copy()
+    frame.flags.writeable = False
+    preprocess = Preprocessor(RGB)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        one = preprocess([frame])
+    torch.testing.assert_close(one, preprocess(np.stack([before, before]))[:1])
+    np.testing.assert_array_equal(frame, before)
+
+
+def test_frame_batches_share_one_preprocessor_per_signature() -> None:
+    other_classes = dataclasses.replace(RGB, class_names=('b', 'c'))
+    first = FrameBatch([np.zeros((32, 32, 3), np.uint8)])
+    second = FrameBatch([np.zeros((32, 32, 3), np.uint8)])
+    first.inputs(RGB)
+    second.inputs(other_classes)  # other classes, the same preprocessing
+    assert _preprocessor(RGB, torch.device('cpu')) is _preprocessor(
+        other_classes, torch.device('cpu')
+    )
+    assert _preprocessor(RGB, torch.device('cpu')) is not _preprocessor(GREY, torch.device('cpu'))

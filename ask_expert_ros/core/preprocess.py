@@ -52,6 +52,10 @@ class Preprocessor:
         frames = list(frames)
         if not frames:
             return torch.zeros((0, self.in_chans, self.size, self.size), device=self.device)
+        if len(frames) == 1:  # np.stack's Python-level checks cost more than the copy
+            frame = np.asarray(frames[0])
+            # torch warns on read-only memory (a DDS sample's bytes): copy that one
+            return self._batch((frame if frame.flags.writeable else frame.copy())[None])
         shapes = {f.shape for f in frames}
         if len(shapes) == 1:
             return self._batch(np.stack(frames))
