@@ -665,6 +665,31 @@ def test_confident_frames_stay_on_the_edge(graph: Graph) -> None:
 
 
 @pytest.mark.ros
+def test_the_edge_model_runs_on_one_thread_in_batches(graph: Graph) -> None:
+    """Camera callbacks run on any executor thread; the model only on 'edge-inference'.
+
+    30 frames flooded in: every one answered once, some in batches of more than one
+    (the worker takes everything queued), on that one thread.
+    """
+    edge = graph.edge(tau=0.0)
+    backend = edge.logic.stage.backend
+    run_tensor = backend.run_tensor
+    calls: list[tuple[str, int]] = []
+
+    def recording(x: Any) -> Any:
+        calls.append((threading.current_thread().name, len(x)))
+        time.sleep(0.01)  # a slower model: frames queue up behind it
+        return run_tensor(x)
+
+    backend.run_tensor = recording
+    results = stream(graph, edge, 30, expect_expert=False)
+    assert stamps(results) == [(100 + i, 1000 * i) for i in range(30)]
+    assert {name for name, _ in calls} == {'edge-inference'}
+    assert sum(n for _, n in calls) == 30
+    assert max(n for _, n in calls) > 1
+
+
+@pytest.mark.ros
 def test_without_an_expert_every_frame_falls_back_at_once(graph: Graph) -> None:
     edge = graph.edge(tau=1.5, deadline_ms=60000.0)  # a deadline that would fail the test
     results = stream(graph, edge, 6, expect_expert=False)
