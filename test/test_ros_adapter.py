@@ -624,7 +624,10 @@ def stamps(messages: list) -> list[tuple[int, int]]:
 
 def stream(graph: Graph, edge: Any, n: int, expect_expert: bool) -> list:
     """Publish ``n`` frames into ``edge``; wait until all ``n`` results arrived."""
-    results = graph.collect(graph.ros.Classification, f'{edge.get_namespace()}/classification')
+    # depth n: the edge may answer a whole backlog as one batch, in one burst
+    results = graph.collect(
+        graph.ros.Classification, f'{edge.get_namespace()}/classification', max(n, 10)
+    )
     images = graph.publisher(graph.ros.Image, f'{edge.get_namespace()}/image')
     wait_for(lambda: images.get_subscription_count() > 0, what='edge subscribed to image')
     wait_for(
