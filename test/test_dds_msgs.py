@@ -73,6 +73,7 @@ from ask_expert_ros.dds.msgs import (
     ros_type_name,
     time_from_ns,
     time_to_ns,
+    type_hash,
 )
 
 MSG_DIR = Path(__file__).resolve().parents[1] / 'msg'
@@ -668,3 +669,66 @@ def test_images_from_another_process(domain_id: int) -> None:
     expected = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(3)]
     assert [m.header.stamp.sec for m in got] == [0, 1, 2]
     assert [m.data for m in got] == [e.tobytes() for e in expected]
+
+
+# What rosidl wrote into share/<package>/msg/<Type>.json of a ROS 2 Jazzy built from
+# source (2026-12-02): the type hashes rclpy endpoints announce.
+ROSIDL_JAZZY_TYPE_HASHES = {
+    'sensor_msgs/msg/Image': 'd31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47',
+    'sensor_msgs/msg/CompressedImage': (
+        '15640771531571185e2efc8a100baf923961a4d15d5569652e6cb6691e8e371a'
+    ),
+    'vision_msgs/msg/Classification': (
+        'f74db28d0eaef3afb78f48bf2161cd709a1383a0309d3454383b25be11345143'
+    ),
+    'vision_msgs/msg/LabelInfo': (
+        '3d37df4015cdf660cc851c51897f2acd957e1ca6205ba0a99aebffb9406b0783'
+    ),
+    'diagnostic_msgs/msg/DiagnosticArray': (
+        '5a8a36efb05fb25070fa0fb3810290c0e6cd4862b54a8fb975a1ee8dc55a333e'
+    ),
+    'ask_expert_ros/msg/ExpertRequest': (
+        'c3414313995990b6c865f33e44517a95c3507ebb87aaeebff12d20625e2ccde3'
+    ),
+    'ask_expert_ros/msg/ExpertResponse': (
+        'c689261cd563d7ea0928a8d5ee39eee46b30617b0449c278f769b52dc53ffc19'
+    ),
+}
+
+
+@pytest.mark.parametrize('name', sorted(ROSIDL_JAZZY_TYPE_HASHES))
+def test_type_hash_is_the_one_rosidl_computes(name: str) -> None:
+    """Our own .msg files included: a field changed in msg/ but not in dds/msgs.py fails."""
+    assert type_hash(ROS_TYPES[name]) == 'RIHS01_' + ROSIDL_JAZZY_TYPE_HASHES[name]
+
+
+def test_node_endpoints_announce_their_type_hash(domain_id: int) -> None:
+    """Another participant discovers the hash in each endpoint's USER_DATA, as Jazzy's
+    rmw_cyclonedds_cpp reads it (``typehash=RIHS01_...;``)."""
+    from cyclonedds.builtin import (
+        BuiltinDataReader,
+        BuiltinTopicDcpsPublication,
+        BuiltinTopicDcpsSubscription,
+    )
+
+    from ask_expert_ros.dds.nodes import _Endpoints
+    from ask_expert_ros.dds.nodes import reliable_qos as node_qos
+
+    ours = _Endpoints(DomainParticipant(domain_id), '/hash_test')
+    endpoints = [  # kept: a deleted endpoint is not discovered
+        ours.writer('expert/requests', ExpertRequest, node_qos(5)),
+        ours.reader('expert/responses', ExpertResponse, node_qos(5)),
+    ]
+    observer = DomainParticipant(domain_id)
+    found: dict[str, bytes] = {}
+    deadline = time.monotonic() + 10
+    while len(found) < 2 and time.monotonic() < deadline:
+        for builtin in (BuiltinTopicDcpsPublication, BuiltinTopicDcpsSubscription):
+            for sample in BuiltinDataReader(observer, builtin).take(N=100):
+                if sample.topic_name.startswith('rt/hash_test/'):
+                    found[sample.topic_name] = sample.qos[Policy.Userdata].data
+        time.sleep(0.05)
+    assert len(endpoints) == 2 and found == {
+        'rt/hash_test/expert/requests': (f'typehash={type_hash(ExpertRequest)};'.encode()),
+        'rt/hash_test/expert/responses': (f'typehash={type_hash(ExpertResponse)};'.encode()),
+    }

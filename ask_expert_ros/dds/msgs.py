@@ -570,6 +570,16 @@ def ros_type_name(cls_or_msg: type[IdlStruct] | IdlStruct) -> str:
     return cls_or_msg.__ros_type__
 
 
+def type_hash(cls_or_msg: type[IdlStruct] | IdlStruct) -> str:
+    """The ROS 2 type hash (REP-2011) of a message type, as rosidl computes it.
+
+    ``'RIHS01_d31d41a9...'`` for :class:`Image`; the same string ROS 2 Jazzy writes into
+    ``share/<package>/msg/<Type>.json`` (checked for every type here against a Jazzy
+    built from source).
+    """
+    return str(_STORE.hash_rihs01(cls_or_msg.__ros_type__))
+
+
 def ros_topic(name: str) -> str:
     """The DDS topic name ROS 2 uses for a topic: '/camera/image' -> 'rt/camera/image'.
 

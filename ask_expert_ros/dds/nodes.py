@@ -83,6 +83,19 @@ def latched_qos() -> Qos:
     )
 
 
+def with_type_hash(qos: Qos, cls: type) -> Qos:
+    """``qos`` plus the USER_DATA every ROS 2 Jazzy endpoint carries: its type hash.
+
+    Jazzy's ``rmw_cyclonedds_cpp`` reads ``typehash=RIHS01_<sha256>;`` from the USER_DATA
+    of each endpoint it discovers (``ros2 topic info -v`` shows it). Without it, every
+    rclpy node on the graph logged "Failed to parse type hash for topic ... from USER_DATA
+    '(null)'" once per endpoint of ours (seen on a Jazzy built from source). Humble
+    ignores it.
+    """
+    userdata = f'typehash={msgs.type_hash(cls)};'.encode()
+    return qos + Qos(Policy.Userdata(userdata))
+
+
 class _Endpoints:
     """Readers and writers of one node, created by ROS topic name."""
 
@@ -99,12 +112,12 @@ class _Endpoints:
         return self._topics[full]
 
     def reader(self, name: str, cls: type, qos: Qos) -> DataReader:
-        reader = DataReader(self.participant, self._topic(name, cls), qos=qos)
+        reader = DataReader(self.participant, self._topic(name, cls), qos=with_type_hash(qos, cls))
         self.waitset.attach(ReadCondition(reader, _ANY_NEW))
         return reader
 
     def writer(self, name: str, cls: type, qos: Qos) -> DataWriter:
-        return DataWriter(self.participant, self._topic(name, cls), qos=qos)
+        return DataWriter(self.participant, self._topic(name, cls), qos=with_type_hash(qos, cls))
 
     def wait(self, timeout_s: float) -> None:
         self.waitset.wait(duration(seconds=max(0.0, timeout_s)))
