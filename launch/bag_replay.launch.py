@@ -3,10 +3,13 @@
     ros2 launch ask_expert_ros bag_replay.launch.py bag:=/data/run1 \\
         bag_topic:=/camera/image_raw library:=/path/to/zoo/library.yaml
 
-Starts ``both.launch.py`` and ``ros2 bag play <bag>`` with the bag's camera topic
-remapped into the edge's ``image`` topic (or ``image/compressed`` with
-``compressed:=true``). Results go to ``classification`` as on the robot; record them
-with ``ros2 bag record`` or use ``ask-expert bench`` for the offline report.
+Starts ``both.launch.py`` and, once both nodes are up (``wait_ready``: each has
+subscribed to its input, which it does after loading and warming up its models),
+``ros2 bag play <bag>`` with the bag's camera topic remapped into the edge's ``image``
+topic (or ``image/compressed`` with ``compressed:=true``). If they are not up within
+``ready_timeout_s``, the launch ends with the reason instead of playing. Results go to
+``classification`` as on the robot; record them with ``ros2 bag record`` or use
+``ask-expert bench`` for the offline report.
 
 With ``record:=true`` a recorder node (``recorder_node``) also watches the graph and
 writes end-to-end latency (frame seen -> result), its edge / network / expert split,
@@ -17,14 +20,21 @@ drops and -- when the bag's ``label_topic`` is played too -- accuracy to
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import (
     DeclareLaunchArgument,
+    EmitEvent,
     ExecuteProcess,
     IncludeLaunchDescription,
+    LogInfo,
     OpaqueFunction,
+    RegisterEventHandler,
 )
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.events.process import ProcessExited
 from launch.launch_context import LaunchContext
 from launch.launch_description import LaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -49,7 +59,12 @@ def ground_truth_topic(namespace: str) -> str:
     return '/' + '/'.join(p for p in (namespace.strip('/'), 'ground_truth') if p)
 
 
-def bag_play(context: LaunchContext) -> list[ExecuteProcess | Node]:
+def node_name(namespace: str, name: str) -> str:
+    """The fully qualified name of node ``name`` in ``namespace``."""
+    return '/' + '/'.join(p for p in (namespace.strip('/'), name) if p)
+
+
+def bag_play(context: LaunchContext) -> list[ExecuteProcess | Node | RegisterEventHandler]:
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
@@ -67,8 +82,34 @@ def bag_play(context: LaunchContext) -> list[ExecuteProcess | Node]:
         cmd += ['--delay', arg('start_delay_s')]
     if arg('loop').lower() in ('true', '1', 'yes'):
         cmd.append('--loop')
-    actions: list[ExecuteProcess | Node] = [
-        ExecuteProcess(cmd=cmd, output='screen', name='bag_play')
+    play = ExecuteProcess(cmd=cmd, output='screen', name='bag_play')
+    namespace = arg('namespace')
+    gate = ExecuteProcess(
+        cmd=[
+            'ros2',
+            'run',
+            PACKAGE,
+            'wait_ready',
+            '--timeout',
+            arg('ready_timeout_s'),
+            f'{node_name(namespace, "edge")}={target}',
+            f'{node_name(namespace, "expert")}={node_name(namespace, "expert/requests")}',
+        ],
+        output='screen',
+        name='wait_ready',
+    )
+
+    def after_gate(event: ProcessExited, _: LaunchContext) -> list[Any]:
+        if event.returncode == 0:
+            return [play]
+        return [
+            LogInfo(msg='bag_replay: the nodes did not come up (see wait_ready); not playing'),
+            EmitEvent(event=Shutdown(reason='edge or expert node not ready')),
+        ]
+
+    actions: list[ExecuteProcess | Node | RegisterEventHandler] = [
+        gate,
+        RegisterEventHandler(OnProcessExit(target_action=gate, on_exit=after_gate)),
     ]
     if record:
         actions.append(
@@ -109,9 +150,15 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 'start_delay_s',
-                default_value='5.0',
-                description='Seconds ros2 bag play waits before the first frame, so the '
-                'nodes have loaded and warmed up their models.',
+                default_value='1.0',
+                description='Seconds ros2 bag play waits before the first frame, after '
+                'both nodes are up.',
+            ),
+            DeclareLaunchArgument(
+                'ready_timeout_s',
+                default_value='600',
+                description='Seconds to wait for the edge and expert nodes to load their '
+                'models and subscribe; past it the launch ends without playing.',
             ),
             DeclareLaunchArgument(
                 'loop', default_value='false', description='true: replay the bag forever.'

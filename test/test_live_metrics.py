@@ -85,6 +85,30 @@ def test_threads_record_without_losing_frames() -> None:
     assert s['frames_sent'] == s['results'] == 2000 and s['unexpected_results'] == 0
 
 
+def test_a_result_seen_before_its_frame_is_answered_not_dropped() -> None:
+    """The recorder node's executor took a result (and request) before the frame.
+
+    * 100: result at t = 4 ms, request at 3 ms, frame seen only at 5 ms: answered,
+      offloaded, not dropped, not unexpected; no latency (it would be negative).
+    * 200: frame at 6 ms, result at 9 ms: 3 ms end to end, the only latency.
+    * 300: a result, and no frame ever seen: unexpected.
+    """
+    r = LiveRecorder()
+    r.on_request(100, 3 * MS, 'e', 1.0, 1.0)
+    r.on_result(100, 4 * MS, 'cat')
+    r.on_frame(100, 5 * MS)
+    r.on_frame(200, 6 * MS)
+    r.on_result(200, 9 * MS, 'dog')
+    r.on_result(300, 9 * MS, 'dog')
+    s = r.summary({100: 'cat', 200: 'cat'})
+    assert (s['frames_sent'], s['results'], s['dropped']) == (2, 2, 0)
+    assert (s['unexpected_results'], s['seen_out_of_order'], s['offloaded']) == (1, 1, 1)
+    assert s['accuracy'] == pytest.approx(1 / 2)
+    assert s['latency_ms']['count'] == 1 and s['latency_ms']['max'] == 3.0
+    assert s['per_frame'][0] == {'stamp_ns': 100, 'offloaded': True, 'expert_status': None,
+                                 'label': 'cat'}  # fmt: skip
+
+
 def test_pareto_front() -> None:
     """(cost, accuracy): a (1, .5) and c (2, .9) are on it; b (2, .4) is beaten by a;
     d (3, .9) by c (same accuracy, dearer); e has an unknown cost."""

@@ -210,7 +210,7 @@ def test_node_topics_are_relative(path: Path) -> None:
         assert not topic.startswith('/') or topic == '/diagnostics', topic
 
 
-@pytest.mark.parametrize('name', ['edge_node', 'expert_node'])
+@pytest.mark.parametrize('name', ['edge_node', 'expert_node', 'wait_ready'])
 def test_node_executables_are_installed(name: str) -> None:
     script = ROOT / 'scripts' / name
     assert script.stat().st_mode & 0o111, f'{script} is not executable'

@@ -12,6 +12,11 @@ carries unchanged. The summary gives, per frame and as statistics:
 * ``network_ms``: what is left of an offloaded frame's end-to-end time -- DDS
   transit both ways, serialisation, the edge's wait and publish;
 * drops: frames with no result, results for frames never seen, duplicate results.
+
+An observer may see a frame's result (or request) before the frame itself: the
+recorder node serves its subscriptions one at a time, in whatever order its executor
+takes them. Such a frame counts as answered, not dropped, and is left out of the
+latency figures, which this observer cannot measure for it (``seen_out_of_order``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class FrameTrace:
     result_ns: int | None = None
     result_label: str | None = None
     results: int = 0
+    seen_out_of_order: bool = False  # a later message of the frame was seen first
 
 
 def _stats(values: list[float]) -> dict[str, float] | None:
@@ -66,17 +72,31 @@ class LiveRecorder:
 
     edge_id: str = ''
     _frames: dict[int, FrameTrace] = field(default_factory=dict)
-    _unexpected_results: int = 0
+    # what was seen of frames not (yet) seen themselves, by stamp
+    _unseen: dict[int, FrameTrace] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _trace(self, stamp_ns: int) -> FrameTrace | None:
-        return self._frames.get(stamp_ns)
+    def _trace(self, stamp_ns: int) -> FrameTrace:
+        trace = self._frames.get(stamp_ns) or self._unseen.get(stamp_ns)
+        if trace is None:
+            trace = self._unseen[stamp_ns] = FrameTrace(-1, 0)
+        return trace
 
     def on_frame(self, stamp_ns: int, seen_ns: int) -> None:
         """A camera frame with this stamp was sent or seen at ``seen_ns``."""
         with self._lock:
-            if stamp_ns not in self._frames:
-                self._frames[stamp_ns] = FrameTrace(len(self._frames), seen_ns)
+            if stamp_ns in self._frames:
+                return
+            trace = self._unseen.pop(stamp_ns, None)
+            if trace is None:
+                trace = FrameTrace(len(self._frames), seen_ns)
+            else:
+                trace.index, trace.seen_ns, trace.seen_out_of_order = (
+                    len(self._frames),
+                    seen_ns,
+                    True,
+                )
+            self._frames[stamp_ns] = trace
 
     def on_request(
         self, stamp_ns: int, seen_ns: int, edge_id: str, preprocess_ms: float, inference_ms: float
@@ -86,7 +106,7 @@ class LiveRecorder:
             return
         with self._lock:
             trace = self._trace(stamp_ns)
-            if trace is not None and trace.request_ns is None:
+            if trace.request_ns is None:
                 trace.request_ns = seen_ns
                 trace.edge_ms = float(preprocess_ms) + float(inference_ms)
 
@@ -104,7 +124,7 @@ class LiveRecorder:
             return
         with self._lock:
             trace = self._trace(stamp_ns)
-            if trace is not None and trace.response_status is None:
+            if trace.response_status is None:
                 trace.response_status = int(status)
                 trace.expert_queue_ms = float(queue_ms)
                 trace.expert_inference_ms = float(inference_ms)
@@ -114,9 +134,6 @@ class LiveRecorder:
         """A final ``Classification`` for the frame was seen ('' label: no hypothesis)."""
         with self._lock:
             trace = self._trace(stamp_ns)
-            if trace is None:
-                self._unexpected_results += 1
-                return
             trace.results += 1
             if trace.result_ns is None:
                 trace.result_ns = seen_ns
@@ -136,7 +153,7 @@ class LiveRecorder:
         """Counts, accuracy (when ``labels``: stamp -> class name) and latency splits, ms."""
         with self._lock:
             traces = sorted(self._frames.items(), key=lambda item: item[1].index)
-            unexpected = self._unexpected_results
+            unexpected = sum(t.results for t in self._unseen.values())
         per_frame = []
         e2e: list[float] = []
         edge: list[float] = []
@@ -151,7 +168,7 @@ class LiveRecorder:
                 'expert_status': t.response_status,
                 'label': t.result_label,
             }
-            if t.result_ns is not None:
+            if t.result_ns is not None and not t.seen_out_of_order:
                 total = (t.result_ns - t.seen_ns) / 1e6
                 row['end_to_end_ms'] = total
                 e2e.append(total)
@@ -184,6 +201,7 @@ class LiveRecorder:
             'dropped': n - answered,
             'duplicate_results': sum(max(t.results - 1, 0) for _, t in traces),
             'unexpected_results': unexpected,
+            'seen_out_of_order': sum(t.seen_out_of_order for _, t in traces),
             'offloaded': offloaded,
             'offload_ratio': offloaded / n if n else 0.0,
             'expert_answers': sum(t.response_status == STATUS_OK for _, t in traces),
