@@ -44,10 +44,14 @@ from launch_ros.actions import Node
 PACKAGE = 'ask_expert_ros'
 
 
+def in_namespace(namespace: str, name: str) -> str:
+    """The absolute name of node or topic ``name`` in ``namespace``."""
+    return '/' + '/'.join(p for p in (namespace.strip('/'), name) if p)
+
+
 def edge_input_topic(namespace: str, compressed: bool) -> str:
     """The absolute name of the edge's camera input in ``namespace``."""
-    parts = [p for p in (namespace.strip('/'), 'image', 'compressed' if compressed else '') if p]
-    return '/' + '/'.join(parts)
+    return in_namespace(namespace, 'image/compressed' if compressed else 'image')
 
 
 def _true(text: str) -> bool:
@@ -56,12 +60,7 @@ def _true(text: str) -> bool:
 
 def ground_truth_topic(namespace: str) -> str:
     """The absolute name the recorder reads ground truth from in ``namespace``."""
-    return '/' + '/'.join(p for p in (namespace.strip('/'), 'ground_truth') if p)
-
-
-def node_name(namespace: str, name: str) -> str:
-    """The fully qualified name of node ``name`` in ``namespace``."""
-    return '/' + '/'.join(p for p in (namespace.strip('/'), name) if p)
+    return in_namespace(namespace, 'ground_truth')
 
 
 def bag_play(context: LaunchContext) -> list[ExecuteProcess | Node | RegisterEventHandler]:
@@ -92,8 +91,8 @@ def bag_play(context: LaunchContext) -> list[ExecuteProcess | Node | RegisterEve
             'wait_ready',
             '--timeout',
             arg('ready_timeout_s'),
-            f'{node_name(namespace, "edge")}={target}',
-            f'{node_name(namespace, "expert")}={node_name(namespace, "expert/requests")}',
+            f'{in_namespace(namespace, "edge")}={target}',
+            f'{in_namespace(namespace, "expert")}={in_namespace(namespace, "expert/requests")}',
         ],
         output='screen',
         name='wait_ready',

@@ -91,11 +91,9 @@ class LiveRecorder:
             if trace is None:
                 trace = FrameTrace(len(self._frames), seen_ns)
             else:
-                trace.index, trace.seen_ns, trace.seen_out_of_order = (
-                    len(self._frames),
-                    seen_ns,
-                    True,
-                )
+                trace.index = len(self._frames)
+                trace.seen_ns = seen_ns
+                trace.seen_out_of_order = True
             self._frames[stamp_ns] = trace
 
     def on_request(

@@ -195,7 +195,7 @@ class EdgeRunner:
             else None
         )
         # pixels of frames waiting for the expert, for the annotated image of their result
-        self._waiting: dict[tuple[int, int, str], np.ndarray] = {}
+        self._waiting: dict[Header, np.ndarray] = {}
         self._labels = io.writer(topics.label_info, msgs.LabelInfo, latched_qos())
         self._labels.write(
             conv.label_info(logic.class_names, Header(_now_stamp()), logic.params.routing.tau)
@@ -230,13 +230,13 @@ class EdgeRunner:
 
     def _handle_frames(self, frames: list[Frame]) -> None:
         step = self.logic.process(frames)
-        pixels = {_frame_key(f.header): f.pixels for f in frames}
+        pixels = {f.header: f.pixels for f in frames}
         for result in step.results:
-            self._publish(result, pixels.get(_frame_key(result.header)))
+            self._publish(result, pixels.get(result.header))
         expert_present = bool(self._requests.get_matched_subscriptions())
         for request in step.requests:
             if self._annotated is not None:
-                self._waiting[_frame_key(request.header)] = pixels[_frame_key(request.header)]
+                self._waiting[request.header] = pixels[request.header]
             if not expert_present:
                 self._publish(self.logic.fail(request.request_id, 'no expert node matched'))
                 continue
@@ -250,7 +250,7 @@ class EdgeRunner:
             return
         self._results.write(conv.result_to_classification(result))
         if self._annotated is not None:
-            pixels = self._waiting.pop(_frame_key(result.header), pixels)
+            pixels = self._waiting.pop(result.header, pixels)
             if pixels is not None:
                 self._annotated.write(conv.frame_to_image(annotate(pixels, result), result.header))
 
@@ -312,10 +312,6 @@ class ExpertRunner:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.spin_once()
-
-
-def _frame_key(header: Header) -> tuple[int, int, str]:
-    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
 
 
 def take_valid(reader: DataReader, n: int = _MAX_TAKE) -> list:

@@ -67,10 +67,6 @@ _IDLE_WAKE_S = 1.0
 _THROTTLE_S = 5.0
 
 
-def _frame_key(header: Header) -> tuple[int, int, str]:
-    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
-
-
 class EdgeNode(Node):
     """The edge node. Keyword arguments go to :class:`rclpy.node.Node` (e.g. ``context``,
     ``namespace``, ``parameter_overrides``).
@@ -127,7 +123,7 @@ class EdgeNode(Node):
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
         # pixels of frames waiting for the expert, for the annotated image of their result
-        self._waiting: dict[tuple[int, int, str], np.ndarray] = {}
+        self._waiting: dict[Header, np.ndarray] = {}
         self._waiting_lock = threading.Lock()
         self._monitor = HealthMonitor(
             f'ask_expert: edge {self.logic.params.edge_id}', socket.gethostname()
@@ -168,9 +164,9 @@ class EdgeNode(Node):
     def _handle_frames(self, frames: list[Frame]) -> None:
         """On the inference thread: the model on every queued frame, then publish."""
         step = self.logic.process(frames)
-        pixels = {_frame_key(f.header): f.pixels for f in frames}
+        pixels = {f.header: f.pixels for f in frames}
         for result in step.results:
-            self._publish(result, pixels.get(_frame_key(result.header)))
+            self._publish(result, pixels.get(result.header))
         self._send(step.requests, pixels)
 
     def _on_inference_error(self, exc: Exception) -> None:
@@ -232,13 +228,11 @@ class EdgeNode(Node):
 
     # ------------------------------------------------------------ publishing
 
-    def _send(
-        self, requests: list[OffloadRequest], pixels: dict[tuple[int, int, str], np.ndarray]
-    ) -> None:
+    def _send(self, requests: list[OffloadRequest], pixels: dict[Header, np.ndarray]) -> None:
         for request in requests:
             if self._annotating():
                 with self._waiting_lock:
-                    self._waiting[_frame_key(request.header)] = pixels[_frame_key(request.header)]
+                    self._waiting[request.header] = pixels[request.header]
             if self._requests.get_subscription_count() == 0:
                 self._publish(self.logic.fail(request.request_id, 'no expert node'))
                 continue
@@ -251,7 +245,7 @@ class EdgeNode(Node):
             return
         self._results.publish(conv.result_to_classification(result))
         with self._waiting_lock:
-            waiting = self._waiting.pop(_frame_key(result.header), None)
+            waiting = self._waiting.pop(result.header, None)
         pixels = waiting if waiting is not None else pixels
         if pixels is not None and self._annotating():
             self._annotated.publish(conv.frame_to_image(annotate(pixels, result), result.header))
