@@ -47,12 +47,33 @@ def test_confident_samples_stay_on_edge(scheme: PartitionScheme) -> None:
     assert result.offload_ratio == 0.5
 
 
-@pytest.mark.parametrize('method', CONFIDENCE_METHODS)
+@pytest.mark.parametrize('method', [m for m in CONFIDENCE_METHODS if m != 'min_entropy'])
 def test_tau_zero_offloads_nothing_tau_above_one_everything(method, scheme) -> None:
     logits = np.random.default_rng(1).normal(size=(200, 6)) * 3
     logits[0] = 0.0  # uniform: the least confident possible, conf = 0 for margin/entropy
     assert not route(logits, scheme, RoutingConfig(tau=0.0, confidence=method)).offload.any()
     assert route(logits, scheme, RoutingConfig(tau=1.01, confidence=method)).offload.all()
+
+
+def test_min_entropy_gate_in_bits(scheme: PartitionScheme) -> None:
+    """Im et al.'s gate: stay on the edge when H_min = -log2 max p < eta bits.
+
+    max p = 0.6 -> H_min = 0.737 bit: offloaded at eta = 0.5, kept at eta = 1.0 (the
+    max-softmax gate at tau = 2^-1 = 0.5). max p = 0.9 -> 0.152 bit: kept at both.
+    eta = 0 offloads every frame (H_min >= 0 always); the confidence score is max p.
+    """
+    p = np.array([[0.6, 0.2, 0.1, 0.05, 0.03, 0.02], [0.9, 0.04, 0.03, 0.01, 0.01, 0.01]])
+    logits = np.log(p)
+    half = route(logits, scheme, RoutingConfig(tau=0.5, confidence='min_entropy'))
+    one = route(logits, scheme, RoutingConfig(tau=1.0, confidence='min_entropy'))
+    zero = route(logits, scheme, RoutingConfig(tau=0.0, confidence='min_entropy'))
+    assert half.offload.tolist() == [True, False]
+    assert one.offload.tolist() == [False, False]
+    assert zero.offload.tolist() == [True, True]
+    assert one.confidence == pytest.approx([0.6, 0.9], abs=1e-5)
+    assert RoutingConfig(tau=1.0, confidence='min_entropy').threshold == 0.5
+    same = route(logits, scheme, RoutingConfig(tau=0.5, confidence='max_softmax'))
+    assert same.offload.tolist() == one.offload.tolist()
 
 
 def test_margin_and_entropy_values(scheme: PartitionScheme) -> None:
@@ -130,7 +151,8 @@ logit_batches = arrays(
     method=st.sampled_from(CONFIDENCE_METHODS),
 )
 def test_routing_properties(logits, k, tau, method) -> None:
-    """Key size <= k, key within {1..S}, offload iff conf < tau, same for numpy/torch."""
+    """Key size <= k, key within {1..S}, offload iff conf < tau (min_entropy: conf <=
+    2^-eta), same for numpy/torch."""
     config = RoutingConfig(tau=tau, k=k, confidence=method)
     a = route(logits, SCHEME_S5, config)
     b = route(torch.from_numpy(logits), SCHEME_S5, config)
@@ -139,7 +161,10 @@ def test_routing_properties(logits, k, tau, method) -> None:
         for name in ('prediction', 'offload', 'topk_classes', 'key_bits'):
             np.testing.assert_array_equal(getattr(a, name), getattr(other, name))
         np.testing.assert_allclose(a.confidence, other.confidence)
-    np.testing.assert_array_equal(a.offload, a.confidence < tau)
+    if method == 'min_entropy':
+        np.testing.assert_array_equal(a.offload, a.confidence <= 2.0**-tau)
+    else:
+        np.testing.assert_array_equal(a.offload, a.confidence < tau)
     for i in range(len(a)):
         key = a.key(i)
         if key is None:

@@ -37,7 +37,7 @@ import yaml
 
 from ask_expert_ros.core.backend import Backend, BackendFactory, torch_backend_factory
 from ask_expert_ros.core.errors import ExpertNotFoundError, ModelConfigError, format_key
-from ask_expert_ros.core.models import LoadedModel, load_model, read_model_config
+from ask_expert_ros.core.models import LoadedModel, ModelConfig, load_model, read_model_config
 from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme, parse_key
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,47 @@ class ExpertLibrary:
         if key not in self._files:
             raise ExpertNotFoundError(key, self.name)
         return self._files[key]
+
+    def config_of(self, key: ExpertKey) -> ModelConfig:
+        """The config of the expert for ``key`` (read from its file header once, without
+        loading weights): what a patch request is checked against.
+
+        Raises:
+            ExpertNotFoundError: The manifest names no model for ``key``.
+            ModelConfigError: The file is unreadable.
+        """
+        with self._lock:
+            loaded = self._loaded.get(key)
+            if loaded is not None:
+                return loaded.config
+            configs = self.__dict__.setdefault('_configs', {})
+            if key not in configs:
+                configs[key] = read_model_config(self.path_of(key))
+            return configs[key]  # type: ignore[no-any-return]
+
+    def input_config(self) -> ModelConfig | None:
+        """The config of this library's experts, for the edge to send frames at their
+        input resolution; None for a library without experts.
+
+        Raises:
+            ModelConfigError: The experts differ in input size, patch size, channels or
+                resize filter, so no one resolution serves them all.
+        """
+        keys = self.keys
+        if not keys:
+            return None
+        first = self.config_of(keys[0])
+        for key in keys[1:]:
+            other = self.config_of(key)
+            fields = ('img_size', 'patch_size', 'in_chans', 'interpolation')
+            if any(getattr(other, f) != getattr(first, f) for f in fields):
+                raise ModelConfigError(
+                    f'experts {format_key(keys[0])} and {format_key(key)} of {self.path} take '
+                    f'different inputs ({first.img_size} px / patch {first.patch_size} vs '
+                    f'{other.img_size} px / patch {other.patch_size}); one library serves one '
+                    f'input size'
+                )
+        return first
 
     def get(self, key: ExpertKey) -> LoadedModel:
         """The expert for ``key``, loading it on first use.

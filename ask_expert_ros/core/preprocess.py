@@ -62,6 +62,51 @@ class Preprocessor:
         return torch.cat([self._batch(f[None]) for f in frames])
 
     def _batch(self, batch: np.ndarray) -> torch.Tensor:
+        x, normalised = self._resized(batch, normalise_small=True)
+        if not normalised:
+            x = self._normalise(x)
+        return x.contiguous()
+
+    def resize_uint8(self, frame: np.ndarray) -> np.ndarray:
+        """One frame at this model's input size, as ``uint8`` pixels: what the model would
+        see before normalisation (same filter and antialiasing), rounded.
+
+        Used by the edge to send the expert its input resolution instead of the camera's.
+        Returns ``[S, S]`` for a one-channel model or a mono frame, else ``[S, S, 3]``.
+        """
+        frame = np.asarray(frame)
+        if frame.shape[:2] == (self.size, self.size) and (
+            frame.ndim == 2 or (self.in_chans == 3 and frame.shape[-1] == 3)
+        ):
+            return np.ascontiguousarray(frame)
+        x, _ = self._resized(frame[None], normalise_small=False)
+        out = x[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return np.ascontiguousarray(out[..., 0] if out.shape[-1] == 1 else out)
+
+    def patches(self, patches: np.ndarray) -> torch.Tensor:
+        """``uint8 [B, n, p, p(, C)]`` patches -> normalised ``float32 [B, n, C_model, p, p]``.
+
+        RGB patches are reduced to luma for a one-channel model and grey patches
+        broadcast to three channels, as for whole frames.
+        """
+        if patches.dtype != np.uint8 or patches.ndim not in (4, 5):
+            raise UnsupportedImageError(
+                f'expected uint8 patches [B, n, p, p(, C)], got {patches.dtype} {patches.shape}'
+            )
+        b, n = patches.shape[:2]
+        flat = patches.reshape(b * n, *patches.shape[2:])
+        if flat.ndim == 3:
+            flat = flat[..., None]
+        x = torch.from_numpy(np.ascontiguousarray(flat)).to(self.device)
+        x = x.permute(0, 3, 1, 2)[:, :3].to(torch.float32, memory_format=torch.contiguous_format)
+        if x.shape[1] == 3 and self.in_chans == 1:
+            x = (x * _LUMA.to(x.device)).sum(dim=1, keepdim=True)
+        x = self._normalise(x)
+        return x.reshape(b, n, *x.shape[1:]).contiguous()
+
+    def _resized(self, batch: np.ndarray, normalise_small: bool) -> tuple[torch.Tensor, bool]:
+        """Checked uint8 frames -> float ``NCHW`` at the model size, and whether they were
+        normalised already (upscaling normalises the smaller input first)."""
         if batch.ndim == 3:
             batch = batch[..., None]
         if batch.ndim != 4 or batch.shape[1] == 0 or batch.shape[2] == 0:
@@ -77,7 +122,7 @@ class Preprocessor:
         if x.shape[1] == 3 and self.in_chans == 1:
             x = (x * _LUMA.to(x.device)).sum(dim=1, keepdim=True)
         resize = x.shape[-2:] != (self.size, self.size)
-        if resize and x.shape[-2] * x.shape[-1] < self.size * self.size:
+        if normalise_small and resize and x.shape[-2] * x.shape[-1] < self.size * self.size:
             x = self._normalise(x)  # upscaling: normalise the smaller input
             normalised = True
         else:
@@ -93,9 +138,7 @@ class Preprocessor:
                 antialias=antialias,
                 **({} if self.mode == 'nearest' else {'align_corners': False}),
             )
-        if not normalised:
-            x = self._normalise(x)
-        return x.contiguous()
+        return x, normalised
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel values [0, 255] -> normalised model input, grey broadcast to RGB if needed."""

@@ -8,9 +8,16 @@ Confidence scores, all in [0, 1], higher meaning surer:
 
 * ``max_softmax`` -- ``max_c p_c`` (the paper),
 * ``margin`` -- ``p_top1 - p_top2``,
-* ``entropy`` -- ``1 - H(p) / log(C)`` (normalised Shannon entropy).
+* ``entropy`` -- ``1 - H(p) / log(C)`` (normalised Shannon entropy),
+* ``min_entropy`` -- Im et al.'s gate: a frame stays on the edge when its min-entropy
+  ``H_min = -log2 max_c p_c`` is below ``eta`` bits. Its threshold is given in bits:
+  with this method ``tau`` *is* eta (>= 0; Im et al.'s default is 1 bit). Min-entropy
+  is a monotone map of max softmax, so this is the max-softmax gate with
+  ``tau_max_softmax = 2 ** -eta`` (1 bit = 0.5, 0.5 bit = 0.707, 0.152 bit = 0.9); its
+  confidence score is reported on the same [0, 1] scale, ``2 ** -H_min = max_c p_c``.
 
-So ``tau = 0`` never offloads and ``tau > 1`` always does, whatever the method.
+So for the [0, 1] methods ``tau = 0`` never offloads and ``tau > 1`` always does; for
+``min_entropy``, ``eta = 0`` always offloads and a large eta never does.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme
 if TYPE_CHECKING:
     import torch
 
-ConfidenceMethod = Literal['max_softmax', 'margin', 'entropy']
+ConfidenceMethod = Literal['max_softmax', 'margin', 'entropy', 'min_entropy']
 CONFIDENCE_METHODS: tuple[str, ...] = get_args(ConfidenceMethod)
 MAX_SUBSETS = 62  # keys travel as bits of an int64
 
@@ -35,7 +42,8 @@ class RoutingConfig:
     """How the edge decides.
 
     Attributes:
-        tau: Confidence threshold; samples with ``conf < tau`` are offloaded.
+        tau: Confidence threshold; samples with ``conf < tau`` are offloaded. For
+            ``min_entropy`` it is eta in bits: samples with ``H_min >= eta`` are.
         k: How many top classes form the routing key.
         confidence: Which confidence score to compare with ``tau``.
     """
@@ -55,6 +63,12 @@ class RoutingConfig:
             raise ValueError(
                 f'confidence must be one of {CONFIDENCE_METHODS}, got {self.confidence!r}'
             )
+
+    @property
+    def threshold(self) -> float:
+        """The threshold on the [0, 1] confidence score: tau, or ``2 ** -eta`` for
+        ``min_entropy`` (a frame goes to the expert when its score is below it)."""
+        return 2.0**-self.tau if self.confidence == 'min_entropy' else self.tau
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,7 @@ def confidence_scores(
     probs: np.ndarray, sorted_top2: np.ndarray, method: ConfidenceMethod
 ) -> np.ndarray:
     """Confidence in [0, 1] from softmax ``probs`` and their two largest values."""
-    if method == 'max_softmax':
+    if method in ('max_softmax', 'min_entropy'):  # 2 ** -H_min is max p
         return sorted_top2[:, 0]
     if method == 'margin':
         second = sorted_top2[:, 1] if sorted_top2.shape[1] > 1 else 0.0
@@ -169,7 +183,11 @@ def route(
     conf = confidence_scores(probs, top, config.confidence).astype(np.float32)
     conf = np.where(valid, conf, np.nan)
 
-    offload = valid & (conf < config.tau)
+    if config.confidence == 'min_entropy':
+        # Im et al.: stay on the edge when H_min < eta, i.e. offload when max p <= 2^-eta
+        offload = valid & (conf <= config.threshold)
+    else:
+        offload = valid & (conf < config.tau)
     topk_classes = order[:, :k]
     subsets = scheme.subset_lookup[topk_classes]  # [N, k], 1-based
     key_bits = np.bitwise_or.reduce(np.left_shift(np.int64(1), subsets - 1), axis=1)
