@@ -31,6 +31,7 @@ import torch
 
 from ask_expert_ros.core.errors import AskExpertError
 from ask_expert_ros.core.models import LoadedModel, ModelConfig
+from ask_expert_ros.core.patches import AttentionSource, AttentionTap, forward_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,53 @@ class Backend(ABC):
         if inputs.dtype != np.float32:
             raise BackendError(f'expected float32 input, got {inputs.dtype}')
         return np.ascontiguousarray(inputs)
+
+    def run_tensor_with_attention(
+        self, inputs: torch.Tensor, source: AttentionSource = 'last'
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the class token's attention over the patches, from one forward pass
+        (what an edge in patch mode runs instead of :meth:`run_tensor`).
+
+        Returns:
+            ``(logits [N, classes], scores [N, patches])``, float32 on the CPU or
+            :attr:`input_device`; scores sum to 1 per row.
+
+        Raises:
+            BackendUnavailableError: This backend cannot return attention (an exported
+                graph with one output); the torch backends can.
+        """
+        raise BackendUnavailableError(
+            f'the {self.kind} backend does not return attention; patch offload on the edge '
+            f'needs backend torch or torch_compile'
+        )
+
+    def run_tokens(
+        self, patches: torch.Tensor, indices: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits from a subset of the patches of each input.
+
+        The torch backends run the ViT on the received tokens only
+        (:func:`~ask_expert_ros.core.patches.forward_tokens`). This default, for backends
+        whose graph takes whole images (ONNX Runtime, TensorRT), puts the patches back in
+        place on a mean-grey image (0 after normalisation) and runs the whole frame:
+        same bytes on the wire, no saving in expert time.
+
+        Args:
+            patches: Normalised patches ``[B, n, C, p, p]``.
+            indices: Their grid indices ``[B, n]``.
+            lengths: Real patches per row when rows are padded (None: all n).
+        """
+        c, s, p = self.config.in_chans, self.config.img_size, self.config.patch_size
+        g = s // p
+        b, n = patches.shape[:2]
+        valid = torch.ones((b, n), dtype=torch.bool, device=patches.device)
+        if lengths is not None:
+            valid = torch.arange(n, device=patches.device)[None, :] < lengths[:, None]
+        grid = torch.zeros((b, g * g, c, p, p), dtype=torch.float32, device=patches.device)
+        rows = torch.arange(b, device=patches.device)[:, None].expand(b, n)
+        grid[rows[valid], indices[valid]] = patches[valid].float()
+        image = grid.reshape(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, s, s)
+        return self.run_tensor(image.contiguous())
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Run once per batch size so lazy initialisation does not hit the first frame."""
@@ -203,6 +251,41 @@ class TorchBackend(Backend):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model on a checked input, inside inference mode and autocast."""
         return self.model(x)
+
+    def run_tensor_with_attention(
+        self, inputs: torch.Tensor, source: AttentionSource = 'last'
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c, s = self.config.in_chans, self.config.img_size
+        if inputs.ndim != 4 or tuple(inputs.shape[1:]) != (c, s, s):
+            raise BackendError(f'expected input [N, {c}, {s}, {s}], got {list(inputs.shape)}')
+        with torch.inference_mode(), self._autocast():
+            logits, scores = self._forward_tapped(inputs.to(self._device), source)
+            return logits.float(), scores.float()
+
+    def _forward_tapped(
+        self, x: torch.Tensor, source: AttentionSource
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        taps = self.__dict__.setdefault('_taps', {})
+        if source not in taps:
+            taps[source] = AttentionTap(self.model, source)
+        return taps[source](x)  # type: ignore[no-any-return]
+
+    def run_tokens(
+        self, patches: torch.Tensor, indices: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        c, p = self.config.in_chans, self.config.patch_size
+        if patches.ndim != 5 or tuple(patches.shape[2:]) != (c, p, p):
+            raise BackendError(
+                f'expected patches [B, n, {c}, {p}, {p}], got {list(patches.shape)}'
+            )
+        with torch.inference_mode(), self._autocast():
+            out = forward_tokens(
+                self.model,
+                patches.to(self._device),
+                indices.to(self._device),
+                None if lengths is None else lengths.to(self._device),
+            )
+            return out.float()
 
     def _run(self, inputs: np.ndarray) -> np.ndarray:
         return self.run_tensor(torch.from_numpy(inputs)).cpu().numpy()
@@ -377,6 +460,36 @@ class CompiledTorchBackend(TorchBackend):
             time.perf_counter() - start,
         )
         return out
+
+    def _forward_tapped(
+        self, x: torch.Tensor, source: AttentionSource
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention-returning model, compiled on first use per source and batch shape
+        kind like the plain one (an edge in patch mode runs only this one)."""
+        name = f'{source}-{"batch-1" if x.shape[0] == 1 else "dynamic-batch"}'
+        graphs = self.__dict__.setdefault('_tapped_graphs', {})
+        if name not in graphs:
+            graphs[name] = torch.compile(AttentionTap(self.model, source), dynamic=x.shape[0] != 1)
+            _allow_graphs(1)
+        if name in self._built:
+            return graphs[name](x)  # type: ignore[no-any-return]
+        import torch._inductor.config as inductor_config
+
+        settings = self._settings['batch-1' if x.shape[0] == 1 else 'dynamic-batch']
+        start = time.perf_counter()
+        try:
+            with inductor_config.patch(settings), _inductor_cache(self.cache_dir):
+                out = graphs[name](x)
+        except Exception as exc:  # inductor raises many types; all mean "cannot build here"
+            raise BackendUnavailableError(
+                f'torch.compile could not build the {name} attention graph of '
+                f'{self.config.variant} ({type(exc).__name__}); use backend torch'
+            ) from exc
+        self._built.add(name)
+        logger.info(
+            'torch.compile built the %s graph in %.1f s', name, time.perf_counter() - start
+        )
+        return out  # type: ignore[no-any-return]
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Build both graphs now, whatever sizes are asked for: a node that batches the

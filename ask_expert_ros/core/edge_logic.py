@@ -23,7 +23,14 @@ from typing import Literal
 
 import numpy as np
 
-from ask_expert_ros.core.engine import EdgeStage, FrameBatch, ResultSource
+from ask_expert_ros.core.engine import (
+    EdgeOutput,
+    EdgeStage,
+    FrameBatch,
+    ResultSource,
+    choose_patches,
+    preprocessor,
+)
 from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.image_codec import encode_compressed, encode_image
 from ask_expert_ros.core.messages import (
@@ -34,15 +41,19 @@ from ask_expert_ros.core.messages import (
     Header,
     ImageData,
     OffloadRequest,
+    PatchLayout,
     Stamp,
     Status,
 )
+from ask_expert_ros.core.models import ModelConfig
+from ask_expert_ros.core.patches import PatchSelection, encode_patches, model_grid
 from ask_expert_ros.core.routing import RoutingConfig
 from ask_expert_ros.core.taxonomy import ExpertKey
 
 logger = logging.getLogger(__name__)
 
 Transport = Literal['raw', 'compressed']
+OffloadMode = Literal['frame', 'patches']
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class EdgeParams:
         offload: False keeps every frame on the edge (expert maintenance, no link).
         transport: How frames travel to the expert: raw Image or JPEG CompressedImage.
         jpeg_quality: JPEG quality when ``transport == 'compressed'``.
+        offload_mode: ``frame`` sends the whole frame, ``patches`` only the patches
+            ``patches`` selects (as a mosaic); either way at the expert's input size.
+        patches: The patch selection of ``patches`` mode (rho or m, method, source).
     """
 
     edge_id: str
@@ -64,8 +78,14 @@ class EdgeParams:
     offload: bool = True
     transport: Transport = 'raw'
     jpeg_quality: int = 90
+    offload_mode: OffloadMode = 'frame'
+    patches: PatchSelection = field(default_factory=PatchSelection)
 
     def __post_init__(self) -> None:
+        if self.offload_mode not in ('frame', 'patches'):
+            raise ValueError(
+                f"offload_mode must be 'frame' or 'patches', got {self.offload_mode!r}"
+            )
         if not self.edge_id:
             raise ValueError('edge_id must be a non-empty string')
         if not self.deadline_ms > 0:
@@ -119,6 +139,9 @@ class _Pending:
     key: ExpertKey
     deadline_ns: int  # on the monotonic clock
     edge_ms: float
+    sent_patches: tuple[int, ...] = ()
+    patch_grid: tuple[int, int] = (0, 0)
+    offload_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +160,8 @@ class EdgeLogic:
     Args:
         stage: The edge model and router.
         params: Node settings; replace them at run time with :attr:`params`.
+        expert_input: The experts' model config (``ExpertLibrary.input_config``): frames
+            travel at its input size, patches on its grid. None: the edge model's own.
         monotonic_ns: Clock for deadlines (injectable for tests).
         wall_ns: Clock for the deadline stamp sent to the expert.
     """
@@ -147,8 +172,12 @@ class EdgeLogic:
         params: EdgeParams,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
+        expert_input: ModelConfig | None = None,
     ) -> None:
         self.stage = stage
+        self.expert_input = expert_input if expert_input is not None else stage.model.config
+        self._resize = preprocessor(self.expert_input)
+        self._generator = np.random.default_rng(params.patches.seed)
         self.counters = EdgeCounters()
         self._monotonic_ns = monotonic_ns
         self._wall_ns = wall_ns
@@ -167,6 +196,10 @@ class EdgeLogic:
         """Swap all settings at once; frames already in flight keep their deadline."""
         self._params = params
         self.stage.routing = params.routing
+        # patch mode always scores (next to nothing), so switching to attention selection
+        # at run time never changes what the backend runs
+        patches = params.offload_mode == 'patches'
+        self.stage.attention = params.patches.source if patches else None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -209,6 +242,7 @@ class EdgeLogic:
             return self._model_failed(frames, exc)
         decisions = output.routing
         edge_ms = (output.preprocess_ms + output.inference_ms + output.routing_ms) / len(frames)
+        chosen = self._chosen_patches(output, params)
         names = self.class_names
         now = self._monotonic_ns()
         deadline_ns = now + int(params.deadline_ms * 1e6)
@@ -245,7 +279,7 @@ class EdgeLogic:
                 request_id = self._next_id
                 self._next_id += 1
                 try:
-                    image = self._image_for(frame, params)
+                    image, layout = self._image_for(frame, params, chosen.get(i))
                 except UnsupportedImageError as exc:
                     self.counters.fallback_error += 1
                     results.append(
@@ -259,7 +293,16 @@ class EdgeLogic:
                     continue
                 self.counters.offloaded += 1
                 self._pending[request_id] = _Pending(
-                    frame.header, label, score, confidence, key, deadline_ns, edge_ms
+                    frame.header,
+                    label,
+                    score,
+                    confidence,
+                    key,
+                    deadline_ns,
+                    edge_ms,
+                    layout.indices if layout is not None else (),
+                    layout.grid if layout is not None else (0, 0),
+                    len(image.data),
                 )
                 requests.append(
                     OffloadRequest(
@@ -276,6 +319,7 @@ class EdgeLogic:
                         deadline=wall_deadline,
                         edge_preprocess_ms=output.preprocess_ms / len(frames),
                         edge_inference_ms=output.inference_ms / len(frames),
+                        patches=layout,
                     )
                 )
         return EdgeStep(results, requests)
@@ -320,6 +364,9 @@ class EdgeLogic:
             edge_ms=pending.edge_ms,
             expert_ms=reply.inference_ms,
             queue_ms=reply.queue_ms,
+            sent_patches=pending.sent_patches,
+            patch_grid=pending.patch_grid,
+            offload_bytes=pending.offload_bytes,
         )
 
     def expire(self) -> list[FinalResult]:
@@ -353,18 +400,49 @@ class EdgeLogic:
             edge_confidence=pending.confidence,
             expert_key=pending.key,
             edge_ms=pending.edge_ms,
+            sent_patches=pending.sent_patches,
+            patch_grid=pending.patch_grid,
+            offload_bytes=pending.offload_bytes,
         )
 
-    @staticmethod
-    def _image_for(frame: Frame, params: EdgeParams) -> ImageData:
-        wanted = FrameFormat.COMPRESSED if params.transport == 'compressed' else FrameFormat.RAW
-        if frame.source is not None and frame.source.format == wanted:
-            return frame.source  # forward the camera's bytes untouched
+    def _chosen_patches(self, output: EdgeOutput, params: EdgeParams) -> dict[int, np.ndarray]:
+        """Batch row -> the patches to send, for every frame that will be offloaded (one
+        vectorised selection for the batch; none in frame mode)."""
+        if params.offload_mode != 'patches' or not params.offload:
+            return {}
+        decisions = output.routing
+        rows = np.flatnonzero(decisions.offload & decisions.valid).tolist()
+        if not rows:
+            return {}
+        chosen = choose_patches(output, rows, params.patches, self.expert_input, self._generator)
+        return dict(zip(rows, chosen, strict=True))
+
+    def _image_for(
+        self, frame: Frame, params: EdgeParams, patches: np.ndarray | None
+    ) -> tuple[ImageData, PatchLayout | None]:
+        """What travels for ``frame``: at the expert's input size, whole or as the mosaic
+        of ``patches``, raw or JPEG."""
+        compressed = params.transport == 'compressed'
+        pixels = self._resize.resize_uint8(frame.pixels)
+        if patches is not None:
+            config = self.expert_input
+            rows, cols = model_grid(config)
+            layout = PatchLayout(config.patch_size, rows, cols, tuple(int(i) for i in patches))
+            mosaic = encode_patches(pixels, patches, config.patch_size)
+            if compressed:
+                fmt, data = encode_compressed(mosaic, 'jpeg', params.jpeg_quality)
+                return ImageData(FrameFormat.PATCHES_COMPRESSED, data, encoding=fmt), layout
+            height, width, encoding, step, raw = encode_image(mosaic)
+            image = ImageData(FrameFormat.PATCHES_RAW, raw, height, width, encoding, step)
+            return image, layout
+        wanted = FrameFormat.COMPRESSED if compressed else FrameFormat.RAW
+        if pixels is frame.pixels and frame.source is not None and frame.source.format == wanted:
+            return frame.source, None  # already the expert's size: the camera's bytes as they are
         if wanted == FrameFormat.COMPRESSED:
-            fmt, data = encode_compressed(frame.pixels, 'jpeg', params.jpeg_quality)
-            return ImageData(FrameFormat.COMPRESSED, data, encoding=fmt)
-        height, width, encoding, step, raw = encode_image(np.ascontiguousarray(frame.pixels))
-        return ImageData(FrameFormat.RAW, raw, height, width, encoding, step)
+            fmt, data = encode_compressed(pixels, 'jpeg', params.jpeg_quality)
+            return ImageData(FrameFormat.COMPRESSED, data, encoding=fmt), None
+        height, width, encoding, step, raw = encode_image(pixels)
+        return ImageData(FrameFormat.RAW, raw, height, width, encoding, step), None
 
 
 def _invalid(header: Header, reason: str, edge_ms: float = 0.0) -> FinalResult:

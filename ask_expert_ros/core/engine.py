@@ -17,6 +17,7 @@ import enum
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,9 +26,20 @@ from ask_expert_ros.core.backend import Backend, TorchBackend
 from ask_expert_ros.core.errors import AskExpertError
 from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.models import LoadedModel, ModelConfig
+from ask_expert_ros.core.patches import (
+    AttentionSource,
+    PatchSelection,
+    frame_to_patches,
+    model_grid,
+    pad_patches,
+    resample_scores,
+    select_patches,
+)
 from ask_expert_ros.core.preprocess import Preprocessor
 from ask_expert_ros.core.routing import RoutingConfig, RoutingResult, route
 from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme
+
+RaggedMode = Literal['pad', 'group']
 
 
 class ResultSource(enum.IntEnum):
@@ -73,6 +85,11 @@ class FrameBatch:
 _PREPROCESSORS: dict[tuple[tuple[object, ...], torch.device], Preprocessor] = {}
 
 
+def preprocessor(config: ModelConfig, device: str | torch.device = 'cpu') -> Preprocessor:
+    """The shared :class:`Preprocessor` of ``config`` on ``device``."""
+    return _preprocessor(config, torch.device(device))
+
+
 def _preprocessor(config: ModelConfig, device: torch.device) -> Preprocessor:
     key = (_preprocess_signature(config), device)
     preprocessor = _PREPROCESSORS.get(key)
@@ -96,6 +113,9 @@ class EdgeOutput:
         preprocess_ms: Time to turn the frames into the model input.
         inference_ms: Edge model forward pass.
         routing_ms: Softmax, confidence, Top-k and key computation.
+        patch_scores: ``[N, patches]`` class-token attention over the edge model's patch
+            grid (rows sum to 1) when the stage runs with ``attention``; else None.
+        patch_grid: ``(rows, cols)`` of that grid.
     """
 
     logits: np.ndarray
@@ -103,13 +123,16 @@ class EdgeOutput:
     preprocess_ms: float
     inference_ms: float
     routing_ms: float
+    patch_scores: torch.Tensor | None = None
+    patch_grid: tuple[int, int] = (0, 0)
 
 
 class EdgeStage:
     """The generalist edge model plus the router.
 
     ``routing`` may be replaced at any time (e.g. a new tau from ``ros2 param set``);
-    each batch reads it once.
+    each batch reads it once. With ``attention`` set (patch offload), the same forward
+    pass also returns the class token's attention over the patches.
 
     Args:
         model: The edge model.
@@ -136,15 +159,22 @@ class EdgeStage:
         self.routing = routing
         self.backend = backend if backend is not None else TorchBackend(model)
         self.device = self.backend.input_device
+        self.attention: AttentionSource | None = None
 
     @torch.inference_mode()
     def run(self, batch: FrameBatch) -> EdgeOutput:
         routing = self.routing
+        attention = self.attention
         t0 = time.perf_counter()
         x = batch.inputs(self.model.config)
         _sync(self.device)
         t1 = time.perf_counter()
-        logits = self.backend.run_tensor(x)
+        scores = None
+        if attention is None:
+            logits = self.backend.run_tensor(x)
+        else:
+            logits, scores = self.backend.run_tensor_with_attention(x, attention)
+            scores = scores.cpu()
         _sync(logits.device)
         t2 = time.perf_counter()
         logits_np = logits.cpu().numpy()
@@ -156,6 +186,8 @@ class EdgeStage:
             preprocess_ms=(t1 - t0) * 1e3,
             inference_ms=(t2 - t1) * 1e3,
             routing_ms=(t3 - t2) * 1e3,
+            patch_scores=scores,
+            patch_grid=model_grid(self.model.config) if scores is not None else (0, 0),
         )
 
 
@@ -221,24 +253,81 @@ class ExpertStage:
                 continue
             x = batch.inputs(backend.config)[torch.as_tensor(indices, device=batch.device)]
             logits = backend.run_tensor(x)
-            device = logits.device
-            if not torch.isfinite(logits).all():
-                bad = ~torch.isfinite(logits).all(dim=1)
-                for i in np.asarray(indices)[bad.cpu().numpy()]:
-                    errors[int(i)] = f'expert {key} produced non-finite logits'
-            if self.restrict_to_key:
-                mask = torch.as_tensor(self.library.scheme.class_mask(key), device=device)
-                logits = logits.masked_fill(~mask, float('-inf'))
-            probs = logits.softmax(dim=1)
-            top_p, top_c = probs.max(dim=1)
-            _sync(device)
+            self._decide(key, indices, logits, labels, scores, errors)
+            _sync(logits.device)
             elapsed = (time.perf_counter() - t0) * 1e3
-            for i, c, p in zip(indices.tolist(), top_c.tolist(), top_p.tolist(), strict=True):
-                if i not in errors:
-                    labels[i] = c
-                    scores[i] = p
             timings.append(GroupTiming(key=key, batch_size=len(indices), elapsed_ms=elapsed))
         return ExpertOutput(labels=labels, scores=scores, errors=errors, groups=timings)
+
+    @torch.inference_mode()
+    def run_patches(
+        self,
+        key: ExpertKey,
+        items: Sequence[tuple[np.ndarray, np.ndarray]],
+        ragged: RaggedMode = 'pad',
+    ) -> ExpertOutput:
+        """The expert for ``key`` on patch requests: each item is ``(uint8 patches
+        [n_i, p, p(, C)], ascending grid indices [n_i])``, already checked against the
+        expert's patch size and grid. Results are indexed by item position.
+
+        Args:
+            ragged: How items with different patch counts share the call: ``pad`` to the
+                longest with an attention mask (one call), or ``group`` by count (one
+                call per count). Equal counts (a keep ratio) always make one call.
+        """
+        labels: dict[int, int] = {}
+        scores: dict[int, float] = {}
+        errors: dict[int, str] = {}
+        if not items:
+            return ExpertOutput(labels, scores, errors)
+        t0 = time.perf_counter()
+        try:
+            backend = self.library.backend(key)
+        except AskExpertError as exc:
+            return ExpertOutput(labels, scores, dict.fromkeys(range(len(items)), str(exc)))
+        pre = preprocessor(backend.config, backend.input_device)
+        counts = np.array([len(idx) for _, idx in items])
+        if ragged == 'group' or len(set(counts.tolist())) == 1:
+            calls = [np.flatnonzero(counts == c) for c in np.unique(counts)]
+        else:
+            calls = [np.arange(len(items))]
+        for members in calls:
+            pixels, indices, lengths = pad_patches([items[i] for i in members])
+            uniform = bool((lengths == lengths[0]).all())
+            logits = backend.run_tokens(
+                pre.patches(pixels),
+                torch.from_numpy(indices),
+                None if uniform else torch.from_numpy(lengths),
+            )
+            self._decide(key, members, logits, labels, scores, errors)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        return ExpertOutput(labels, scores, errors, [GroupTiming(key, len(items), elapsed)])
+
+    def _decide(
+        self,
+        key: ExpertKey,
+        indices: np.ndarray,
+        logits: torch.Tensor,
+        labels: dict[int, int],
+        scores: dict[int, float],
+        errors: dict[int, str],
+    ) -> None:
+        """Expert logits of the frames ``indices`` -> their label and score, or an error."""
+        device = logits.device
+        finite = torch.isfinite(logits).all(dim=1)
+        if not bool(finite.all()):
+            for i in np.asarray(indices)[(~finite).cpu().numpy()]:
+                errors[int(i)] = f'expert {key} produced non-finite logits'
+        if self.restrict_to_key:
+            mask = torch.as_tensor(self.library.scheme.class_mask(key), device=device)
+            logits = logits.masked_fill(~mask, float('-inf'))
+        top_p, top_c = logits.softmax(dim=1).max(dim=1)
+        for i, c, p in zip(
+            np.asarray(indices).tolist(), top_c.tolist(), top_p.tolist(), strict=True
+        ):
+            if i not in errors:
+                labels[i] = c
+                scores[i] = p
 
 
 @dataclass(frozen=True)
@@ -263,20 +352,69 @@ class CoInferenceResult:
         return e.preprocess_ms + e.inference_ms + e.routing_ms + self.expert.elapsed_ms
 
 
-class CoInferenceEngine:
-    """Edge stage and expert stage in one process: evaluation, demo and benchmarks."""
+def choose_patches(
+    edge_out: EdgeOutput,
+    rows: Sequence[int],
+    selection: PatchSelection,
+    expert_config: ModelConfig,
+    generator: np.random.Generator | None = None,
+) -> list[np.ndarray]:
+    """The patches of the expert's grid to send for the frames ``rows`` of a batch.
 
-    def __init__(self, edge: EdgeStage, experts: ExpertStage) -> None:
+    Attention scores on the edge model's grid are resampled to the expert's when the
+    two differ (another input or patch size); the baselines need no scores.
+    """
+    target = model_grid(expert_config)
+    scores = None
+    if selection.method == 'attention':
+        if edge_out.patch_scores is None:
+            raise AskExpertError('attention selection needs an edge stage run with attention')
+        scores = resample_scores(
+            edge_out.patch_scores[torch.as_tensor(list(rows), dtype=torch.long)],
+            edge_out.patch_grid,
+            target,
+        )
+    return select_patches(scores, selection, target, generator, batch=len(rows))
+
+
+class CoInferenceEngine:
+    """Edge stage and expert stage in one process: evaluation, demo and benchmarks.
+
+    Args:
+        edge: The edge stage.
+        experts: The expert stage.
+        patches: None: offloaded frames go whole (the paper). A selection: only the
+            patches it picks reach the expert, which runs on that token subset
+            (attention-aware offload, Im et al.), as the nodes do in patch mode.
+        seed: Seed of the random baseline's generator.
+    """
+
+    def __init__(
+        self,
+        edge: EdgeStage,
+        experts: ExpertStage,
+        patches: PatchSelection | None = None,
+        seed: int = 0,
+    ) -> None:
         if edge.scheme.class_names != experts.library.scheme.class_names:
             raise AskExpertError('edge and expert library use different class lists')
         self.edge = edge
         self.experts = experts
+        self.patches = patches
+        self._generator = np.random.default_rng(seed)
 
     def infer(self, frames: np.ndarray | Sequence[np.ndarray]) -> CoInferenceResult:
         batch = FrameBatch(frames, self.edge.device)
+        selection = self.patches
+        self.edge.attention = (
+            selection.source if selection is not None and selection.method == 'attention' else None
+        )
         edge_out = self.edge.run(batch)
         decisions = edge_out.routing
-        expert_out = self.experts.run(batch, decisions.groups())
+        if selection is None:
+            expert_out = self.experts.run(batch, decisions.groups())
+        else:
+            expert_out = self._run_patches(batch, edge_out, selection)
 
         labels = decisions.prediction.copy()
         sources = np.full(len(batch), ResultSource.EDGE, dtype=np.int8)
@@ -288,3 +426,39 @@ class CoInferenceEngine:
         for i in expert_out.errors:
             sources[i] = ResultSource.FALLBACK  # edge Top-1 already in labels
         return CoInferenceResult(labels=labels, sources=sources, edge=edge_out, expert=expert_out)
+
+    def _run_patches(
+        self, batch: FrameBatch, edge_out: EdgeOutput, selection: PatchSelection
+    ) -> ExpertOutput:
+        """Every key's offloaded frames as the edge would send them in patch mode: at the
+        expert's input size, only the selected patches."""
+        labels: dict[int, int] = {}
+        scores: dict[int, float] = {}
+        errors: dict[int, str] = {}
+        timings: list[GroupTiming] = []
+        frames = batch.frames
+        for key, rows in edge_out.routing.groups().items():
+            try:
+                config = self.experts.library.config_of(key)
+            except AskExpertError as exc:
+                errors.update({int(i): str(exc) for i in rows})
+                continue
+            resize = preprocessor(config)
+            chosen = choose_patches(edge_out, rows.tolist(), selection, config, self._generator)
+            items = [
+                (
+                    frame_to_patches(
+                        resize.resize_uint8(np.asarray(frames[int(i)])), config.patch_size
+                    )[idx],
+                    idx,
+                )
+                for i, idx in zip(rows, chosen, strict=True)
+            ]
+            out = self.experts.run_patches(key, items)
+            for pos, i in enumerate(rows.tolist()):
+                if pos in out.labels:
+                    labels[i], scores[i] = out.labels[pos], out.scores[pos]
+                if pos in out.errors:
+                    errors[i] = out.errors[pos]
+            timings.extend(out.groups)
+        return ExpertOutput(labels, scores, errors, timings)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ask_expert_ros.core.engine import ExpertOutput, ExpertStage, FrameBatch
-from ask_expert_ros.core.errors import UnsupportedImageError, format_key
+from ask_expert_ros.core.engine import ExpertOutput, ExpertStage, FrameBatch, RaggedMode
+from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError, format_key
 from ask_expert_ros.core.image_codec import decode_compressed, decode_image
 from ask_expert_ros.core.messages import (
     ExpertReply,
@@ -28,6 +28,7 @@ from ask_expert_ros.core.messages import (
     OffloadRequest,
     Status,
 )
+from ask_expert_ros.core.patches import PatchRequestError, check_layout, model_grid, unpack_mosaic
 from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme
 
 logger = logging.getLogger(__name__)
@@ -43,18 +44,23 @@ class ExpertParams:
         honor_deadline: Skip (answer EXPIRED) requests whose deadline has passed by this
             node's wall clock. Needs the boards' clocks in sync (chrony/PTP).
         restrict_to_key: Argmax only over the classes of the key's subsets.
+        ragged: How patch requests with different patch counts share a micro-batch:
+            ``pad`` (one call, attention mask) or ``group`` (one call per count).
     """
 
     max_batch: int = 8
     max_wait_ms: float = 5.0
     honor_deadline: bool = True
     restrict_to_key: bool = False
+    ragged: RaggedMode = 'pad'
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ValueError(f'max_batch must be >= 1, got {self.max_batch}')
         if self.max_wait_ms < 0:
             raise ValueError(f'max_wait_ms must be >= 0, got {self.max_wait_ms}')
+        if self.ragged not in ('pad', 'group'):
+            raise ValueError(f"ragged must be 'pad' or 'group', got {self.ragged!r}")
 
 
 @dataclass
@@ -75,15 +81,16 @@ class ExpertCounters:
 @dataclass(frozen=True)
 class _Queued:
     request: OffloadRequest
-    pixels: np.ndarray
+    pixels: np.ndarray  # the frame, or for a patch request its patches [n, p, p(, C)]
     arrived_ns: int
+    indices: np.ndarray | None = None  # grid indices of a patch request
 
 
 def decode_request_image(image: ImageData) -> np.ndarray:
-    """The frame of a request as ``uint8`` pixels."""
-    if image.format == FrameFormat.COMPRESSED:
+    """The frame (or patch mosaic) of a request as ``uint8`` pixels."""
+    if image.format in (FrameFormat.COMPRESSED, FrameFormat.PATCHES_COMPRESSED):
         return decode_compressed(image.encoding, image.data)
-    if image.format == FrameFormat.RAW:
+    if image.format in (FrameFormat.RAW, FrameFormat.PATCHES_RAW):
         return decode_image(
             image.height, image.width, image.encoding, image.step, image.data, image.is_bigendian
         )
@@ -160,12 +167,37 @@ class ExpertLogic:
             with self._lock:
                 self.counters.bad_frame += 1
             return _error(request, Status.BAD_FRAME, str(exc))
+        indices = None
+        if request.image.format in (FrameFormat.PATCHES_RAW, FrameFormat.PATCHES_COMPRESSED):
+            try:
+                pixels, indices = self._patches_of(request, pixels)
+            except PatchRequestError as exc:
+                with self._lock:
+                    self.counters.bad_request += 1
+                return _error(request, Status.BAD_REQUEST, str(exc))
         with self._lock:
             queue = self._queues.setdefault(tuple(request.expert_key), deque())
-            queue.append(_Queued(request, pixels, self._monotonic_ns()))
+            queue.append(_Queued(request, pixels, self._monotonic_ns(), indices))
             self._arrived = True
             self._wakeup.notify_all()
         return None
+
+    def _patches_of(
+        self, request: OffloadRequest, mosaic: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A patch request's patches ``[n, p, p(, C)]`` and indices, checked against the
+        expert model of its key (patch size, grid, indices, mosaic size)."""
+        layout = request.patches
+        if layout is None:
+            raise PatchRequestError(f'{request.image.format.name} request without a patch layout')
+        try:
+            config = self.stage.library.config_of(tuple(request.expert_key))
+        except AskExpertError as exc:
+            raise PatchRequestError(f'cannot check patches against the expert: {exc}') from exc
+        indices = check_layout(
+            layout.indices, layout.grid, layout.patch_size, model_grid(config), config.patch_size
+        )
+        return unpack_mosaic(mosaic, layout.patch_size, len(indices)), indices
 
     def _validate(self, request: OffloadRequest) -> ExpertReply | None:
         scheme = self.scheme
@@ -279,14 +311,8 @@ class ExpertLogic:
         if not live:
             return _filled(replies)
         start = self._monotonic_ns()
-        batch = FrameBatch([item.pixels for item in live])
-        try:
-            output = self.stage.run(batch, {key: np.arange(len(live))})
-        except RuntimeError as exc:  # e.g. CUDA out of memory: answer, keep serving
-            logger.error('expert %s failed on a batch of %d: %s', key, len(live), exc)
-            reason = f'expert call failed: {exc}'
-            output = ExpertOutput({}, {}, dict.fromkeys(range(len(live)), reason))
-        elapsed = output.groups[0].elapsed_ms if output.groups else 0.0
+        output = self._call(key, live)
+        elapsed = output.elapsed_ms
         names = self.scheme.class_names
         expert_name = self._expert_name(key)
         with self._lock:
@@ -324,6 +350,37 @@ class ExpertLogic:
                 batch_size=len(live),
             )
         return _filled(replies)
+
+    def _call(self, key: ExpertKey, live: list[_Queued]) -> ExpertOutput:
+        """One expert call per kind in ``live`` (whole frames, patch requests), results by
+        position in ``live``; a failing call answers its requests with the reason."""
+        frames = [i for i, item in enumerate(live) if item.indices is None]
+        patches = [i for i, item in enumerate(live) if item.indices is not None]
+        labels: dict[int, int] = {}
+        scores: dict[int, float] = {}
+        errors: dict[int, str] = {}
+        groups = []
+        for members in (frames, patches):
+            if not members:
+                continue
+            try:
+                if members is frames:
+                    batch = FrameBatch([live[i].pixels for i in members])
+                    out = self.stage.run(batch, {key: np.arange(len(members))})
+                else:
+                    items = [(live[i].pixels, live[i].indices) for i in members]
+                    out = self.stage.run_patches(key, items, self.params.ragged)  # type: ignore[arg-type]
+            except (RuntimeError, ValueError) as exc:  # out of memory, a backend refusing input
+                logger.error('expert %s failed on a batch of %d: %s', key, len(members), exc)
+                reason = f'expert call failed: {exc}'
+                out = ExpertOutput({}, {}, dict.fromkeys(range(len(members)), reason))
+            for pos, i in enumerate(members):
+                if pos in out.labels:
+                    labels[i], scores[i] = out.labels[pos], out.scores[pos]
+                if pos in out.errors:
+                    errors[i] = out.errors[pos]
+            groups.extend(out.groups)
+        return ExpertOutput(labels, scores, errors, groups)
 
     def _expert_name(self, key: ExpertKey) -> str:
         try:

@@ -40,13 +40,26 @@ class Header:
 
 
 class FrameFormat(enum.IntEnum):
-    RAW = 0
-    COMPRESSED = 1
+    """``ExpertRequest.frame_format``: what the pixels are and which field holds them."""
+
+    RAW = 0  # the whole frame, ``image``
+    COMPRESSED = 1  # the whole frame, ``compressed_image``
+    PATCHES_RAW = 2  # a mosaic of the selected patches, ``image``
+    PATCHES_COMPRESSED = 3  # that mosaic JPEG/PNG-compressed, ``compressed_image``
+
+    @property
+    def is_patches(self) -> bool:
+        return self in (FrameFormat.PATCHES_RAW, FrameFormat.PATCHES_COMPRESSED)
+
+    @property
+    def is_compressed(self) -> bool:
+        return self in (FrameFormat.COMPRESSED, FrameFormat.PATCHES_COMPRESSED)
 
 
 @dataclass(frozen=True)
 class ImageData:
-    """A frame as it travels: ``sensor_msgs/Image`` (RAW) or ``CompressedImage`` fields."""
+    """A frame (or a patch mosaic) as it travels: ``sensor_msgs/Image`` fields for the raw
+    formats, ``CompressedImage`` fields (``encoding`` = its format string) for the others."""
 
     format: FrameFormat
     data: bytes | memoryview
@@ -64,6 +77,30 @@ class Frame:
     header: Header
     pixels: np.ndarray
     source: ImageData | None = None  # the bytes it arrived as, forwarded to the expert
+
+
+@dataclass(frozen=True)
+class PatchLayout:
+    """Where the patches of a patch-mode request come from (``ExpertRequest`` fields).
+
+    The frame, at the expert's input resolution, is a grid of ``grid_rows x grid_cols``
+    square patches of ``patch_size`` pixels; ``indices`` (row-major, ascending) name
+    the ones sent. The pixels travel as a mosaic of ``mosaic_shape(len(indices))``
+    tiles in the same order (:func:`ask_expert_ros.core.patches.pack_mosaic`).
+    """
+
+    patch_size: int
+    grid_rows: int
+    grid_cols: int
+    indices: tuple[int, ...]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.grid_rows, self.grid_cols)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_rows * self.grid_cols
 
 
 class Status(enum.IntEnum):
@@ -94,6 +131,7 @@ class OffloadRequest:
     deadline: Stamp
     edge_preprocess_ms: float = 0.0
     edge_inference_ms: float = 0.0
+    patches: PatchLayout | None = None  # set for the PATCHES_* frame formats
 
 
 @dataclass(frozen=True)
@@ -130,6 +168,9 @@ class FinalResult:
         edge_confidence: The edge's confidence score.
         expert_key: Key of the expert asked, () when none was.
         edge_ms / expert_ms / queue_ms: Stage times of this frame.
+        sent_patches: Grid indices of the patches sent to the expert (patch mode), with
+            ``patch_grid`` their grid; () and (0, 0) otherwise.
+        offload_bytes: Pixel bytes sent to the expert for this frame (0 when none).
     """
 
     header: Header
@@ -143,3 +184,6 @@ class FinalResult:
     edge_ms: float = 0.0
     expert_ms: float = 0.0
     queue_ms: float = 0.0
+    sent_patches: tuple[int, ...] = ()
+    patch_grid: tuple[int, int] = (0, 0)
+    offload_bytes: int = 0

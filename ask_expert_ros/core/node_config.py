@@ -32,6 +32,7 @@ from ask_expert_ros.core.errors import AskExpertError, format_key
 from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
 from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.models import ModelConfig
+from ask_expert_ros.core.patches import ATTENTION_SOURCES, SELECTION_METHODS, PatchSelection
 from ask_expert_ros.core.routing import CONFIDENCE_METHODS, RoutingConfig
 
 
@@ -158,15 +159,18 @@ EDGE_PARAMS = (
         'tau',
         0.8,
         'Confidence threshold: frames with confidence < tau go to the '
-        'expert. 0 never offloads; > 1 always does.',
+        'expert. 0 never offloads; > 1 always does. With confidence min_entropy it is '
+        'eta in bits: frames with -log2(max softmax) >= eta go (eta = -log2 of the '
+        'max_softmax tau: 1 bit = 0.5).',
         low=0.0,
-        high=2.0,
+        high=16.0,
     ),
     ParamSpec('k', 2, 'Top-k classes that form the routing key.', low=1, high=16),
     ParamSpec(
         'confidence',
         'max_softmax',
-        'Confidence score compared with tau.',
+        'Confidence score compared with tau: max_softmax (the paper), margin, entropy, '
+        "or min_entropy (Im et al.'s gate; tau in bits).",
         choices=CONFIDENCE_METHODS,
     ),
     ParamSpec(
@@ -186,6 +190,46 @@ EDGE_PARAMS = (
         choices=('raw', 'compressed'),
     ),
     ParamSpec('jpeg_quality', 90, 'JPEG quality when transport is compressed.', low=1, high=100),
+    ParamSpec(
+        'offload_mode',
+        'frame',
+        "What travels to the expert, always at the expert's input resolution: frame "
+        '(the whole frame) or patches (only the patches the edge model attended to, '
+        'as one mosaic; the expert runs on those tokens only).',
+        choices=('frame', 'patches'),
+        dynamic=False,
+    ),
+    ParamSpec(
+        'keep_ratio',
+        0.5,
+        'Patch mode: fraction rho of the patches sent (the top ceil(rho N)); '
+        'ignored when attention_mass > 0.',
+        low=0.01,
+        high=1.0,
+    ),
+    ParamSpec(
+        'attention_mass',
+        0.0,
+        'Patch mode: send the fewest patches whose attention sums to >= this '
+        '(Im et al. use 0.97); 0: use keep_ratio.',
+        low=0.0,
+        high=1.0,
+    ),
+    ParamSpec(
+        'patch_selection',
+        'attention',
+        "Patch mode: which patches: attention (the edge model's class-token attention), "
+        'random or centre (baselines, keep_ratio only).',
+        choices=SELECTION_METHODS,
+    ),
+    ParamSpec(
+        'attention_source',
+        'last',
+        'Patch mode: attention of the last block (mean over heads, Im et al.) or '
+        'rollout over all blocks.',
+        choices=ATTENTION_SOURCES,
+        dynamic=False,
+    ),
     ParamSpec('publish_annotated', True, 'Publish the annotated image for rviz.'),
     ParamSpec(
         'image_qos_reliability',
@@ -218,6 +262,13 @@ EXPERT_PARAMS = (
     ),
     ParamSpec(
         'restrict_to_key', False, "Take the expert's argmax only over the classes of its key."
+    ),
+    ParamSpec(
+        'ragged',
+        'pad',
+        'Patch requests with different patch counts in one micro-batch: pad (one call, '
+        'attention mask) or group (one call per count).',
+        choices=('pad', 'group'),
     ),
     ParamSpec(
         'max_resident',
@@ -261,6 +312,19 @@ def edge_params(values: Mapping[str, Any]) -> EdgeParams:
         offload=values['offload'],
         transport=values['transport'],
         jpeg_quality=values['jpeg_quality'],
+        offload_mode=values['offload_mode'],
+        patches=patch_selection(values),
+    )
+
+
+def patch_selection(values: Mapping[str, Any]) -> PatchSelection:
+    """The patch selection of the edge parameters (keep_ratio unless attention_mass > 0)."""
+    mass = float(values['attention_mass'])
+    return PatchSelection(
+        method=values['patch_selection'],
+        keep_ratio=None if mass > 0 else float(values['keep_ratio']),
+        attention_mass=mass if mass > 0 else None,
+        source=values['attention_source'],
     )
 
 
@@ -271,6 +335,7 @@ def expert_params(values: Mapping[str, Any]) -> ExpertParams:
         max_wait_ms=values['max_wait_ms'],
         honor_deadline=values['honor_deadline'],
         restrict_to_key=values['restrict_to_key'],
+        ragged=values['ragged'],
     )
 
 
@@ -315,8 +380,9 @@ def build_edge_logic(
     library = ExpertLibrary(values['library'], device=values['device'])
     model = library.load_edge(values['device'])
     stage = EdgeStage(model, library.scheme, params.routing, backend=factory(model))
-    stage.run(FrameBatch(_blank_frame(stage.model.config), stage.device))
-    return EdgeLogic(stage, params)
+    logic = EdgeLogic(stage, params, expert_input=library.input_config())
+    stage.run(FrameBatch(_blank_frame(stage.model.config), stage.device))  # warm-up
+    return logic
 
 
 def build_expert_logic(
