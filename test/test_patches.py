@@ -76,9 +76,10 @@ def test_attention_mass_keeps_the_fewest_reaching_m() -> None:
     reached by {1, 3} exactly; m = 0.75 needs a third patch (2); m = 1 takes all six."""
     scores = torch.tensor([[0.05, 0.4, 0.1, 0.3, 0.05, 0.1]])
     grid = (2, 3)
-    pick = lambda m: select_patches(
-        scores, PatchSelection(keep_ratio=None, attention_mass=m), grid
-    )  # noqa: E731
+
+    def pick(m):
+        return select_patches(scores, PatchSelection(keep_ratio=None, attention_mass=m), grid)
+
     assert pick(0.7)[0].tolist() == [1, 3]
     assert pick(0.75)[0].tolist() == [1, 2, 3]
     assert pick(1.0)[0].tolist() == [0, 1, 2, 3, 4, 5]
@@ -409,7 +410,7 @@ def test_malformed_patch_request_is_bad_request_and_edge_falls_back(zoo, change,
 
 def test_corrupt_compressed_mosaic_is_bad_frame(zoo) -> None:
     clock = Clock()
-    edge, request = _patch_request(zoo, clock)
+    _, request = _patch_request(zoo, clock)
     broken = ImageData(FrameFormat.PATCHES_COMPRESSED, b'not a jpeg', encoding='jpeg')
     reply = _expert(zoo, clock).submit(replace(request, image=broken))
     assert reply is not None and reply.status == Status.BAD_FRAME

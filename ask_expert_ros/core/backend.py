@@ -268,7 +268,7 @@ class TorchBackend(Backend):
         taps = self.__dict__.setdefault('_taps', {})
         if source not in taps:
             taps[source] = AttentionTap(self.model, source)
-        return taps[source](x)  # type: ignore[no-any-return]
+        return taps[source](x)
 
     def run_tokens(
         self, patches: torch.Tensor, indices: torch.Tensor, lengths: torch.Tensor | None = None
@@ -472,7 +472,7 @@ class CompiledTorchBackend(TorchBackend):
             graphs[name] = torch.compile(AttentionTap(self.model, source), dynamic=x.shape[0] != 1)
             _allow_graphs(1)
         if name in self._built:
-            return graphs[name](x)  # type: ignore[no-any-return]
+            return graphs[name](x)
         import torch._inductor.config as inductor_config
 
         settings = self._settings['batch-1' if x.shape[0] == 1 else 'dynamic-batch']
@@ -489,7 +489,7 @@ class CompiledTorchBackend(TorchBackend):
         logger.info(
             'torch.compile built the %s graph in %.1f s', name, time.perf_counter() - start
         )
-        return out  # type: ignore[no-any-return]
+        return out
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Build both graphs now, whatever sizes are asked for: a node that batches the

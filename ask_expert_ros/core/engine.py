@@ -292,7 +292,7 @@ class ExpertStage:
         else:
             calls = [np.arange(len(items))]
         for members in calls:
-            pixels, indices, lengths = pad_patches([items[i] for i in members])
+            pixels, indices, lengths = pad_patches([items[int(i)] for i in members])
             uniform = bool((lengths == lengths[0]).all())
             logits = backend.run_tokens(
                 pre.patches(pixels),

@@ -172,7 +172,7 @@ class ExpertLibrary:
             configs = self.__dict__.setdefault('_configs', {})
             if key not in configs:
                 configs[key] = read_model_config(self.path_of(key))
-            return configs[key]  # type: ignore[no-any-return]
+            return configs[key]
 
     def input_config(self) -> ModelConfig | None:
         """The config of this library's experts, for the edge to send frames at their

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -98,46 +98,46 @@ class PatchSelection:
 # edge: the forward pass that also scores the patches
 
 
-def _grid(model: torch.nn.Module) -> tuple[int, int]:
-    grid = model.patch_embed.grid_size  # type: ignore[union-attr]
+def _grid(model: Any) -> tuple[int, int]:
+    grid = model.patch_embed.grid_size
     return int(grid[0]), int(grid[1])
 
 
-def _embed(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _embed(model: Any, x: torch.Tensor) -> torch.Tensor:
     """timm's VisionTransformer up to the blocks: patches, prefix tokens, positions."""
-    x = model.patch_embed(x)  # type: ignore[operator]
-    x = model._pos_embed(x)  # type: ignore[operator]
-    x = model.patch_drop(x)  # type: ignore[operator]
-    return model.norm_pre(x)  # type: ignore[operator, no-any-return]
+    x = model.patch_embed(x)
+    x = model._pos_embed(x)
+    x = model.patch_drop(x)
+    return model.norm_pre(x)
 
 
 def _attention_parts(
-    block: torch.nn.Module, x: torch.Tensor
+    block: Any, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v ``[B, heads, N, head_dim]`` of ``block``'s attention on its input ``x``."""
-    attn = block.attn  # type: ignore[union-attr]
+    attn = block.attn
     if getattr(attn, 'gate', None) is not None:
         raise AskExpertError('gated attention is not supported for patch scoring')
-    h = block.norm1(x)  # type: ignore[operator]
+    h = block.norm1(x)
     b, n, _ = h.shape
     qkv = attn.qkv(h).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     return attn.q_norm(q), attn.k_norm(k), v
 
 
-def _finish_block(block: torch.nn.Module, x: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+def _finish_block(block: Any, x: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
     """The rest of a timm ``Block`` after attention: proj, residuals, MLP."""
-    attn = block.attn  # type: ignore[union-attr]
+    attn = block.attn
     b, n, _ = x.shape
     out = mixed.transpose(1, 2).reshape(b, n, -1)
     out = getattr(attn, 'norm', torch.nn.Identity())(out)
     out = attn.proj_drop(attn.proj(out))
-    x = x + block.drop_path1(block.ls1(out))  # type: ignore[operator]
-    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))  # type: ignore[operator]
+    x = x + block.drop_path1(block.ls1(out))
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
 def forward_with_cls_attention(
-    model: torch.nn.Module, x: torch.Tensor, source: AttentionSource = 'last'
+    model: Any, x: torch.Tensor, source: AttentionSource = 'last'
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's logits and its class token's attention over the patch tokens.
 
@@ -158,9 +158,9 @@ def forward_with_cls_attention(
     """
     if getattr(model, 'cls_token', None) is None:
         raise AskExpertError('patch scoring needs a ViT with a class token')
-    prefix = int(model.num_prefix_tokens)  # type: ignore[arg-type]
+    prefix = int(model.num_prefix_tokens)
     x = _embed(model, x)
-    blocks = list(model.blocks)  # type: ignore[call-overload]
+    blocks = list(model.blocks)
     rollout: torch.Tensor | None = None
     if source == 'last':
         for block in blocks[:-1]:
@@ -168,14 +168,14 @@ def forward_with_cls_attention(
         block = blocks[-1]
         q, k, v = _attention_parts(block, x)
         mixed = F.scaled_dot_product_attention(q, k, v)
-        scale = block.attn.head_dim**-0.5  # type: ignore[union-attr]
+        scale = block.attn.head_dim**-0.5
         cls_row = ((q[:, :, :1].float() * scale) @ k.float().transpose(-2, -1)).softmax(-1)
         scores = cls_row.mean(dim=1)[:, 0, prefix:]
         x = _finish_block(block, x, mixed)
     elif source == 'rollout':
         for block in blocks:
             q, k, v = _attention_parts(block, x)
-            scale = block.attn.head_dim**-0.5  # type: ignore[union-attr]
+            scale = block.attn.head_dim**-0.5
             weights = ((q.float() * scale) @ k.float().transpose(-2, -1)).softmax(-1)
             mixed = (weights.to(v.dtype) @ v).to(v.dtype)
             mean = weights.mean(dim=1)
@@ -187,8 +187,8 @@ def forward_with_cls_attention(
         scores = rollout[:, 0, prefix:]
     else:
         raise ValueError(f'attention source must be one of {ATTENTION_SOURCES}, got {source!r}')
-    x = model.norm(x)  # type: ignore[operator]
-    logits = model.forward_head(x)  # type: ignore[operator]
+    x = model.norm(x)
+    logits = model.forward_head(x)
     scores = scores.float()
     scores = scores / scores.sum(dim=1, keepdim=True).clamp_min(1e-12)
     return logits, scores
@@ -198,7 +198,7 @@ class AttentionTap(torch.nn.Module):
     """A ViT whose forward returns ``(logits, CLS attention scores)``: what a backend
     runs (and compiles) for an edge in patch mode."""
 
-    def __init__(self, model: torch.nn.Module, source: AttentionSource = 'last') -> None:
+    def __init__(self, model: Any, source: AttentionSource = 'last') -> None:
         super().__init__()
         self.model = model
         self.source = source
@@ -275,7 +275,8 @@ def select_patches(
             mass = values.cumsum(dim=1)
             total = values.sum(dim=1, keepdim=True).clamp_min(1e-12)
             # patches needed before the running sum reaches m, plus the one that reaches it
-            counts = ((mass / total) < selection.attention_mass - 1e-7).sum(dim=1) + 1
+            wanted = float(selection.attention_mass or 1.0)
+            counts = ((mass / total) < wanted - 1e-7).sum(dim=1) + 1
             counts = counts.clamp(1, n)
         sorted_idx = torch.sort(
             torch.where(
@@ -394,7 +395,7 @@ def check_layout(
 
 
 def forward_tokens(
-    model: torch.nn.Module,
+    model: Any,
     patches: torch.Tensor,
     indices: torch.Tensor,
     lengths: torch.Tensor | None = None,
@@ -412,31 +413,31 @@ def forward_tokens(
         Logits ``[B, classes]``; equal to ``model(x)`` when every patch is sent in order.
     """
     b, n = patches.shape[:2]
-    proj = model.patch_embed.proj  # type: ignore[union-attr]
+    proj = model.patch_embed.proj
     weight = proj.weight.reshape(proj.weight.shape[0], -1)
     tokens = F.linear(patches.reshape(b, n, -1).to(weight.dtype), weight, proj.bias)
-    tokens = model.patch_embed.norm(tokens)  # type: ignore[operator]
-    pos = model.pos_embed  # type: ignore[union-attr]
-    prefix = int(model.num_prefix_tokens)  # type: ignore[arg-type]
+    tokens = model.patch_embed.norm(tokens)
+    pos = model.pos_embed
+    prefix = int(model.num_prefix_tokens)
     if model.no_embed_class:  # positions only for the patches (DeiT-3 style)
         patch_pos, cls_pos = pos[0], None
     else:
         patch_pos, cls_pos = pos[0, prefix:], pos[:, :prefix]
     x = tokens + patch_pos[indices]
-    cls = model.cls_token.expand(b, -1, -1)  # type: ignore[union-attr]
+    cls = model.cls_token.expand(b, -1, -1)
     if cls_pos is not None:
         cls = cls + cls_pos
     x = torch.cat([cls.to(x.dtype), x], dim=1)
-    x = model.norm_pre(model.patch_drop(model.pos_drop(x)))  # type: ignore[operator]
+    x = model.norm_pre(model.patch_drop(model.pos_drop(x)))
     if lengths is None or bool((lengths == n).all()):
-        x = model.blocks(x)  # type: ignore[operator]
+        x = model.blocks(x)
     else:
         keep = torch.arange(n + 1, device=x.device)[None, :] <= lengths[:, None]
         mask = keep[:, None, None, :]  # [B, 1, 1, 1 + n]: True = attend
-        for block in model.blocks:  # type: ignore[attr-defined]
+        for block in model.blocks:
             x = block(x, attn_mask=mask)
-    x = model.norm(x)  # type: ignore[operator]
-    return model.forward_head(x)  # type: ignore[operator, no-any-return]
+    x = model.norm(x)
+    return model.forward_head(x)
 
 
 def pad_patches(
@@ -468,7 +469,7 @@ def encode_patches(frame: np.ndarray, indices: np.ndarray, patch_size: int) -> n
     return pack_mosaic(frame_to_patches(frame, patch_size)[indices])
 
 
-def model_grid(config: object) -> tuple[int, int]:
+def model_grid(config: Any) -> tuple[int, int]:
     """``(rows, cols)`` of a :class:`~ask_expert_ros.core.models.ModelConfig`'s patch grid."""
-    g = int(config.img_size) // int(config.patch_size)  # type: ignore[attr-defined]
+    g = int(config.img_size) // int(config.patch_size)
     return (g, g)
