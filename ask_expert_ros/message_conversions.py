@@ -29,6 +29,7 @@ from ask_expert_ros.core.messages import (
     Header,
     ImageData,
     OffloadRequest,
+    PatchLayout,
     Stamp,
     Status,
 )
@@ -40,7 +41,8 @@ class MessageTypes:
 
     Attributes:
         u8: Bytes-like -> what the family stores ``uint8[]`` in.
-        i32 / f32: Sequence -> what it stores ``int32[]`` / ``float32[]`` in.
+        i32 / f32 / u16: Sequence -> what it stores ``int32[]`` / ``float32[]`` /
+            ``uint16[]`` in.
         level: Diagnostic level int -> the family's ``byte`` value.
     """
 
@@ -61,6 +63,7 @@ class MessageTypes:
     i32: Callable[[Sequence[int]], Any]
     f32: Callable[[Sequence[float]], Any]
     level: Callable[[int], Any]
+    u16: Callable[[Sequence[int]], Any] = list
 
 
 class MessageConverter:
@@ -108,7 +111,7 @@ class MessageConverter:
         header = self.header_to_msg(request.header)
         image = request.image
         raw, compressed = self.t.Image(), self.t.CompressedImage()
-        if image.format == FrameFormat.RAW:
+        if image.format in (FrameFormat.RAW, FrameFormat.PATCHES_RAW):
             raw = self.t.Image(
                 header=header,
                 height=image.height,
@@ -138,18 +141,29 @@ class MessageConverter:
             deadline=self.t.Time(sec=request.deadline.sec, nanosec=request.deadline.nanosec),
             edge_preprocess_ms=float(request.edge_preprocess_ms),
             edge_inference_ms=float(request.edge_inference_ms),
+            **self._layout_to_msg(request.patches),
         )
+
+    def _layout_to_msg(self, layout: PatchLayout | None) -> dict[str, Any]:
+        if layout is None:
+            return {'patch_indices': self.t.u16(())}
+        return {
+            'patch_size': int(layout.patch_size),
+            'grid_rows': int(layout.grid_rows),
+            'grid_cols': int(layout.grid_cols),
+            'patch_indices': self.t.u16(layout.indices),
+        }
 
     def request_to_core(self, msg: Any) -> OffloadRequest:
         """An ``ExpertRequest`` -> core request (the frame is decoded later, by the logic).
 
         Raises:
-            UnsupportedImageError: ``frame_format`` is neither RAW nor COMPRESSED.
+            UnsupportedImageError: ``frame_format`` is not one of the four known.
         """
-        if msg.frame_format == FrameFormat.RAW:
+        if msg.frame_format in (FrameFormat.RAW, FrameFormat.PATCHES_RAW):
             i = msg.image
             image = ImageData(
-                FrameFormat.RAW,
+                FrameFormat(msg.frame_format),
                 memoryview(i.data),
                 i.height,
                 i.width,
@@ -157,9 +171,9 @@ class MessageConverter:
                 i.step,
                 bool(i.is_bigendian),
             )
-        elif msg.frame_format == FrameFormat.COMPRESSED:
+        elif msg.frame_format in (FrameFormat.COMPRESSED, FrameFormat.PATCHES_COMPRESSED):
             c = msg.compressed_image
-            image = ImageData(FrameFormat.COMPRESSED, memoryview(c.data), encoding=c.format)
+            image = ImageData(FrameFormat(msg.frame_format), memoryview(c.data), encoding=c.format)
         else:
             raise UnsupportedImageError(f'unknown frame_format {msg.frame_format}')
         return OffloadRequest(
@@ -176,6 +190,16 @@ class MessageConverter:
             deadline=Stamp(msg.deadline.sec, msg.deadline.nanosec),
             edge_preprocess_ms=msg.edge_preprocess_ms,
             edge_inference_ms=msg.edge_inference_ms,
+            patches=(
+                PatchLayout(
+                    int(msg.patch_size),
+                    int(msg.grid_rows),
+                    int(msg.grid_cols),
+                    tuple(int(i) for i in msg.patch_indices),
+                )
+                if image.format.is_patches
+                else None
+            ),
         )
 
     def reply_to_msg(self, reply: ExpertReply) -> Any:

@@ -391,6 +391,8 @@ class ExpertRequest(IdlStruct, typename='ask_expert_ros::msg::dds_::ExpertReques
 
     FRAME_RAW = 0
     FRAME_COMPRESSED = 1
+    FRAME_PATCHES_RAW = 2
+    FRAME_PATCHES_COMPRESSED = 3
 
     header: Header = field(default_factory=Header)
     edge_id: str = ''
@@ -398,6 +400,10 @@ class ExpertRequest(IdlStruct, typename='ask_expert_ros::msg::dds_::ExpertReques
     frame_format: t.uint8 = 0
     image: Image = field(default_factory=Image)
     compressed_image: CompressedImage = field(default_factory=CompressedImage)
+    patch_size: t.uint16 = 0
+    grid_rows: t.uint16 = 0
+    grid_cols: t.uint16 = 0
+    patch_indices: t.sequence[t.uint16] = field(default_factory=list)
     topk_classes: t.sequence[t.int32] = field(default_factory=list)
     topk_scores: t.sequence[t.float32] = field(default_factory=list)
     expert_key: t.sequence[t.uint8] = b''

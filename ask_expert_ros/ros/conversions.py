@@ -87,6 +87,7 @@ _CONVERTER = MessageConverter(
         u8=uint8_array,
         i32=lambda values: array.array('i', values),
         f32=lambda values: array.array('f', values),
+        u16=lambda values: array.array('H', values),
         level=lambda level: bytes([level]),  # rclpy gives ROS `byte` as a 1-byte bytes
     )
 )
