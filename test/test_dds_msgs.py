@@ -693,9 +693,11 @@ def test_images_from_another_process(domain_id: int) -> None:
 
 # What rosidl wrote into share/<package>/msg/<Type>.json of a ROS 2 Jazzy built from
 # source (2026-12-02): the type hashes rclpy endpoints announce. ExpertRequest changed
-# on 2026-12-04 (patch mode): its new hash is rosbags' RIHS01 of msg/ExpertRequest.msg
-# (the implementation that matched rosidl for every type here), not yet re-read from a
-# rosidl build.
+# on 2026-12-04 (patch mode); its new hash was computed by rosidl's own generator
+# (rosidl_generator_type_description, ros2/rosidl jazzy 1d92ce3, with builtin_interfaces,
+# std_msgs and sensor_msgs from rcl_interfaces/common_interfaces jazzy: .msg -> .idl ->
+# JSON), which gives the pinned Image, CompressedImage, ExpertResponse and the previous
+# ExpertRequest (c3414313...) hashes too.
 ROSIDL_JAZZY_TYPE_HASHES = {
     'sensor_msgs/msg/Image': 'd31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47',
     'sensor_msgs/msg/CompressedImage': (
@@ -791,12 +793,11 @@ def test_patch_request_round_trips_through_cdr(compressed: bool, store) -> None:
         patches=PatchLayout(4, 14, 14, (0, 17, 195)),
     )
     msg = request_to_dds(request)
-    data = msg.serialize()
-    name = 'ask_expert_ros/msg/ExpertRequest'
-    assert store.serialize_cdr(store.deserialize_cdr(data, name), name) == data
-    back = request_to_core(ExpertRequest.deserialize(data))
-    assert back.patches == request.patches
-    assert back.image.format == request.image.format
+    assert_same_on_both_sides(msg, store)  # bytes equal to rosbags' from the .msg file
+    back = request_to_core(ExpertRequest.deserialize(msg.serialize()))
+    assert dataclasses.replace(back, image=dataclasses.replace(back.image, data=b'')) == (
+        dataclasses.replace(request, image=dataclasses.replace(request.image, data=b''))
+    )
     assert bytes(back.image.data) == bytes(request.image.data)
     whole = dataclasses.replace(
         request, image=ImageData(FrameFormat.RAW, b'\x01', 1, 1, 'mono8', 1), patches=None
@@ -811,10 +812,13 @@ def test_patch_request_round_trips_through_cdr(compressed: bool, store) -> None:
     assert request_to_core(wire).patches is None
 
 
-def test_request_with_unknown_frame_format_is_unsupported_image() -> None:
-    """frame_format 4 is none of the four: UnsupportedImageError, never another error."""
+@pytest.mark.parametrize('frame_format', [4, 255])
+def test_request_with_unknown_frame_format_is_unsupported_image(frame_format: int) -> None:
+    """frame_format 4 (the first unused) and 255 (the uint8 maximum), off the wire, are
+    none of the four: UnsupportedImageError, never another error."""
     from ask_expert_ros.core.errors import UnsupportedImageError
     from ask_expert_ros.dds.conversions import request_to_core
 
-    with pytest.raises(UnsupportedImageError, match='unknown frame_format 4'):
-        request_to_core(ExpertRequest(frame_format=4))
+    wire = ExpertRequest.deserialize(ExpertRequest(frame_format=frame_format).serialize())
+    with pytest.raises(UnsupportedImageError, match=f'unknown frame_format {frame_format}'):
+        request_to_core(wire)
