@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from ask_expert_ros.core.annotate import COLOURS, annotate, caption, scale_for
-from ask_expert_ros.core.diagnostics import HealthMonitor, Level, assess
+from ask_expert_ros.core.annotate import (
+    COLOURS,
+    PATCH_COLOUR,
+    annotate,
+    caption,
+    patch_box,
+    scale_for,
+)
+from ask_expert_ros.core.diagnostics import HealthMonitor, Level, assess, offload_settings
+from ask_expert_ros.core.edge_logic import EdgeParams
 from ask_expert_ros.core.engine import ResultSource
 from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.messages import FinalResult, Header
+from ask_expert_ros.core.patches import PatchSelection
 
 
 def result(source: ResultSource, label: int = 3, name: str = 'three') -> FinalResult:
@@ -138,3 +149,55 @@ def test_assess_without_a_period_has_no_rates() -> None:
     assert record.level == Level.OK
     assert not any(k.endswith('_per_s') for k in record.values)
     assert assess('n', {'requests': 4}, None, 0.0).values == {'requests': 4}
+
+
+def test_annotate_outlines_the_sent_patches_only() -> None:
+    """A 64x64 frame is drawn x3 (192x192); a 4x4 patch grid stretched over it has 48-pixel
+    cells. Sent patches 5 (row 1, col 1) and 10 (row 2, col 2) are the cells at
+    [48, 96) x [48, 96) and [96, 144) x [96, 144): against the same result without
+    patches, every changed pixel lies in one of them, and each one's outline (its edge
+    rows and columns) is the patch colour. The banner and the border are drawn last, so
+    they look the same either way."""
+    frame = np.full((64, 64, 3), 100, np.uint8)
+    plain = annotate(frame, result(ResultSource.EXPERT))
+    sent = replace(result(ResultSource.EXPERT), sent_patches=(5, 10), patch_grid=(4, 4))
+    out = annotate(frame, sent)
+    changed = (out != plain).any(axis=2)
+    inside = np.zeros_like(changed)
+    for top, left in ((48, 48), (96, 96)):
+        inside[top : top + 48, left : left + 48] = True
+        cell = out[top : top + 48, left : left + 48]
+        for edge in (cell[0], cell[-1], cell[:, 0], cell[:, -1]):
+            assert (edge == PATCH_COLOUR).all()
+        assert tuple(cell[24, 24]) == (100, 100, 100)  # the inside shows the frame
+    assert changed.any() and not (changed & ~inside).any()
+
+
+def test_patch_boxes_tile_a_frame_the_grid_does_not_divide() -> None:
+    """A 2x3 grid on a 10x10 frame: rows split at 5, columns at 3 and 6."""
+    boxes = [patch_box(i, (2, 3), 10, 10) for i in range(6)]
+    assert boxes == [(0, 0, 5, 3), (0, 3, 5, 6), (0, 6, 5, 10),
+                     (5, 0, 10, 3), (5, 3, 10, 6), (5, 6, 10, 10)]  # fmt: skip
+
+
+def test_edge_status_shows_offload_mode_rho_and_bytes_per_offload() -> None:
+    """Period: 4 frames offloaded, 4 x 3,000 bytes -> 3,000 bytes per offload; the patch
+    settings (attention, rho 0.3) are shown as they are."""
+    params = EdgeParams('e1', offload_mode='patches', patches=PatchSelection(keep_ratio=0.3))
+    before = {'frames': 10, 'offloaded': 2, 'offload_bytes': 6_000}
+    now = {'frames': 20, 'offloaded': 6, 'offload_bytes': 18_000}
+    record = assess('edge', now, before, 1.0, settings=offload_settings(params))
+    assert record.values['bytes_per_offload'] == 3_000.0
+    assert record.values['offload_mode'] == 'patches'
+    assert record.values['patch_selection'] == 'attention'
+    assert record.values['keep_ratio'] == 0.3 and 'attention_mass' not in record.values
+    mass = EdgeParams(
+        'e1',
+        offload_mode='patches',
+        patches=PatchSelection(keep_ratio=None, attention_mass=0.9),
+    )
+    assert offload_settings(mass)['attention_mass'] == 0.9
+    assert offload_settings(EdgeParams('e1')) == {'offload_mode': 'frame', 'transport': 'raw'}
+    assert offload_settings(EdgeParams('e1', offload=False))['offload_mode'] == 'off'
+    idle = assess('edge', before, before, 1.0)  # nothing offloaded: no mean to show
+    assert 'bytes_per_offload' not in idle.values

@@ -2,7 +2,9 @@
 
 The label, its score and who answered (edge, expert, fallback, invalid) go on a
 dark banner at the top; a border in the source's colour makes the source visible
-at a glance even on a thumbnail. Tiny frames (8x8 digits) are enlarged with nearest
+at a glance even on a thumbnail. In patch offload the patches that were sent to the
+expert are outlined (the expert's patch grid stretched over the camera frame, as the
+edge resizes it for the expert). Tiny frames (8x8 digits) are enlarged with nearest
 neighbour so the text is readable and the pixels stay sharp; big frames keep their
 size and get a proportionally bigger font.
 """
@@ -10,6 +12,7 @@ size and get a proportionally bigger font.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -25,6 +28,7 @@ COLOURS = {
     ResultSource.FALLBACK: (255, 150, 0),
     ResultSource.INVALID: (230, 30, 30),
 }
+PATCH_COLOUR = (255, 230, 0)  # yellow: the outline of each patch sent to the expert
 MIN_SIDE = 160  # frames whose short side is smaller are enlarged to about this
 MAX_SIDE = 1920  # ... but never so much that the long side exceeds this
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -71,6 +75,8 @@ def annotate(pixels: np.ndarray, result: FinalResult) -> np.ndarray:
     else:
         frame = np.ascontiguousarray(frame).copy()  # never draw on the caller's pixels
     height, width = frame.shape[:2]
+    if result.sent_patches and min(result.patch_grid) > 0:
+        outline_patches(frame, result.sent_patches, result.patch_grid)
     colour = COLOURS[ResultSource(result.source)]
     font_scale = max(0.35, min(width, 2 * height) / 640)
     thickness = max(1, round(font_scale * 1.5))
@@ -88,3 +94,45 @@ def annotate(pixels: np.ndarray, result: FinalResult) -> np.ndarray:
     border = max(2, thickness)
     cv2.rectangle(frame, (0, 0), (width - 1, height - 1), colour, border)
     return frame
+
+
+def patch_box(
+    index: int, grid: tuple[int, int], height: int, width: int
+) -> tuple[int, int, int, int]:
+    """Pixel box ``(top, left, bottom, right)`` (exclusive ends) of the row-major patch
+    ``index`` of a ``grid`` stretched over a ``height`` x ``width`` frame."""
+    rows, cols = grid
+    row, col = divmod(int(index), cols)
+    return (
+        row * height // rows,
+        col * width // cols,
+        (row + 1) * height // rows,
+        (col + 1) * width // cols,
+    )
+
+
+def outline_patches(
+    frame: np.ndarray,
+    indices: Sequence[int],
+    grid: tuple[int, int],
+    colour: tuple[int, int, int] = PATCH_COLOUR,
+) -> None:
+    """Draw, in place, an outline just inside each patch ``indices`` of ``grid`` on the
+    RGB ``frame``; nothing outside those patches changes. Indices outside the grid are
+    skipped (the edge only sends patches of the grid).
+
+    The line is about 1/16 of a patch wide (at least 1 pixel), so neighbouring sent
+    patches stay apart.
+    """
+    height, width = frame.shape[:2]
+    rows, cols = grid
+    line = max(1, min(height // rows, width // cols) // 16)
+    for index in indices:
+        if not 0 <= index < rows * cols:
+            continue
+        top, left, bottom, right = patch_box(index, grid, height, width)
+        t = min(line, (bottom - top + 1) // 2, (right - left + 1) // 2)
+        frame[top : top + t, left:right] = colour
+        frame[bottom - t : bottom, left:right] = colour
+        frame[top:bottom, left : left + t] = colour
+        frame[top:bottom, right - t : right] = colour

@@ -3,8 +3,10 @@
 Each period an adapter hands over the node's counters (``EdgeCounters.as_dict()`` or
 ``ExpertCounters.as_dict()``, plus any gauges such as ``pending``); :func:`assess`
 turns them, the previous period's counters and the elapsed time into one
-:class:`StatusRecord`: the totals, per-second rates and the edge's offload ratio over
-the period, and a level:
+:class:`StatusRecord`: the totals, per-second rates, the edge's offload ratio and mean
+bytes per offloaded frame (``bytes_per_offload``, from an ``offload_bytes`` counter)
+over the period, the settings the adapter passes (the edge's offload mode, rho or m:
+:func:`offload_settings`), and a level:
 
 * ERROR -- every frame offloaded during the period fell back (expert unreachable);
 * WARN -- some frames fell back, or inputs or requests were rejected, in the period;
@@ -18,6 +20,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from ask_expert_ros.core.edge_logic import EdgeParams
 
 
 class Level(enum.IntEnum):
@@ -62,12 +66,30 @@ REJECT_COUNTERS = (
 RATE_COUNTERS = ('frames', 'offloaded', 'expert', 'requests', 'answered', 'batches')
 
 
+def offload_settings(params: EdgeParams) -> dict[str, int | float | str]:
+    """What an edge sends its expert, for its status: ``offload_mode``, ``transport`` and,
+    in patch mode, ``patch_selection`` with ``keep_ratio`` (rho) or ``attention_mass`` (m)."""
+    out: dict[str, int | float | str] = {
+        'offload_mode': params.offload_mode if params.offload else 'off',
+        'transport': params.transport,
+    }
+    if params.offload and params.offload_mode == 'patches':
+        selection = params.patches
+        out['patch_selection'] = selection.method
+        if selection.keep_ratio is not None:
+            out['keep_ratio'] = selection.keep_ratio
+        else:
+            out['attention_mass'] = float(selection.attention_mass or 0.0)
+    return out
+
+
 def assess(
     name: str,
     counters: Mapping[str, int],
     previous: Mapping[str, int] | None,
     elapsed_s: float | None,
     hardware_id: str = '',
+    settings: Mapping[str, int | float | str] | None = None,
 ) -> StatusRecord:
     """The health of one node over the last period.
 
@@ -78,6 +100,8 @@ def assess(
             (then the totals are the period).
         elapsed_s: Length of the period; None or <= 0 leaves the rates out.
         hardware_id: The machine.
+        settings: Values shown as they are after the counters (e.g.
+            :func:`offload_settings`).
     """
     before = previous or {}
     delta = {k: v - before.get(k, 0) for k, v in counters.items()}
@@ -88,6 +112,9 @@ def assess(
                 values[f'{k}_per_s'] = delta[k] / elapsed_s
     if delta.get('frames'):
         values['offload_ratio'] = delta.get('offloaded', 0) / delta['frames']
+    if delta.get('offloaded') and 'offload_bytes' in delta:
+        values['bytes_per_offload'] = delta['offload_bytes'] / delta['offloaded']
+    values.update(settings or {})
     fell_back = sum(delta.get(k, 0) for k in FALLBACK_COUNTERS)
     rejected = sum(delta.get(k, 0) for k in REJECT_COUNTERS)
     offloaded = delta.get('offloaded', 0)
@@ -120,9 +147,15 @@ class HealthMonitor:
         self._last: dict[str, int] | None = None
         self._last_time: float | None = None
 
-    def update(self, counters: Mapping[str, int], now_s: float) -> StatusRecord:
-        """The record for the period since the previous call (monotonic ``now_s``)."""
+    def update(
+        self,
+        counters: Mapping[str, int],
+        now_s: float,
+        settings: Mapping[str, int | float | str] | None = None,
+    ) -> StatusRecord:
+        """The record for the period since the previous call (monotonic ``now_s``), with
+        ``settings`` shown as they are."""
         elapsed = None if self._last_time is None else now_s - self._last_time
-        record = assess(self.name, counters, self._last, elapsed, self.hardware_id)
+        record = assess(self.name, counters, self._last, elapsed, self.hardware_id, settings)
         self._last, self._last_time = dict(counters), now_s
         return record

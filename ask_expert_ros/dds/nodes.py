@@ -34,7 +34,7 @@ from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
 from ask_expert_ros.core.annotate import annotate
-from ask_expert_ros.core.diagnostics import HealthMonitor
+from ask_expert_ros.core.diagnostics import HealthMonitor, offload_settings
 from ask_expert_ros.core.edge_logic import EdgeLogic
 from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.expert_logic import ExpertLogic
@@ -145,12 +145,14 @@ class _Diagnostics:
         self._period_ns = int(period_s * 1e9)
         self._next_ns = time.monotonic_ns()
 
-    def maybe_publish(self, counters: dict[str, int]) -> None:
+    def maybe_publish(
+        self, counters: dict[str, int], settings: dict[str, int | float | str] | None = None
+    ) -> None:
         now = time.monotonic_ns()
         if now < self._next_ns:
             return
         self._next_ns = now + self._period_ns
-        record = self._monitor.update(counters, now / 1e9)
+        record = self._monitor.update(counters, now / 1e9, settings)
         self._writer.write(conv.diagnostics_to_dds([record], Header(_now_stamp())))
 
 
@@ -198,7 +200,9 @@ class EdgeRunner:
         self._waiting: dict[Header, np.ndarray] = {}
         self._labels = io.writer(topics.label_info, msgs.LabelInfo, latched_qos())
         self._labels.write(
-            conv.label_info(logic.class_names, Header(_now_stamp()), logic.params.routing.tau)
+            conv.label_info(
+                logic.class_names, Header(_now_stamp()), logic.params.routing.threshold
+            )
         )
         self._diagnostics = _Diagnostics(
             io, f'ask_expert: edge {logic.params.edge_id}', values['diagnostics_period_s']
@@ -226,7 +230,9 @@ class EdgeRunner:
             self._handle_frames(frames)
         for result in self.logic.expire():
             self._publish(result)
-        self._diagnostics.maybe_publish(self.logic.counters.as_dict())
+        self._diagnostics.maybe_publish(
+            self.logic.counters.as_dict(), offload_settings(self.logic.params)
+        )
 
     def _handle_frames(self, frames: list[Frame]) -> None:
         step = self.logic.process(frames)

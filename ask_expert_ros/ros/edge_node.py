@@ -7,13 +7,15 @@ Topics (relative; remap them at launch):
 * out ``classification`` (vision_msgs/Classification): exactly one per frame, with the
   frame's header; ``results`` holds one hypothesis (class name, score), or none when
   the frame could not be classified (INVALID: undecodable frame, non-finite output);
-* out ``label_info`` (vision_msgs/LabelInfo, transient local): class names and tau,
-  at start and again when tau changes;
+* out ``label_info`` (vision_msgs/LabelInfo, transient local): class names and the
+  offload threshold on the [0, 1] confidence scale (tau, or 2^-tau for min_entropy,
+  whose tau is in bits), at start and again when it changes;
 * out ``annotated`` (sensor_msgs/Image rgb8): the frame with label, score and who
   answered drawn on it, while ``publish_annotated`` is true and someone listens;
 * out ``expert/requests`` (ExpertRequest, reliable) / in ``expert/responses``
   (ExpertResponse, reliable): the conversation with the expert node;
-* out ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every ``diagnostics_period_s``.
+* out ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every ``diagnostics_period_s``,
+  with the counters, the offload mode and rho or m.
 
 What happens to a frame is decided by :class:`~ask_expert_ros.core.edge_logic.EdgeLogic`;
 this node converts, calls it and publishes. Threads:
@@ -53,7 +55,7 @@ from vision_msgs.msg import Classification, LabelInfo
 from ask_expert_ros.core.annotate import annotate
 from ask_expert_ros.core.backend import release_openmp_threads
 from ask_expert_ros.core.batch_worker import BatchWorker
-from ask_expert_ros.core.diagnostics import HealthMonitor
+from ask_expert_ros.core.diagnostics import HealthMonitor, offload_settings
 from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.messages import FinalResult, Frame, Header, OffloadRequest
 from ask_expert_ros.core.node_config import EDGE_PARAMS, build_edge_logic, edge_params
@@ -180,7 +182,8 @@ class EdgeNode(Node):
 
     def _on_diagnostics_timer(self) -> None:
         counters = self.logic.counters.as_dict() | {'pending': self.logic.pending_count}
-        record = self._monitor.update(counters, time.monotonic())
+        settings = offload_settings(self.logic.params)
+        record = self._monitor.update(counters, time.monotonic(), settings)
         self._diagnostics.publish(conv.diagnostics_to_ros([record], self._now_header()))
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
@@ -190,10 +193,10 @@ class EdgeNode(Node):
             params = edge_params(values)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        tau_changed = params.routing.tau != self.logic.params.routing.tau
+        threshold_changed = params.routing.threshold != self.logic.params.routing.threshold
         self.logic.params = params
         self._values = values
-        if tau_changed:
+        if threshold_changed:
             self._publish_label_info()
         return SetParametersResult(successful=True)
 
@@ -256,7 +259,7 @@ class EdgeNode(Node):
     def _publish_label_info(self) -> None:
         self._labels.publish(
             conv.label_info(
-                self.logic.class_names, self._now_header(), self.logic.params.routing.tau
+                self.logic.class_names, self._now_header(), self.logic.params.routing.threshold
             )
         )
 
