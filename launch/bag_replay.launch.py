@@ -127,7 +127,20 @@ def bag_play(context: LaunchContext) -> list[ExecuteProcess | Node | RegisterEve
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
     both = PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'both.launch.py'))
-    forwarded = ('library', 'namespace', 'edge_params_file', 'expert_params_file', 'tau')
+    forwarded = (
+        'library',
+        'namespace',
+        'edge_params_file',
+        'expert_params_file',
+        'tau',
+        'transport',
+        'offload_mode',
+        'keep_ratio',
+        'attention_mass',
+        'patch_selection',
+        'attention_source',
+        'ragged',
+    )
     return LaunchDescription(
         [
             DeclareLaunchArgument(
@@ -203,6 +216,45 @@ def generate_launch_description() -> LaunchDescription:
                 'tau',
                 default_value='',
                 description="Edge confidence threshold; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'transport',
+                default_value='',
+                description='How the edge sends frames or patches: raw or compressed; empty: '
+                "the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'offload_mode',
+                default_value='',
+                description="Edge offload: frame or patches; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'keep_ratio',
+                default_value='',
+                description='Patch mode: fraction rho of the patches sent; empty: the params '
+                "file's.",
+            ),
+            DeclareLaunchArgument(
+                'attention_mass',
+                default_value='',
+                description='Patch mode: > 0 selects by this attention mass instead of rho; '
+                "empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'patch_selection',
+                default_value='',
+                description="Patch mode: attention, random or centre; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'attention_source',
+                default_value='',
+                description="Patch mode: last or rollout attention; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'ragged',
+                default_value='',
+                description='Expert: patch requests of different lengths pad or group; '
+                "empty: the params file's.",
             ),
             IncludeLaunchDescription(
                 both, launch_arguments={k: LaunchConfiguration(k) for k in forwarded}.items()

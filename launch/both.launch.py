@@ -103,6 +103,45 @@ def generate_launch_description() -> LaunchDescription:
                 description="Edge confidence threshold; empty: the params file's.",
             ),
             DeclareLaunchArgument(
+                'transport',
+                default_value='',
+                description='How the edge sends frames or patches: raw or compressed; empty: '
+                "the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'offload_mode',
+                default_value='',
+                description="Edge offload: frame or patches; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'keep_ratio',
+                default_value='',
+                description='Patch mode: fraction rho of the patches sent; empty: the params '
+                "file's.",
+            ),
+            DeclareLaunchArgument(
+                'attention_mass',
+                default_value='',
+                description='Patch mode: > 0 selects by this attention mass instead of rho; '
+                "empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'patch_selection',
+                default_value='',
+                description="Patch mode: attention, random or centre; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'attention_source',
+                default_value='',
+                description="Patch mode: last or rollout attention; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'ragged',
+                default_value='',
+                description='Expert: patch requests of different lengths pad or group; '
+                "empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
                 'image_topic',
                 default_value='image',
                 description='Camera sensor_msgs/Image topic the edge classifies.',
@@ -129,6 +168,7 @@ def generate_launch_description() -> LaunchDescription:
                     'device': 'expert_device',
                     'backend': 'expert_backend',
                     'precision': 'expert_precision',
+                    'ragged': 'ragged',
                 },
             ),
             include(
@@ -141,6 +181,12 @@ def generate_launch_description() -> LaunchDescription:
                     'precision': 'edge_precision',
                     'tau': 'tau',
                     'image_topic': 'image_topic',
+                    'transport': 'transport',
+                    'offload_mode': 'offload_mode',
+                    'keep_ratio': 'keep_ratio',
+                    'attention_mass': 'attention_mass',
+                    'patch_selection': 'patch_selection',
+                    'attention_source': 'attention_source',
                 },
             ),
         ]

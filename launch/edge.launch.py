@@ -3,9 +3,14 @@
     ros2 launch ask_expert_ros edge.launch.py library:=/path/to/zoo/library.yaml \\
         image_topic:=/camera/image_raw
 
-Parameters come from ``params_file`` (``config/edge.yaml`` by default); ``library``,
-``device`` and ``tau`` override it when given. Topic names inside the node are
-relative (``image``, ``classification``, ``expert/requests`` ...) and remapped here.
+Parameters come from ``params_file`` (``config/edge.yaml`` by default); the arguments
+named after a node parameter (``library``, ``device``, ``tau``, the patch offload ones
+``offload_mode``, ``keep_ratio`` ...) override it when given. Topic names inside the
+node are relative (``image``, ``classification``, ``expert/requests`` ...) and remapped
+here. Patch offload, a third of the patches as one JPEG mosaic::
+
+    ros2 launch ask_expert_ros edge.launch.py library:=... offload_mode:=patches \\
+        keep_ratio:=0.3 transport:=compressed
 """
 
 from __future__ import annotations
@@ -23,6 +28,21 @@ from launch_ros.actions import Node
 
 PACKAGE = 'ask_expert_ros'
 NODE = 'edge'
+# launch arguments that set the node parameter of the same name (empty: the params
+# file's), with the parameter's type
+OVERRIDES = {
+    'library': str,
+    'device': str,
+    'backend': str,
+    'precision': str,
+    'tau': float,
+    'transport': str,
+    'offload_mode': str,
+    'keep_ratio': float,
+    'attention_mass': float,
+    'patch_selection': str,
+    'attention_source': str,
+}
 
 
 def node_section(params_file: str, node: str) -> dict:
@@ -47,9 +67,7 @@ def edge_node(context: LaunchContext) -> list[Node]:
     parameters: list = [params_file]
     if namespace:
         parameters.append(node_section(params_file, NODE))
-    overrides: dict = {k: arg(k) for k in ('library', 'device', 'backend', 'precision') if arg(k)}
-    if arg('tau'):
-        overrides['tau'] = float(arg('tau'))
+    overrides = {name: kind(arg(name)) for name, kind in OVERRIDES.items() if arg(name)}
     if overrides:
         parameters.append(overrides)
     image = arg('image_topic')
@@ -113,6 +131,42 @@ def generate_launch_description() -> LaunchDescription:
                 default_value='',
                 description='Confidence threshold (frames below go to the expert); '
                 'empty: the value in params_file.',
+            ),
+            DeclareLaunchArgument(
+                'transport',
+                default_value='',
+                description='How frames (or patch mosaics) travel to the expert: raw or '
+                "compressed (JPEG); empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'offload_mode',
+                default_value='',
+                description='What an uncertain frame sends, at the expert input size: frame '
+                "(all of it) or patches (those the edge attended to); empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'keep_ratio',
+                default_value='',
+                description='Patch mode: fraction rho of the patches sent, in (0, 1]; '
+                "empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'attention_mass',
+                default_value='',
+                description='Patch mode: > 0 sends the fewest patches holding this share of '
+                "the attention instead of keep_ratio; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'patch_selection',
+                default_value='',
+                description='Patch mode: attention, random or centre (the baselines); '
+                "empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'attention_source',
+                default_value='',
+                description='Patch mode: attention of the last block or rollout over all '
+                "blocks; empty: the params file's.",
             ),
             DeclareLaunchArgument(
                 'namespace',

@@ -2,9 +2,10 @@
 
     ros2 launch ask_expert_ros expert.launch.py library:=/path/to/zoo/library.yaml device:=cuda
 
-Parameters come from ``params_file`` (``config/expert.yaml`` by default); ``library``
-and ``device`` override it when given. Topic names inside the node are relative
-(``expert/requests``, ``expert/responses``) and remapped here.
+Parameters come from ``params_file`` (``config/expert.yaml`` by default); ``library``,
+``device``, ``backend``, ``precision`` and ``ragged`` override it when given. Topic names
+inside the node are relative (``expert/requests``, ``expert/responses``) and remapped
+here.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def expert_node(context: LaunchContext) -> list[Node]:
     parameters: list = [params_file]
     if namespace:
         parameters.append(node_section(params_file, NODE))
-    overrides = {k: arg(k) for k in ('library', 'device', 'backend', 'precision') if arg(k)}
+    names = ('library', 'device', 'backend', 'precision', 'ragged')
+    overrides = {k: arg(k) for k in names if arg(k)}
     if overrides:
         parameters.append(overrides)
     return [
@@ -100,6 +102,13 @@ def generate_launch_description() -> LaunchDescription:
                 default_value='',
                 description="Torch device ('cpu', 'cuda', 'cuda:1'); "
                 'empty: the value in params_file.',
+            ),
+            DeclareLaunchArgument(
+                'ragged',
+                default_value='',
+                description='Patch requests with different patch counts in one micro-batch: '
+                'pad (one call, attention mask) or group (a call per count); empty: the '
+                "params file's.",
             ),
             DeclareLaunchArgument(
                 'namespace',

@@ -235,6 +235,65 @@ def test_params_yaml_types_match_what_the_nodes_declare(file: str, node: str, sp
     assert wrong == {}
 
 
+PATCH_ARGUMENTS = ('offload_mode', 'keep_ratio', 'attention_mass', 'patch_selection',
+                   'attention_source')  # fmt: skip
+
+
+def test_launch_overrides_are_node_parameters_of_the_same_type() -> None:
+    """edge.launch.py's OVERRIDES maps argument -> type of the node parameter it sets
+    (a str, or float for tau, keep_ratio, attention_mass); expert.launch.py's names are
+    expert parameters. Every one is declared, and the patch offload ones are there."""
+    edge = parse(ROOT / 'launch' / 'edge.launch.py')
+    table = next(
+        n.value
+        for n in edge.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'OVERRIDES'
+    )
+    assert isinstance(table, ast.Dict)
+    overrides = {k.value: v.id for k, v in zip(table.keys, table.values, strict=True)}
+    kinds = {s.name: type(s.default).__name__ for s in EDGE_PARAMS}
+    assert {name: kinds[name] for name in overrides} == overrides
+    assert set(PATCH_ARGUMENTS) | {'transport'} <= set(overrides)
+    declared = {c.args[0].value for c in calls(edge, 'DeclareLaunchArgument')}
+    assert set(overrides) <= declared
+    expert = parse(ROOT / 'launch' / 'expert.launch.py')
+    names = next(
+        n.value
+        for n in ast.walk(expert)
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'names'
+    )
+    assert isinstance(names, ast.Tuple)
+    expert_names = {e.value for e in names.elts}
+    assert 'ragged' in expert_names and expert_names <= {s.name for s in EXPERT_PARAMS}
+    assert expert_names <= {c.args[0].value for c in calls(expert, 'DeclareLaunchArgument')}
+
+
+@pytest.mark.parametrize('file', ['both.launch.py', 'bag_replay.launch.py'])
+def test_patch_offload_arguments_reach_the_nodes(file: str) -> None:
+    """both.launch.py passes the patch arguments to edge.launch.py and ragged to
+    expert.launch.py; bag_replay.launch.py forwards them all to both.launch.py."""
+    tree = parse(ROOT / 'launch' / file)
+    declared = {c.args[0].value for c in calls(tree, 'DeclareLaunchArgument')}
+    assert set(PATCH_ARGUMENTS) | {'ragged', 'transport'} <= declared
+    if file == 'both.launch.py':
+        passed = {
+            k.value
+            for d in ast.walk(tree)
+            if isinstance(d, ast.Dict)
+            for k in d.keys
+            if isinstance(k, ast.Constant)
+        }
+        assert set(PATCH_ARGUMENTS) | {'ragged', 'transport'} <= passed
+    else:
+        forwarded = next(
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'forwarded'
+        )
+        assert isinstance(forwarded, ast.Tuple)
+        assert set(PATCH_ARGUMENTS) | {'ragged'} <= {e.value for e in forwarded.elts}
+
+
 def test_rviz_config_shows_the_annotated_image() -> None:
     config = yaml.safe_load(RVIZ.read_text())
     displays = config['Visualization Manager']['Displays']
