@@ -29,11 +29,17 @@ from cyclonedds.topic import Topic
 from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
 from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.messages import Header, Stamp
-from ask_expert_ros.core.node_config import EDGE_PARAMS, build_edge_logic, resolve
+from ask_expert_ros.core.node_config import (
+    EDGE_PARAMS,
+    EXPERT_PARAMS,
+    build_edge_logic,
+    build_expert_logic,
+    resolve,
+)
 from ask_expert_ros.core.routing import RoutingConfig
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
-from ask_expert_ros.dds.conversions import frame_to_image
+from ask_expert_ros.dds.conversions import frame_to_image, request_to_core
 from ask_expert_ros.dds.live import spawn_node
 from ask_expert_ros.dds.nodes import EdgeRunner, reliable_qos, sensor_qos, take_valid
 from ask_expert_ros.runtime import factory_from_params
@@ -280,6 +286,75 @@ def test_two_edges_share_one_expert_and_see_only_their_own(zoo, frames, domain_i
     for ns in cams:
         assert sorted(r.header.stamp.sec for r in got[ns]) == sent[ns]
     assert sorted({r.edge_id for r in responses}) == ['r1', 'r2']
+
+
+def test_patch_mode_edges_raw_and_compressed_answer_every_frame_by_the_expert(
+    zoo, frames, domain_id
+) -> None:
+    """Two edges in patch mode share one expert, every frame offloaded (tau 1.01): r1 sends
+    its top ceil(0.5 x 4) = 2 of the 2x2 grid's 4-pixel patches as a raw mosaic, r2 the
+    same selection as a JPEG mosaic. Each edge answers its 10 frames exactly once, all by
+    the expert (STATUS_OK, one response per frame); the requests on the wire are patch
+    requests of 2 patches, and the expert logic in this process, given those very
+    requests, answers each frame with the label the edge published."""
+    graph = Graph(domain_id)
+    cams = {ns: graph.writer(f'/{ns}/image', msgs.Image) for ns in ('r1', 'r2')}
+    outs = {ns: graph.reader(f'/{ns}/classification', msgs.Classification) for ns in cams}
+    requests_reader = graph.reader('/expert/requests', msgs.ExpertRequest)
+    responses_reader = graph.reader('/expert/responses', msgs.ExpertResponse)
+    expert = spawn('expert', zoo, domain_id, '--set', 'max_wait_ms=2')
+    patch_args = ('--set', 'offload_mode=patches', '--set', 'keep_ratio=0.5')
+    shared = ('-r', 'expert/requests:=/expert/requests')
+    shared += ('-r', 'expert/responses:=/expert/responses')
+    edges = [
+        spawn('edge', zoo, domain_id, *EDGE_ARGS, *patch_args, '--namespace', f'/{ns}',
+              '--set', f'edge_id={ns}', '--set', f'transport={transport}', *shared)
+        for ns, transport in (('r1', 'raw'), ('r2', 'compressed'))
+    ]  # fmt: skip
+    with running(expert, *edges):
+        wait_for(
+            lambda: (
+                all(c.get_matched_subscriptions() for c in cams.values())
+                and responses_reader.get_matched_publications()
+                and len(requests_reader.get_matched_publications()) == 2
+            ),
+            START_TIMEOUT_S,
+            'nodes to start',
+        )
+        time.sleep(0.5)
+        sent = {
+            'r1': publish(cams['r1'], frames[:10], 8000),
+            'r2': publish(cams['r2'], frames[10:], 9000),
+        }
+        got: dict[str, list] = {ns: [] for ns in cams}
+        for ns in cams:
+            collect(outs[ns], got[ns], len(sent[ns]), 60, f'{ns} results')
+        responses: list = []
+        collect(responses_reader, responses, len(frames), 10, 'responses')
+        time.sleep(0.3)
+        for ns in cams:
+            got[ns].extend(take_valid(outs[ns], 256))
+        responses.extend(take_valid(responses_reader, 256))
+        requests = take_valid(requests_reader, 256)
+    for ns in cams:
+        assert sorted(r.header.stamp.sec for r in got[ns]) == sent[ns]  # once per frame
+        mine = [r for r in responses if r.edge_id == ns]
+        assert sorted(r.header.stamp.sec for r in mine) == sent[ns]  # each asked once
+        assert all(r.status == msgs.ExpertResponse.STATUS_OK for r in mine), mine[0].error
+        labels = {r.header.stamp.sec: r.results[0].class_id for r in got[ns]}
+        assert {r.header.stamp.sec: r.label_name for r in mine} == labels  # the expert's
+    formats = {r.edge_id: r.frame_format for r in requests}
+    assert formats == {
+        'r1': msgs.ExpertRequest.FRAME_PATCHES_RAW,
+        'r2': msgs.ExpertRequest.FRAME_PATCHES_COMPRESSED,
+    }
+    assert {len(r.patch_indices) for r in requests} == {2} and len(requests) == len(frames)
+    values = resolve(EXPERT_PARAMS, {'library': str(zoo), 'honor_deadline': False})
+    logic = build_expert_logic(values, factory_from_params(values))
+    assert all(logic.submit(request_to_core(r)) is None for r in requests)  # all valid
+    replayed = {(r.edge_id, r.header.stamp.sec): r.label_name for r in logic.poll(flush=True)}
+    published = {(ns, r.header.stamp.sec): r.results[0].class_id for ns in cams for r in got[ns]}
+    assert replayed == published
 
 
 def test_malformed_request_and_bad_encoding_reported_nodes_keep_going(
