@@ -19,8 +19,10 @@ from ask_expert_ros.core.devices import load_profile, save_profile
 from ask_expert_ros.core.planner import (
     PAPER_TABLE4_ALPHA,
     Link,
+    Payload,
     PlanRow,
     choose_tau,
+    measured_bytes,
     plan,
     sweep_from_report,
     why_infeasible,
@@ -36,6 +38,14 @@ threshold τ, and choose the most accurate τ within the budgets.
 the names `ask-expert evaluate` writes, are accepted too), or from
 --alpha 0.99:0.747,0.9:0.462,... (--alpha paper = the paper's Table 4).
 Without accuracy, the highest τ within budget is chosen.
+
+Bytes per offloaded frame depend on the offload mode: --offload frame sends the
+whole frame at the expert's input size (--expert-input, 224² rgb8 = 150,528 bytes
+plus the request's ~232), --offload patches --keep-ratio ρ only ⌈ρ·N⌉ of its
+--patch-size patches (about ρ times that). A bench report's measured request
+size per τ wins over this model; from a report that swept several offload
+configurations, --offload, --keep-ratio / --attention-mass and --selection pick
+its rows. --bytes-per-frame overrides both.
 
 Latency is per batch of --batch frames, as in the paper:
   T = T_E(B) + [RTT + B·α·bytes·8/bandwidth] + T_N(⌈B·α⌉).
@@ -98,13 +108,48 @@ def format_plan(rows: list[PlanRow], chosen: PlanRow | None) -> str:
 
 
 DEFAULT_BYTES_PER_FRAME = 150528.0
-"""A 224×224 rgb8 frame, bytes."""
+"""A 224×224 rgb8 frame, bytes (``--offload`` unset and nothing measured: as before)."""
+
+
+def _match(args: argparse.Namespace) -> dict[str, object]:
+    """The report rows' offload configuration the command line asks for."""
+    match: dict[str, object] = {}
+    if args.offload is not None:
+        match['offload'] = args.offload
+    if args.keep_ratio is not None:
+        match['keep_ratio'] = args.keep_ratio
+    if args.attention_mass is not None:
+        match['attention_mass'] = args.attention_mass
+    if args.selection is not None:
+        match['selection'] = args.selection
+    return match
+
+
+def _payload(args: argparse.Namespace) -> Payload:
+    """The modelled request of ``--offload`` (patch mode needs rho: m's count varies)."""
+    if args.offload == 'patches' and args.keep_ratio is None:
+        raise ValueError(
+            '--offload patches without a measured request size needs --keep-ratio (or '
+            '--bytes-per-frame): how many patches an attention mass keeps varies per frame'
+        )
+    return Payload(
+        mode=args.offload or 'frame',
+        keep_ratio=args.keep_ratio if args.offload == 'patches' else 1.0,
+        img_size=args.expert_input,
+        patch_size=args.patch_size,
+        channels=args.channels,
+    )
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     if (args.report is None) == (args.alpha is None):
         raise ValueError('give exactly one of --report REPORT.json or --alpha tau:alpha,...')
+    if args.offload == 'frame' and (args.keep_ratio or args.attention_mass or args.selection):
+        raise ValueError(
+            '--keep-ratio, --attention-mass and --selection are for --offload patches'
+        )
     accuracy = args.accuracy
+    bytes_per_frame: float | dict[float, float] | None = None
     if args.report is not None:
         try:
             data = json.loads(Path(args.report).read_text(encoding='utf-8'))
@@ -112,22 +157,38 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             raise ValueError(f'{args.report} is not valid JSON: {exc}') from exc
         if not isinstance(data, dict):
             raise ValueError(f'{args.report}: expected a JSON object with a "sweep" list')
-        alpha, report_accuracy = sweep_from_report(data)
+        match = _match(args)
+        alpha, report_accuracy = sweep_from_report(data, match)
         accuracy = accuracy or report_accuracy
         alpha_source = str(args.report)
-        # a bench report measured the real request size (CDR) and ran at a batch size:
-        # use them unless the command line says otherwise
+        # a bench report measured the real request size (CDR) per tau and ran at a batch
+        # size: use them unless the command line says otherwise
+        per_tau = measured_bytes(data, match)
         measured = data.get('request_bytes', {})
-        if args.bytes_per_frame is None and isinstance(measured, dict) and 'mean' in measured:
-            args.bytes_per_frame = float(measured['mean'])
+        if args.bytes_per_frame is None and per_tau:
+            bytes_per_frame = per_tau
+            alpha_source += ' (bytes per request measured there, per tau)'
+        elif (
+            args.bytes_per_frame is None
+            and not match
+            and isinstance(measured, dict)
+            and 'mean' in measured
+        ):
+            bytes_per_frame = float(measured['mean'])
             alpha_source += ' (bytes per request measured there)'
         if args.batch is None and isinstance(data.get('batch_size'), int):
             args.batch = data['batch_size']
     else:
         alpha = args.alpha
         alpha_source = 'paper Table 4' if args.alpha == dict(PAPER_TABLE4_ALPHA) else '--alpha'
-    if args.bytes_per_frame is None:
-        args.bytes_per_frame = DEFAULT_BYTES_PER_FRAME
+    if args.bytes_per_frame is not None:
+        bytes_per_frame = args.bytes_per_frame
+    elif bytes_per_frame is None:
+        bytes_per_frame = (
+            _payload(args).bytes_per_offload
+            if args.offload is not None
+            else DEFAULT_BYTES_PER_FRAME
+        )
     if args.batch is None:
         args.batch = 1
     edge, expert = load_profile(args.edge), load_profile(args.expert)
@@ -140,7 +201,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         edge_variant=args.edge_variant,
         expert_variant=args.expert_variant,
         batch=args.batch,
-        bytes_per_frame=args.bytes_per_frame,
+        bytes_per_frame=bytes_per_frame,
         frame_rate_hz=args.frame_rate,
         accuracy=accuracy,
     )
@@ -154,7 +215,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         f'edge {edge.name} ({args.edge_variant}; {edge.source})\n'
         f'expert {expert.name} ({args.expert_variant}; {expert.source})\n'
         f'link RTT {link.rtt_ms:g} ms, {link.bandwidth_mbps:g} Mbit/s; batch {args.batch}; '
-        f'{args.bytes_per_frame:g} B/frame at {args.frame_rate:g} fps; α(τ) from {alpha_source}'
+        f'{_bytes_text(bytes_per_frame)} B/frame offloaded ({_offload_text(args)}) at '
+        f'{args.frame_rate:g} fps; α(τ) from {alpha_source}'
     )
     print(format_plan(rows, chosen))
     set_budgets = ', '.join(f'{k}={v:g}' for k, v in budgets.items() if v is not None)
@@ -172,12 +234,33 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             'expert': expert.name,
             'link': {'rtt_ms': link.rtt_ms, 'bandwidth_mbps': link.bandwidth_mbps},
             'batch': args.batch,
+            'offload': _offload_text(args),
+            'bytes_per_offloaded_frame': _bytes_json(bytes_per_frame),
             'budgets': budgets,
             'rows': [r.__dict__ for r in rows],
             'chosen_tau': None if chosen is None else chosen.tau,
         }
         Path(args.json).write_text(json.dumps(out, indent=2) + '\n', encoding='utf-8')
     return 0 if chosen is not None else 1
+
+
+def _offload_text(args: argparse.Namespace) -> str:
+    if args.offload != 'patches':
+        return args.offload or 'frame'
+    amount = (
+        f'm={args.attention_mass:g}' if args.attention_mass else f'rho={args.keep_ratio or 1.0:g}'
+    )
+    return f'patches {args.selection or "attention"} {amount}'
+
+
+def _bytes_text(value: float | dict[float, float]) -> str:
+    if isinstance(value, dict):
+        return f'{min(value.values()):.0f}-{max(value.values()):.0f}'
+    return f'{value:g}'
+
+
+def _bytes_json(value: float | dict[float, float]) -> float | dict[str, float]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
 
 
 def _cmd_profile_device(args: argparse.Namespace) -> int:
@@ -232,8 +315,30 @@ def register(subparsers: Any) -> None:
         '--bytes-per-frame',
         type=float,
         help="payload per offloaded frame, bytes (the report's measured request size, "
-        'else 150528 = 224·224·3)',
+        'else modelled for --offload, else 150528 = 224·224·3)',
     )
+    p.add_argument(
+        '--offload',
+        choices=('frame', 'patches'),
+        help='offload mode: bytes per offloaded frame modelled for it, and the report '
+        'rows of it (default: whatever the report holds; else a 224² frame)',
+    )
+    p.add_argument(
+        '--keep-ratio', type=float, help='--offload patches: rho, the share of patches sent'
+    )
+    p.add_argument(
+        '--attention-mass', type=float, help='--offload patches: pick report rows with this m'
+    )
+    p.add_argument(
+        '--selection',
+        choices=('attention', 'random', 'centre'),
+        help='--offload patches: pick report rows of this selection method',
+    )
+    p.add_argument(
+        '--expert-input', type=int, default=224, help="side of the expert's input (224)"
+    )
+    p.add_argument('--patch-size', type=int, default=16, help="expert's patch side (16)")
+    p.add_argument('--channels', type=int, default=3, help='channels sent, 3 rgb8 / 1 mono8')
     p.add_argument('--frame-rate', type=float, default=30.0, help='camera rate, fps (30)')
     p.add_argument('--max-latency-ms', type=float, help='budget: latency per batch, ms')
     p.add_argument('--max-bandwidth-mbps', type=float, help='budget: offload traffic, Mbit/s')

@@ -16,12 +16,26 @@ from ask_expert_ros.core.devices import (
     load_profile,
     save_profile,
 )
+from ask_expert_ros.core.messages import (
+    FrameFormat,
+    Header,
+    ImageData,
+    OffloadRequest,
+    PatchLayout,
+    Stamp,
+)
 from ask_expert_ros.core.planner import (
+    PAPER_TABLE4_ALPHA,
+    REQUEST_OVERHEAD_BYTES,
     Link,
+    Payload,
     PlanRow,
     choose_tau,
+    measured_bytes,
+    meets_budgets,
     plan,
     sweep_from_report,
+    sweep_rows,
     why_infeasible,
 )
 
@@ -328,3 +342,154 @@ def test_plan_cli_takes_request_size_and_batch_from_a_bench_report(
     # the command line still wins over the report
     assert main([*implicit, '--bytes-per-frame', '2000']) == 0
     assert '2000 B/frame' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- bytes by offload mode
+
+
+def test_payload_bytes_by_offload_mode() -> None:
+    """224² rgb8, 16-pixel patches: N = 196, a patch is 16·16·3 = 768 bytes.
+
+    * frame: 196 · 768 = 150,528 pixel bytes + 232 = 150,760;
+    * patches at rho 0.3: ⌈58.8⌉ = 59 patches, a mosaic of 8 x 8 = 64 tiles (5 zero
+      tiles) = 49,152 bytes, + 2 · 59 index bytes + 232 = 49,502: 0.33 of the frame;
+    * rho 1: 196 patches, 14 x 14 tiles, the frame's pixels + 392 index bytes.
+    """
+    assert Payload().bytes_per_offload == 150_760
+    patches = Payload('patches', keep_ratio=0.3)
+    assert (patches.num_patches, patches.patches_sent) == (196, 59)
+    assert patches.bytes_per_offload == 49_502
+    assert Payload('patches', keep_ratio=1.0).bytes_per_offload == 150_760 + 392
+    assert Payload('patches', 0.5, img_size=8, patch_size=4, channels=1).bytes_per_offload == (
+        2 * 16 + 2 * 2 + REQUEST_OVERHEAD_BYTES
+    )
+    with pytest.raises(ValueError, match='keep_ratio must be in'):
+        Payload('patches', keep_ratio=0.0)
+    with pytest.raises(ValueError, match='whole number'):
+        Payload(img_size=100, patch_size=16)
+
+
+def test_payload_model_is_within_a_few_bytes_of_the_real_request() -> None:
+    """The CDR of real ExpertRequests (frame, and a 59-patch mosaic) against the model:
+    the request's overhead depends on ids and names, so a few bytes apart at most."""
+    pytest.importorskip('cyclonedds')
+    from ask_expert_ros.bags.bench import request_size
+
+    def request(image: ImageData, layout: PatchLayout | None) -> OffloadRequest:
+        header = Header(Stamp(1, 2), 'camera')
+        return OffloadRequest(header, 'robot1-12345', 7, image, (1, 2), (0.5, 0.2), (1, 2),
+                              'cifar100_s10', 0.5, 'max_softmax', Stamp(3, 4), 1.0, 2.0,
+                              layout)  # fmt: skip
+
+    frame = ImageData(FrameFormat.RAW, bytes(150_528), 224, 224, 'rgb8', 672)
+    mosaic = ImageData(FrameFormat.PATCHES_RAW, bytes(49_152), 128, 128, 'rgb8', 384)
+    layout = PatchLayout(16, 14, 14, tuple(range(0, 118, 2)))
+    assert abs(request_size(request(frame, None)) - Payload().bytes_per_offload) <= 4
+    patches = Payload('patches', keep_ratio=0.3).bytes_per_offload
+    assert abs(request_size(request(mosaic, layout)) - patches) <= 4
+
+
+def test_patch_mode_fits_a_bandwidth_budget_frame_mode_does_not() -> None:
+    """Paper alpha at 30 fps over an 8 Mbit/s budget. Frame mode at tau 0.9 (alpha 0.462)
+    needs 0.462 · 30 · 150,760 · 8 / 1e6 = 16.7 Mbit/s: infeasible; the highest tau that
+    fits is 0.6 (0.208 · 30 · 150,760 · 8 / 1e6 = 7.5). Patch mode at rho 0.3 needs
+    0.462 · 30 · 49,502 · 8 / 1e6 = 5.5 Mbit/s at tau 0.9: within budget (0.99 needs
+    8.9); its link time per batch is a third of frame mode's."""
+    alpha = dict(PAPER_TABLE4_ALPHA)
+    common = {'expert_variant': 'deit_6h', 'batch': 10, 'frame_rate_hz': 30.0}
+    frame = plan(_edge(), _expert(), alpha, Link(), **common,
+                 bytes_per_frame=Payload().bytes_per_offload)  # fmt: skip
+    patches = plan(_edge(), _expert(), alpha, Link(), **common,
+                   bytes_per_frame=Payload('patches', 0.3).bytes_per_offload)  # fmt: skip
+    at = {r.tau: r for r in frame}
+    pat = {r.tau: r for r in patches}
+    assert at[0.9].offload_mbps == pytest.approx(0.462 * 30 * 150_760 * 8 / 1e6)
+    assert not meets_budgets(at[0.9], max_bandwidth_mbps=8.0)
+    assert meets_budgets(pat[0.9], max_bandwidth_mbps=8.0)
+    assert pat[0.9].offload_mbps == pytest.approx(0.462 * 30 * 49_502 * 8 / 1e6)
+    chosen = [choose_tau(rows, max_bandwidth_mbps=8.0) for rows in (frame, patches)]
+    assert [c.tau if c is not None else None for c in chosen] == [0.6, 0.9]
+    transfer = {name: {r.tau: r.comm_ms - 5.0 for r in rows}
+                for name, rows in (('frame', frame), ('patches', patches))}  # fmt: skip
+    assert transfer['patches'][0.9] == pytest.approx(transfer['frame'][0.9] * 49_502 / 150_760)
+
+
+def test_plan_takes_bytes_measured_per_tau() -> None:
+    """tau 0.9 measured at 2,000 bytes, tau 0.5 not measured: it gets the mean, 2,000."""
+    rows = plan(_edge(), _expert(), {0.9: 0.5, 0.5: 0.25}, Link(), expert_variant='deit_6h',
+                bytes_per_frame={0.9: 2000.0})  # fmt: skip
+    assert [r.offload_mbps for r in rows] == pytest.approx(
+        [0.5 * 30 * 2000 * 8 / 1e6, 0.25 * 30 * 2000 * 8 / 1e6]
+    )
+    with pytest.raises(ValueError, match='empty mapping'):
+        plan(_edge(), _expert(), {0.9: 0.5}, Link(), expert_variant='deit_6h', bytes_per_frame={})
+    with pytest.raises(ValueError, match='bytes_per_frame must be >= 0'):
+        plan(_edge(), _expert(), {0.9: 0.5}, Link(), expert_variant='deit_6h',
+             bytes_per_frame={0.9: -1.0})  # fmt: skip
+
+
+def _swept_report() -> dict:
+    """A bench report over frame mode and patches at rho 0.3 (attention and random)."""
+
+    def row(tau: float, alpha: float, acc: float, nbytes: float, **offload) -> dict:
+        return {'tau': tau, 'offload_ratio': alpha, 'co_inference_accuracy': acc,
+                'request_bytes_per_offloaded_frame': nbytes, **offload}  # fmt: skip
+
+    patches = {'offload': 'patches', 'keep_ratio': 0.3, 'attention_source': 'last'}
+    return {
+        'sweep': [
+            row(0.9, 0.5, 0.90, 150_760.0, offload='frame'),
+            row(0.5, 0.0, 0.80, 0.0, offload='frame'),
+            row(0.9, 0.5, 0.89, 49_500.0, selection='attention', **patches),
+            row(0.5, 0.0, 0.80, 0.0, selection='attention', **patches),
+            row(0.9, 0.5, 0.85, 49_500.0, selection='random', **patches),
+            row(0.5, 0.0, 0.80, 0.0, selection='random', **patches),
+        ]
+    }
+
+
+def test_sweep_from_a_report_over_offload_configurations() -> None:
+    report = _swept_report()
+    with pytest.raises(ValueError, match=r'several offload configurations at tau=0\.9'):
+        sweep_from_report(report)
+    assert sweep_from_report(report, {'offload': 'frame'}) == ({0.9: 0.5, 0.5: 0.0},
+                                                               {0.9: 0.9, 0.5: 0.8})  # fmt: skip
+    chosen = {'offload': 'patches', 'keep_ratio': 0.3, 'selection': 'random'}
+    assert sweep_from_report(report, chosen)[1] == {0.9: 0.85, 0.5: 0.8}
+    assert measured_bytes(report, chosen) == {0.9: 49_500.0}  # nothing offloaded at 0.5
+    assert measured_bytes({'sweep': [{'tau': 0.9, 'alpha': 0.1}]}) == {}
+    with pytest.raises(ValueError, match='no sweep row'):
+        sweep_from_report(report, {'offload': 'patches', 'keep_ratio': 0.5})
+    with pytest.raises(ValueError, match='cannot match'):
+        sweep_rows(report, {'tau': 0.9})
+    # an older report without offload fields is frame mode
+    old = {'sweep': [{'tau': 0.9, 'alpha': 0.4}]}
+    assert sweep_from_report(old, {'offload': 'frame'}) == ({0.9: 0.4}, None)
+
+
+def test_plan_cli_offload_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With paper alpha and an 8 Mbit/s budget (see the budget test above): frame mode
+    cannot offload at tau 0.9, patches at rho 0.3 can; from a swept report the chosen
+    rows' measured bytes are used."""
+    budget = ['plan', '--alpha', 'paper', '--batch', '10', '--max-bandwidth-mbps', '8']
+    assert main([*budget, '--offload', 'frame']) == 0
+    assert 'chosen tau = 0.6 ' in capsys.readouterr().out
+    assert main([*budget, '--offload', 'patches', '--keep-ratio', '0.3']) == 0
+    out = capsys.readouterr().out
+    assert (
+        'chosen tau = 0.9 ' in out and '49502 B/frame offloaded (patches attention rho=0.3)' in out
+    )
+    assert main([*budget, '--offload', 'patches']) == 2
+    assert 'needs --keep-ratio' in capsys.readouterr().err
+    report = tmp_path / 'report.json'
+    report.write_text(json.dumps(_swept_report()))
+    args = ['plan', '--report', str(report), '--offload', 'patches', '--keep-ratio', '0.3',
+            '--selection', 'attention', '--json', str(tmp_path / 'plan.json')]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert 'measured there, per tau' in out and 'chosen tau = 0.9 ' in out
+    saved = json.loads((tmp_path / 'plan.json').read_text())
+    assert saved['bytes_per_offloaded_frame'] == {'0.9': 49_500.0}
+    assert saved['offload'] == 'patches attention rho=0.3'
+    assert main(['plan', '--report', str(report)]) == 2
+    assert 'several offload configurations' in capsys.readouterr().err

@@ -23,17 +23,98 @@ the radio's energy is not modelled separately (it is inside the edge's idle
 draw). ``energy_j`` is NaN when a profile lacks ``idle``/``busy`` power.
 
 Offload bandwidth, in Mbit/s, at the camera rate: ``α · frame_rate · bytes · 8 / 1e6``.
+
+``bytes`` is what one offloaded frame costs on the link, and depends on the offload
+mode (:class:`Payload`): in frame mode the whole frame at the expert's input resolution
+(``224·224·3`` raw) plus the rest of the ``ExpertRequest``; in patch mode the
+``⌈ρ·N⌉`` patches the edge selected, packed as a near-square mosaic (its tail tiles
+travel as zeros), their indices, and the same rest -- about ρ times the frame. A bench
+report measures the real serialised request per τ (``request_bytes_per_offloaded_frame``),
+which :func:`measured_bytes` reads; those beat the model.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from ask_expert_ros.core.devices import DeviceProfile
 
 _EPS = 1e-9
+
+OffloadMode = Literal['frame', 'patches']
+
+REQUEST_OVERHEAD_BYTES = 232.0
+"""The ``ExpertRequest`` besides its pixels, CDR: header, ids, Top-2, key, partition and
+method names, image fields (measured for a raw 224² rgb8 request, edge id of 12
+characters, partition ``cifar100_s10``)."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What one offloaded frame puts on the link, by offload mode (raw pixels).
+
+    Attributes:
+        mode: ``frame`` (the whole frame) or ``patches`` (the selected patches).
+        keep_ratio: ρ in (0, 1], the share of patches sent in patch mode.
+        img_size: Side of the expert's square input, pixels: frames travel at it.
+        patch_size: Side of the expert's patches, pixels.
+        channels: Colour channels of the frame as sent (3 for rgb8, 1 for mono8).
+        overhead_bytes: The rest of the request (:data:`REQUEST_OVERHEAD_BYTES`).
+    """
+
+    mode: OffloadMode = 'frame'
+    keep_ratio: float = 1.0
+    img_size: int = 224
+    patch_size: int = 16
+    channels: int = 3
+    overhead_bytes: float = REQUEST_OVERHEAD_BYTES
+
+    def __post_init__(self) -> None:
+        if self.mode not in ('frame', 'patches'):
+            raise ValueError(f"mode must be 'frame' or 'patches', got {self.mode!r}")
+        if not 0 < self.keep_ratio <= 1:
+            raise ValueError(f'keep_ratio must be in (0, 1], got {self.keep_ratio}')
+        if self.patch_size < 1 or self.img_size < self.patch_size:
+            raise ValueError(
+                f'need 1 <= patch_size <= img_size, got {self.patch_size} and {self.img_size}'
+            )
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f'img_size {self.img_size} is not a whole number of {self.patch_size}-pixel '
+                'patches'
+            )
+        if self.channels < 1:
+            raise ValueError(f'channels must be >= 1, got {self.channels}')
+        if not math.isfinite(self.overhead_bytes) or self.overhead_bytes < 0:
+            raise ValueError(f'overhead_bytes must be >= 0, got {self.overhead_bytes}')
+
+    @property
+    def num_patches(self) -> int:
+        """N, the patches of the expert's grid."""
+        return (self.img_size // self.patch_size) ** 2
+
+    @property
+    def patches_sent(self) -> int:
+        """``⌈ρ·N⌉`` in patch mode (at least 1), N in frame mode."""
+        if self.mode == 'frame':
+            return self.num_patches
+        n = self.num_patches
+        return max(1, min(n, math.ceil(round(self.keep_ratio * n, 9))))
+
+    @property
+    def bytes_per_offload(self) -> float:
+        """Bytes of one request: pixels (the mosaic's whole tiles in patch mode), 2 bytes
+        per patch index (uint16) in patch mode, and the overhead."""
+        patch = self.patch_size**2 * self.channels
+        if self.mode == 'frame':
+            return self.num_patches * patch + self.overhead_bytes
+        count = self.patches_sent
+        cols = math.ceil(math.sqrt(count))  # the mosaic of core.patches.mosaic_shape
+        tiles = math.ceil(count / cols) * cols
+        return tiles * patch + 2 * count + self.overhead_bytes
 
 
 @dataclass(frozen=True)
@@ -106,7 +187,7 @@ def plan(
     edge_variant: str = 'deit_3h',
     expert_variant: str = 'deit_3h',
     batch: int = 1,
-    bytes_per_frame: float = 150528.0,
+    bytes_per_frame: float | Mapping[float, float] = 150528.0,
     frame_rate_hz: float = 30.0,
     accuracy: Mapping[float, float] | None = None,
 ) -> list[PlanRow]:
@@ -122,7 +203,9 @@ def plan(
         expert_variant: Expert variant on the accelerator.
         batch: B, frames per batch.
         bytes_per_frame: Payload per offloaded frame, in bytes (default: a
-            224×224×3 uint8 image).
+            224×224×3 uint8 image; :attr:`Payload.bytes_per_offload` for an offload
+            mode), or τ -> bytes where they were measured per τ (a τ missing from it
+            uses the mean of the others).
         frame_rate_hz: Camera rate for ``offload_mbps``, in frames per second.
         accuracy: Optional τ -> accuracy in [0, 1]; must cover every τ in ``alpha``.
 
@@ -135,8 +218,7 @@ def plan(
     """
     if isinstance(batch, bool) or int(batch) != batch or batch < 1:
         raise ValueError(f'batch must be an integer >= 1, got {batch!r}')
-    if not math.isfinite(bytes_per_frame) or bytes_per_frame < 0:
-        raise ValueError(f'bytes_per_frame must be >= 0, got {bytes_per_frame}')
+    per_tau = _bytes_per_tau(bytes_per_frame)
     if not math.isfinite(frame_rate_hz) or frame_rate_hz <= 0:
         raise ValueError(f'frame_rate_hz must be > 0, got {frame_rate_hz}')
     if not alpha:
@@ -153,10 +235,11 @@ def plan(
             if tau not in accuracy:
                 raise ValueError(f'accuracy has no entry for τ={tau}; give one for every τ')
             acc = _check_fraction(f'accuracy(τ={tau})', accuracy[tau])
+        nbytes = per_tau(tau)
         # round before ceil so that 10 × 0.3 = 3.0000000000000004 counts as 3 frames
         offloaded = math.ceil(round(batch * a, 9)) if a > 0 else 0
         expert_ms = expert.latency(expert_variant, offloaded) if offloaded else 0.0
-        comm_ms = link.rtt_ms + link.transfer_ms(batch * a * bytes_per_frame) if a > 0 else 0.0
+        comm_ms = link.rtt_ms + link.transfer_ms(batch * a * nbytes) if a > 0 else 0.0
         if energy_known:
             joules = (
                 edge.power_w['busy'] * edge_ms
@@ -174,7 +257,7 @@ def plan(
                 latency_ms=edge_ms + comm_ms + expert_ms,
                 comm_ms=comm_ms,
                 energy_j=energy,
-                offload_mbps=a * frame_rate_hz * bytes_per_frame * 8 / 1e6,
+                offload_mbps=a * frame_rate_hz * nbytes * 8 / 1e6,
                 edge_ms=edge_ms,
                 expert_ms=expert_ms,
                 offloaded=offloaded,
@@ -182,6 +265,26 @@ def plan(
             )
         )
     return rows
+
+
+def _bytes_per_tau(bytes_per_frame: float | Mapping[float, float]) -> Callable[[float], float]:
+    """τ -> bytes per offloaded frame, checked; a τ the mapping lacks gets its mean."""
+    if isinstance(bytes_per_frame, Mapping):
+        table = {float(t): v for t, v in bytes_per_frame.items()}
+        if not table:
+            raise ValueError('bytes_per_frame is an empty mapping: give bytes for some τ')
+    else:
+        table = {}
+    values: list[object] = list(table.values()) if table else [bytes_per_frame]
+    checked = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f'bytes_per_frame must be numbers, got {value!r}')
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f'bytes_per_frame must be >= 0, got {value}')
+        checked.append(float(value))
+    default = sum(checked) / len(checked)
+    return lambda tau: float(table.get(tau, default))
 
 
 def _check_budget(name: str, value: float | None) -> None:
@@ -296,31 +399,98 @@ def _number(value: object, where: str) -> float:
     return float(value)
 
 
+OFFLOAD_FIELDS = ('offload', 'selection', 'keep_ratio', 'attention_mass', 'attention_source')
+"""Fields of a bench report's sweep row that name its offload configuration (rows
+without them are frame mode)."""
+
+
+def _offload_of(row: Mapping[str, object]) -> dict[str, object]:
+    out = {k: row.get(k) for k in OFFLOAD_FIELDS}
+    out['offload'] = out['offload'] or 'frame'
+    return out
+
+
+def _matches(row: Mapping[str, object], match: Mapping[str, object]) -> bool:
+    mine = _offload_of(row)
+    for key, wanted in match.items():
+        if key not in OFFLOAD_FIELDS:
+            raise ValueError(f'cannot match sweep rows on {key!r}; fields: {OFFLOAD_FIELDS}')
+        have = mine[key]
+        if isinstance(wanted, float) and isinstance(have, int | float):
+            if not math.isclose(have, wanted, rel_tol=1e-9, abs_tol=1e-12):
+                return False
+        elif have != wanted:
+            return False
+    return True
+
+
+def sweep_rows(
+    report: Mapping[str, object], match: Mapping[str, object] | None = None
+) -> list[Mapping[str, object]]:
+    """The sweep rows of ``report`` whose offload configuration matches ``match``.
+
+    Args:
+        report: A report with a ``sweep`` list.
+        match: Field -> value among :data:`OFFLOAD_FIELDS` (``{'offload': 'patches',
+            'keep_ratio': 0.3}``); None or {}: every row.
+
+    Raises:
+        ValueError: No sweep, or a field that is not an offload field.
+    """
+    rows = report.get('sweep')
+    if not isinstance(rows, list) or not rows:
+        raise ValueError('report has no "sweep" list of {"tau", "alpha", "accuracy"} rows')
+    return [r for r in rows if not isinstance(r, Mapping) or _matches(r, match or {})]
+
+
+def _label(row: Mapping[str, object]) -> str:
+    mode = _offload_of(row)
+    if mode['offload'] == 'frame':
+        return 'frame'
+    amount = (
+        f'rho={mode["keep_ratio"]}'
+        if mode['keep_ratio'] is not None
+        else f'm={mode["attention_mass"]}'
+    )
+    return f'patches {mode["selection"]} {amount}'
+
+
 def sweep_from_report(
-    report: Mapping[str, object],
+    report: Mapping[str, object], match: Mapping[str, object] | None = None
 ) -> tuple[dict[float, float], dict[float, float] | None]:
     """α(τ) and accuracy(τ) from a benchmark/evaluation report.
 
     Accepts ``{"sweep": [{"tau": .., "alpha": .., "accuracy": ..}, ...]}``; ``alpha``
     may be named ``offload_ratio`` and ``accuracy`` ``co_inference_accuracy`` (the
     names ``ask-expert evaluate``/``demo`` write), and a value may be a
-    ``{"mean": .., "std": ..}`` pair (``ask-expert experiment``).
+    ``{"mean": .., "std": ..}`` pair (``ask-expert experiment``). A bench report that
+    swept offload configurations (``offload``, ``keep_ratio``, ``selection`` per row)
+    needs ``match`` to pick one (:func:`sweep_rows`).
 
     Returns:
         (τ -> α, τ -> accuracy or None when no row has an accuracy).
 
     Raises:
-        ValueError: No sweep, a row without τ or α, or accuracy on only some rows.
+        ValueError: No sweep, no row matching, a row without τ or α, accuracy on only
+            some rows, or several offload configurations at one τ.
     """
-    rows = report.get('sweep')
-    if not isinstance(rows, list) or not rows:
-        raise ValueError('report has no "sweep" list of {"tau", "alpha", "accuracy"} rows')
+    rows = sweep_rows(report, match)
+    if not rows:
+        raise ValueError(f'no sweep row has the offload configuration {dict(match or {})}')
     alpha: dict[float, float] = {}
     accuracy: dict[float, float] = {}
+    seen: dict[float, str] = {}
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping) or 'tau' not in row:
             raise ValueError(f'sweep[{i}] has no "tau"')
         tau = _number(row['tau'], f'sweep[{i}].tau')
+        if seen.get(tau, _label(row)) != _label(row):
+            labels = sorted({_label(r) for r in rows if isinstance(r, Mapping)})
+            raise ValueError(
+                f'the report has several offload configurations at tau={tau}: {labels}; '
+                'choose one (offload, keep_ratio / attention_mass, selection)'
+            )
+        seen[tau] = _label(row)
         alpha_key = next((k for k in _ALPHA_KEYS if k in row), None)
         if alpha_key is None:
             raise ValueError(f'sweep[{i}] (tau={tau}) has none of {_ALPHA_KEYS}')
@@ -331,3 +501,19 @@ def sweep_from_report(
     if accuracy and len(accuracy) != len(alpha):
         raise ValueError('report gives accuracy for only some τ; give it for all or none')
     return alpha, (accuracy or None)
+
+
+def measured_bytes(
+    report: Mapping[str, object], match: Mapping[str, object] | None = None
+) -> dict[float, float]:
+    """τ -> the bytes per offloaded frame a bench report measured (the serialised
+    ``ExpertRequest``), for the rows matching ``match``; τ where nothing was offloaded
+    (no measurement) are left out, and so is a report that measured none."""
+    out: dict[float, float] = {}
+    for row in sweep_rows(report, match):
+        if not isinstance(row, Mapping) or 'tau' not in row:
+            continue
+        value = row.get('request_bytes_per_offloaded_frame')
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            out[_number(row['tau'], 'tau')] = float(value)
+    return out
