@@ -15,6 +15,7 @@ import yaml
 from ask_expert_ros import __version__
 from ask_expert_ros.bags import commands as bag_commands
 from ask_expert_ros.bench import cli as bench_cli
+from ask_expert_ros.bench import patches_cli
 from ask_expert_ros.core.data import digits
 from ask_expert_ros.core.demo import DemoConfig, format_table, run_demo
 from ask_expert_ros.core.errors import AskExpertError
@@ -330,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_planning(sub)
     runtime_cli.register(sub)
     bench_cli.register(sub)
+    patches_cli.register(sub)
     return parser
 
 
