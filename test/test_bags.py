@@ -22,7 +22,7 @@ from ask_expert_ros.bags.types import COMPRESSED_IMAGE, IMAGE, typestore
 from ask_expert_ros.bags.writer import BagWriteConfig, make_bag
 from ask_expert_ros.cli import main
 from ask_expert_ros.core.bench_plots import PLOT_FILES, figures
-from ask_expert_ros.core.benchmark import SCENARIOS, BenchConfig
+from ask_expert_ros.core.benchmark import SCENARIOS, BenchConfig, offload_configs
 from ask_expert_ros.core.data import digits
 from ask_expert_ros.core.devices import load_profile
 from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
@@ -30,6 +30,7 @@ from ask_expert_ros.core.evaluation import tau_sweep
 from ask_expert_ros.core.image_codec import decode_compressed, encode_compressed
 from ask_expert_ros.core.library import ExpertLibrary, write_manifest
 from ask_expert_ros.core.models import create_model, save_model
+from ask_expert_ros.core.patches import PatchSelection
 from ask_expert_ros.core.routing import RoutingConfig
 from ask_expert_ros.core.taxonomy import key_slug, resolve_scheme
 
@@ -161,6 +162,101 @@ def test_plots_exist_and_show_the_report_series(digits_zoo: Path, data, tmp_path
     for p in front:
         assert not any(q['latency'] < p['latency'] and q['accuracy'] > p['accuracy']
                        for q in points)  # fmt: skip
+
+
+def test_bench_sweeps_patch_offload_next_to_frame_mode(
+    digits_zoo: Path, data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 24x24 rgb8 camera (the digits x3) before an 8x8 one-channel zoo with 4-pixel
+    patches (a 2x2 grid). Requests are built as the edge builds them:
+
+    * frame mode sends the 8x8 mono8 frame the expert sees: 64 pixel bytes, not the
+      camera's 24·24·3 = 1,728, plus header, Top-k and key;
+    * patch mode at rho 0.5 sends ceil(0.5·4) = 2 patches, a 1x2 mosaic of 2·16 = 32
+      bytes plus 2 uint16 indices: 64 - 32 - 4 = 28 bytes less than frame mode (give or
+      take the CDR alignment of the index sequence).
+
+    Each configuration's accuracy is the in-process engine's with that selection.
+    """
+    images = np.repeat(np.repeat(data.test_images[:N], 3, axis=1), 3, axis=2)
+    camera = np.stack([images] * 3, axis=-1)
+    bag = make_bag(tmp_path / 'bag', camera, data.test_labels[:N], data.class_names)
+    out = tmp_path / 'out'
+    taus = (1.0, 0.13)
+    assert main(['bench', '--bag', str(bag), '--models', str(digits_zoo), '--out', str(out),
+                 '--tau', '1.0,0.13', '--offload', 'frame,patches', '--keep-ratio', '0.5',
+                 '--selection', 'attention,random']) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert 'patches attention rho=0.5' in printed and 'patches random rho=0.5' in printed
+    report = json.loads((out / 'report.json').read_text())
+    labels = ['frame', 'patches attention rho=0.5', 'patches random rho=0.5']
+    rows = report['sweep']
+    assert [(r['offload_label'], r['tau']) for r in rows] == [(x, t) for x in labels for t in taus]
+    assert [o['offload_label'] for o in report['offloads']] == labels
+    by = {(r['offload_label'], r['tau']): r for r in rows}
+    frame_bytes = by['frame', 1.0]['request_bytes_per_offloaded_frame']
+    assert 64 + 100 < frame_bytes < 64 + 400  # the expert's 8x8, not the camera's 1,728
+    assert report['offload']['offload'] == 'frame' and report['offload']['transport'] == 'raw'
+    for label in labels[1:]:
+        row = by[label, 1.0]
+        assert row['offload'] == 'patches' and row['keep_ratio'] == 0.5
+        assert row['selection'] == label.split()[1] and row['attention_source'] == 'last'
+        assert frame_bytes - row['request_bytes_per_offloaded_frame'] == pytest.approx(28, abs=4)
+        assert row['bytes_vs_full_frame'] == pytest.approx(
+            row['request_bytes_per_offloaded_frame'] / frame_bytes
+        )
+        assert row['comm_ms'] < by['frame', 1.0]['comm_ms']  # fewer bytes on the link
+    assert by['frame', 1.0]['bytes_vs_full_frame'] == 1.0
+    assert by['frame', 1.0]['selection'] is None
+    library = ExpertLibrary(digits_zoo)
+    selections = (None, PatchSelection('attention', 0.5), PatchSelection('random', 0.5))
+    for label, selection in zip(labels, selections, strict=True):
+        edge = EdgeStage(library.load_edge(), library.scheme, RoutingConfig(tau=1.0, k=2))
+        engine = CoInferenceEngine(edge, ExpertStage(library), selection)
+        expected = tau_sweep(engine, camera, data.test_labels[:N], taus, 10)['sweep']
+        for tau, want in zip(taus, expected, strict=True):
+            got = by[label, tau]
+            assert (got['offloaded'], got['co_inference_accuracy']) == (
+                want['offloaded'],
+                want['co_inference_accuracy'],
+            ), label
+    # the series are frame mode's; the patch configurations add their points to pareto
+    assert report['series']['offload_ratio'] == [by['frame', t]['offload_ratio'] for t in taus]
+    scenarios = {p['scenario'] for p in report['pareto']}
+    assert 'specialist_co_inference [patches random rho=0.5]' in scenarios
+    assert (out / 'pareto.png').stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ('args', 'expected'),
+    [
+        ((), (None,)),
+        ((('patches',),), (PatchSelection('attention', 0.5),)),
+        ((('frame', 'patches'), (0.3, 0.5), None, ('attention', 'centre')),
+         (None, PatchSelection('attention', 0.3), PatchSelection('attention', 0.5),
+          PatchSelection('centre', 0.3), PatchSelection('centre', 0.5))),
+        ((('patches',), None, (0.9,), ('attention',), 'rollout'),
+         (PatchSelection('attention', None, 0.9, 'rollout'),)),
+        ((('patches',), (0.3,), (0.9,)),
+         (PatchSelection('attention', 0.3), PatchSelection('attention', None, 0.9))),
+    ],
+)  # fmt: skip
+def test_offload_configs_from_the_command_line_lists(args: tuple, expected: tuple) -> None:
+    assert offload_configs(*args) == expected
+
+
+@pytest.mark.parametrize(
+    ('args', 'match'),
+    [
+        ((('frame',), (0.3,)), 'for patch offload'),
+        ((('tiles',),), "'frame' and 'patches'"),
+        ((('patches',), None, (0.9,), ('random',)), 'random baseline selects by keep ratio'),
+        ((('patches',), (1.5,)), 'keep_ratio must be in'),
+    ],
+)
+def test_offload_configs_refuse_what_cannot_run(args: tuple, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        offload_configs(*args)
 
 
 @pytest.mark.parametrize('encoding', ['bgr8', 'rgb8', 'rgba8', 'bgra8', 'mono8'])
@@ -302,12 +398,18 @@ def test_bad_requests_get_clear_errors(digits_zoo: Path, tmp_path: Path, capsys)
 
 
 def test_bench_live_over_dds(digits_zoo: Path, data, tmp_path: Path) -> None:
-    """20 bag frames through edge and expert processes over real Cyclone DDS."""
+    """20 bag frames through edge and expert processes over real Cyclone DDS, the edge in
+    patch mode (frame mode live is test_dds_nodes' first test): rho 0.5 of the 2x2 grid
+    of 4-pixel patches is a 1x2 mosaic, 32 mono8 bytes per request."""
     bag = make_bag(tmp_path / 'bag', data.test_images[:20], data.test_labels[:20],
                    data.class_names, BagWriteConfig(rate_hz=50.0))  # fmt: skip
-    report = live_bench(bag, digits_zoo, 0.15, tmp_path / 'out', deadline_ms=2000.0)
+    report = live_bench(bag, digits_zoo, 0.15, tmp_path / 'out', deadline_ms=2000.0,
+                        offload=PatchSelection('attention', 0.5))  # fmt: skip
     live = json.loads((tmp_path / 'out' / 'report.json').read_text())['live']
     assert live == json.loads(json.dumps(report['live']))
+    assert live['offload']['offload_label'] == 'patches attention rho=0.5'
+    assert live['edge_params']['offload_mode'] == 'patches'
+    assert live['pixel_bytes_per_request'] == 32.0
     assert live['frames_sent'] == live['results'] == 20 and live['dropped'] == 0
     assert live['unexpected_results'] == 0 and live['duplicate_results'] == 0
     assert [f['stamp_ns'] for f in live['per_frame']] == [

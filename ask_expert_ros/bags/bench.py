@@ -1,12 +1,14 @@
 """``ask-expert bench``: a camera bag through the co-inference engine, offline or live.
 
 Offline (:func:`bench_bag`): the frames of the bag go through the engine in this
-process once per τ (:func:`ask_expert_ros.core.benchmark.run_bench`); the bytes on
-the link are the real CDR size of the ``ExpertRequest`` each offloaded frame would be
-sent in, built from the image exactly as recorded. Live (:func:`live_bench`): the
-frames drive the two-process Cyclone DDS graph (:func:`ask_expert_ros.dds.live.run_live`)
-with the bag's header stamps. Both write ``report.json`` (and the offline one its
-plots) into the output folder.
+process once per τ and offload configuration (frame mode, patch selections:
+:func:`ask_expert_ros.core.benchmark.run_bench`); the bytes on the link are the real
+CDR size of the ``ExpertRequest`` each offloaded frame would be sent in, built as the
+edge node builds it (at the expert's input size; the recorded bytes when they already
+are). Live (:func:`live_bench`): the frames drive the two-process Cyclone DDS graph
+(:func:`ask_expert_ros.dds.live.run_live`) with the bag's header stamps, in frame or
+patch mode. Both write ``report.json`` (and the offline one its plots) into the
+output folder.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import numpy as np
 
 from ask_expert_ros.bags.reader import BagContents, BagError, read_bag
 from ask_expert_ros.core.bench_plots import write_plots
-from ask_expert_ros.core.benchmark import BenchConfig, run_bench
+from ask_expert_ros.core.benchmark import BenchConfig, offload_fields, run_bench
 from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
 from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.messages import OffloadRequest
+from ask_expert_ros.core.patches import PatchSelection
 from ask_expert_ros.core.routing import RoutingConfig
 
 logger = logging.getLogger(__name__)
@@ -91,6 +94,22 @@ def _engines(
     return engine, generalist, library
 
 
+def edge_offload_params(
+    offload: PatchSelection | None, transport: str = 'raw', jpeg_quality: int = 90
+) -> dict[str, Any]:
+    """The edge node parameters (``config/edge.yaml`` names) of an offload configuration."""
+    values: dict[str, Any] = {'transport': transport, 'jpeg_quality': jpeg_quality}
+    if offload is None:
+        return values | {'offload_mode': 'frame'}
+    return values | {
+        'offload_mode': 'patches',
+        'keep_ratio': offload.keep_ratio if offload.keep_ratio is not None else 0.5,
+        'attention_mass': offload.attention_mass or 0.0,
+        'patch_selection': offload.method,
+        'attention_source': offload.source,
+    }
+
+
 def write_report(report: dict[str, Any], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_NAME
@@ -148,12 +167,20 @@ def live_bench(
     limit: int | None = None,
     rate_hz: float | None = None,
     deadline_ms: float = 500.0,
+    offload: PatchSelection | None = None,
+    transport: str = 'raw',
+    jpeg_quality: int = 90,
 ) -> dict[str, Any]:
     """Replay a bag through the two-process DDS graph; results under ``live`` in
     ``out/report.json`` (merged into an offline report already there).
 
     Args:
         rate_hz: Frames per second to publish at; None: the bag's own stamp spacing.
+        offload: None: the edge offloads whole frames; a selection: patch mode with it
+            (the edge node's offload_mode, keep_ratio / attention_mass,
+            patch_selection and attention_source parameters).
+        transport: The edge's ``transport``: ``raw`` or ``compressed`` (JPEG).
+        jpeg_quality: The edge's ``jpeg_quality``.
     """
     from ask_expert_ros.dds.live import run_live  # needs cyclonedds
 
@@ -172,7 +199,9 @@ def live_bench(
         deadline_ms=deadline_ms,
         stamps_ns=[f.stamp_ns for f in contents.frames],
         allow_drops=True,
+        edge_params=edge_offload_params(offload, transport, jpeg_quality),
     )
+    live['offload'] = {**offload_fields(offload), 'transport': transport}
     live['bag'] = contents.summary()
     path = out / REPORT_NAME
     report = json.loads(path.read_text(encoding='utf-8')) if path.is_file() else {}

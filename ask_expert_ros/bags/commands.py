@@ -10,6 +10,7 @@ _PAPER_TAUS = (0.99, 0.9, 0.8, 0.7, 0.6, 0.5)
 _STORAGES = ('mcap', 'sqlite3')
 _ENCODINGS = ('rgb8', 'bgr8', 'mono8', 'rgba8', 'bgra8')
 _COMPRESSIONS = ('jpeg', 'png')
+_SELECTIONS = ('attention', 'random', 'centre')
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -22,6 +23,21 @@ def _floats(text: str) -> tuple[float, ...]:
     if not values:
         raise argparse.ArgumentTypeError('give at least one number')
     return values
+
+
+def _names(allowed: tuple[str, ...]) -> Any:
+    """An argparse type: comma-separated names, each one of ``allowed``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(t.strip() for t in text.split(',') if t.strip())
+        wrong = [n for n in names if n not in allowed]
+        if wrong or not names:
+            raise argparse.ArgumentTypeError(
+                f'expected comma-separated names among {", ".join(allowed)}, got {text!r}'
+            )
+        return names
+
+    return parse
 
 
 def _cmd_make_bag(args: argparse.Namespace) -> int:
@@ -58,26 +74,42 @@ def _cmd_make_bag(args: argparse.Namespace) -> int:
 def _print_offline(report: dict[str, Any]) -> None:
     what = 'acc' if report['metric'] == 'accuracy' else 'agree'
     print(f'{report["frames"]} frames, {report["metric"]}: {report["metric_note"]}')
+    # frame mode alone prints as it always did; patch rows add their configuration
+    patches = any(row.get('offload', 'frame') != 'frame' for row in report['sweep'])
+    extra = f' {"bytes/offl":>10} {"offload":<26}' if patches else ''
     print(
         f'{"tau":>5} {"alpha":>6} {what + "_spec":>10} {what + "_gen":>9} {"bytes/fr":>9} '
-        f'{"lat_ms/B":>9} {"E_J/fr":>7}'
+        f'{"lat_ms/B":>9} {"E_J/fr":>7}{extra}'
     )
     for row in report['sweep']:
         gen = row.get('generalist_co_inference_accuracy')
+        more = (
+            f' {row["request_bytes_per_offloaded_frame"]:10.0f} {row["offload_label"]:<26}'
+            if patches
+            else ''
+        )
         print(
             f'{row["tau"]:5.2f} {row["offload_ratio"]:6.1%} {row["co_inference_accuracy"]:10.2%} '
             f'{"-" if gen is None else f"{gen:.2%}":>9} {row["bytes_offloaded_per_frame"]:9.0f} '
-            f'{row["latency_ms"]:9.1f} {row["energy_j"]:7.3f}'
+            f'{row["latency_ms"]:9.1f} {row["energy_j"]:7.3f}{more}'
         )
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ask_expert_ros.bags.bench import REPORT_NAME, bench_bag, live_bench
-    from ask_expert_ros.core.benchmark import BenchConfig
+    from ask_expert_ros.core.benchmark import BenchConfig, offload_configs
 
+    offloads = offload_configs(
+        args.offload, args.keep_ratio, args.attention_mass, args.selection, args.attention_source
+    )
     if args.live:
         if len(args.tau) != 1:
             raise ValueError('--live runs at one threshold: give one --tau value')
+        if len(offloads) != 1:
+            raise ValueError(
+                '--live runs one offload configuration: give one --offload mode and at '
+                'most one --keep-ratio / --attention-mass and --selection'
+            )
         report = live_bench(
             args.bag,
             args.models,
@@ -88,6 +120,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             args.limit,
             rate_hz=args.rate,
             deadline_ms=args.deadline_ms,
+            offload=offloads[0],
+            transport=args.transport or 'raw',
+            jpeg_quality=args.jpeg_quality,
         )
         live = report['live']
         lat = live['latency_ms'] or {}
@@ -97,6 +132,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f'answered ({live["dropped"]} dropped), offload {live["offload_ratio"]:.1%}, '
             f'accuracy {"-" if acc is None else f"{acc:.2%}"}, camera->result p50 '
             f'{lat.get("p50", float("nan")):.1f} ms, p95 {lat.get("p95", float("nan")):.1f} ms'
+            + (
+                f', {live["offload"]["offload_label"]}'
+                if live['offload']['offload'] != 'frame'
+                else ''
+            )
         )
     else:
         config = BenchConfig(
@@ -107,6 +147,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             rtt_ms=args.rtt_ms,
             bandwidth_mbps=args.bandwidth_mbps,
             frame_rate_hz=args.frame_rate,
+            offloads=offloads,
+            transport=args.transport,
+            jpeg_quality=args.jpeg_quality,
         )
         report = bench_bag(
             args.bag, args.models, config, args.out, args.topic, args.label_topic, args.limit
@@ -171,6 +214,46 @@ def register(subparsers: Any) -> None:
     bench.add_argument('--bandwidth-mbps', type=float, default=100.0, help='link, Mbit/s')
     bench.add_argument(
         '--frame-rate', type=float, default=30.0, help='camera rate for offload Mbit/s'
+    )
+    bench.add_argument(
+        '--offload',
+        type=_names(('frame', 'patches')),
+        default=('frame',),
+        help='offload modes, comma-separated: frame (whole frames), patches (the patches '
+        'the edge attended to); frame,patches runs both',
+    )
+    bench.add_argument(
+        '--keep-ratio',
+        type=_floats,
+        default=None,
+        help='patches: keep ratios rho to sweep, comma-separated (default 0.5)',
+    )
+    bench.add_argument(
+        '--attention-mass',
+        type=_floats,
+        default=None,
+        help='patches: attention masses m to sweep (attention selection only)',
+    )
+    bench.add_argument(
+        '--selection',
+        type=_names(_SELECTIONS),
+        default=('attention',),
+        help='patches: selection methods to sweep: attention, random, centre (baselines)',
+    )
+    bench.add_argument(
+        '--attention-source',
+        choices=('last', 'rollout'),
+        default='last',
+        help="patches: the edge's attention of the last block or rollout over all blocks",
+    )
+    bench.add_argument(
+        '--transport',
+        choices=('raw', 'compressed'),
+        default=None,
+        help='how requests carry pixels (default: as recorded offline, raw --live)',
+    )
+    bench.add_argument(
+        '--jpeg-quality', type=int, default=90, help='JPEG quality of --transport compressed'
     )
     bench.add_argument(
         '--live', action='store_true', help='run edge and expert processes over DDS'

@@ -8,7 +8,9 @@ and turns what it measured into the series of the paper's evaluation:
   every frame), generalist co-inference and specialist co-inference (Fig. 4);
 * the offload ratio α(τ) (Table 4) and the bytes each frame costs on the link: the
   size of the serialised ``ExpertRequest`` (CDR) of the frames actually offloaded,
-  averaged over all frames;
+  averaged over all frames -- the requests the edge node itself would send
+  (:class:`~ask_expert_ros.core.edge_logic.EdgeLogic` builds them): the frame at the
+  expert's input resolution, or in patch mode the mosaic of the patches it selected;
 * latency and energy per frame from device profiles and a link model through
   :func:`ask_expert_ros.core.planner.plan`, normalised as in Fig. 5 (against the
   expert-sized generalist running on the edge device) and Fig. 6 (against the edge
@@ -17,7 +19,16 @@ and turns what it measured into the series of the paper's evaluation:
 * the stage times measured on this machine, beside the modelled ones.
 
 Without ground truth the accuracy series are *agreement with the expert-only answer*
-(the specialist expert for every frame), and the report says so in ``metric``.
+(the specialist expert for every frame, whole), and the report says so in ``metric``.
+
+Offload configurations (:attr:`BenchConfig.offloads`): frame mode (the paper) and any
+number of patch selections (Im et al.: ρ or m, attention or the random / centre
+baselines). Each runs the whole τ sweep; every row of ``sweep`` names its
+configuration (``offload``, ``selection``, ``keep_ratio``, ``attention_mass``,
+``attention_source``, ``offload_label``) and its bytes against the full frame
+(``bytes_vs_full_frame``). The series, plots and cost baselines are those of the first
+configuration; the others add their co-inference points to ``pareto`` and a summary to
+``offloads``.
 
 Transport-free: the adapter that read the frames supplies how large a request for
 each frame is on the wire (``request_bytes``).
@@ -28,17 +39,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from ask_expert_ros.core.devices import DeviceProfile, load_profile
-from ask_expert_ros.core.engine import CoInferenceEngine, CoInferenceResult
+from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams, Transport
+from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage
 from ask_expert_ros.core.evaluation import ALL_OFFLOADED_TAU, run_batches, tau_sweep
-from ask_expert_ros.core.image_codec import encode_image
-from ask_expert_ros.core.messages import FrameFormat, Header, ImageData, OffloadRequest, Stamp
+from ask_expert_ros.core.messages import (
+    Frame,
+    FrameFormat,
+    Header,
+    ImageData,
+    OffloadRequest,
+    Stamp,
+)
+from ask_expert_ros.core.models import ModelConfig
+from ask_expert_ros.core.patches import AttentionSource, PatchSelection, SelectionMethod
 from ask_expert_ros.core.planner import Link, plan
-from ask_expert_ros.core.routing import bits_to_key, route
+from ask_expert_ros.core.routing import RoutingConfig, route
 
 Metric = Literal['accuracy', 'agreement_with_expert_only']
 SCENARIOS = (
@@ -66,6 +86,12 @@ class BenchConfig:
         frame_rate_hz: Camera rate, frames per second (for the offload bandwidth).
         edge_variant / expert_variant / generalist_variant: Variant names to look up in
             the profiles; None: the ones in the models' config files.
+        offloads: Offload configurations to sweep, in order: None is frame mode, a
+            :class:`PatchSelection` patch mode with it. The first one's series are the
+            report's series.
+        transport: How requests carry pixels: ``raw``, ``compressed`` (JPEG), or None:
+            as the frames were recorded (compressed bags stay compressed).
+        jpeg_quality: JPEG quality of ``compressed``.
     """
 
     taus: tuple[float, ...] = (0.99, 0.9, 0.8, 0.7, 0.6, 0.5)
@@ -78,10 +104,24 @@ class BenchConfig:
     edge_variant: str | None = None
     expert_variant: str | None = None
     generalist_variant: str | None = None
+    offloads: tuple[PatchSelection | None, ...] = (None,)
+    transport: Transport | None = None
+    jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
         if not self.taus:
             raise ValueError('give at least one tau')
+        if not self.offloads:
+            raise ValueError('give at least one offload configuration (None: frame mode)')
+        for offload in self.offloads:
+            if offload is not None and not isinstance(offload, PatchSelection):
+                raise ValueError(f'an offload is None or a PatchSelection, got {offload!r}')
+        if self.transport not in (None, 'raw', 'compressed'):
+            raise ValueError(
+                f"transport must be 'raw', 'compressed' or None, got {self.transport!r}"
+            )
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f'jpeg_quality must be in 1..100, got {self.jpeg_quality}')
         for tau in self.taus:
             if not 0.0 <= tau <= 1.0:
                 raise ValueError(f'every tau must be in [0, 1], got {tau}')
@@ -95,53 +135,142 @@ class BenchConfig:
         return Link(rtt_ms=self.rtt_ms, bandwidth_mbps=self.bandwidth_mbps)
 
 
-def _concat_routing(results: Sequence[CoInferenceResult]) -> dict[str, np.ndarray]:
-    names = ('prediction', 'confidence', 'valid', 'topk_classes', 'topk_scores', 'key_bits')
-    return {n: np.concatenate([getattr(r.edge.routing, n) for r in results]) for n in names}
+def offload_fields(offload: PatchSelection | None) -> dict[str, Any]:
+    """The offload configuration as a report row names it."""
+    if offload is None:
+        return {
+            'offload': 'frame',
+            'selection': None,
+            'keep_ratio': None,
+            'attention_mass': None,
+            'attention_source': None,
+            'offload_label': 'frame',
+        }
+    return {
+        'offload': 'patches',
+        'selection': offload.method,
+        'keep_ratio': offload.keep_ratio,
+        'attention_mass': offload.attention_mass,
+        'attention_source': offload.source,
+        'offload_label': f'patches {offload.label}',
+    }
+
+
+def offload_configs(
+    modes: Sequence[str] = ('frame',),
+    keep_ratios: Sequence[float] | None = None,
+    attention_masses: Sequence[float] | None = None,
+    selections: Sequence[str] = ('attention',),
+    source: str = 'last',
+) -> tuple[PatchSelection | None, ...]:
+    """The offload configurations a sweep asks for, in order (``ask-expert bench``).
+
+    Args:
+        modes: ``frame`` and/or ``patches``, in the order to run them.
+        keep_ratios: rho values per selection method; None: 0.5 (the edge node's
+            default) unless ``attention_masses`` is given.
+        attention_masses: m values (``attention`` selection only).
+        selections: ``attention``, ``random``, ``centre``.
+        source: The edge attention that scores the patches: ``last`` or ``rollout``.
+
+    Raises:
+        ValueError: An unknown mode, patch settings without ``patches``, or a baseline
+            asked to select by attention mass alone.
+    """
+    unknown = sorted(set(modes) - {'frame', 'patches'})
+    if unknown or not modes:
+        raise ValueError(f"offload modes are 'frame' and 'patches', got {list(modes)}")
+    patch_settings = keep_ratios is not None or attention_masses is not None
+    if 'patches' not in modes and (patch_settings or tuple(selections) != ('attention',)):
+        raise ValueError('keep ratio, attention mass and selection are for patch offload')
+    rhos = tuple(keep_ratios) if keep_ratios is not None else ()
+    masses = tuple(attention_masses or ())
+    if not rhos and not masses:
+        rhos = (0.5,)
+    out: list[PatchSelection | None] = []
+    for mode in dict.fromkeys(modes):
+        if mode == 'frame':
+            out.append(None)
+            continue
+        for method in dict.fromkeys(selections):
+            if method != 'attention' and not rhos:
+                raise ValueError(f'the {method} baseline selects by keep ratio: give rho too')
+            # PatchSelection checks the names
+            chosen, scores = cast(SelectionMethod, method), cast(AttentionSource, source)
+            out += [PatchSelection(chosen, rho, None, scores) for rho in rhos]
+            if method == 'attention':
+                out += [PatchSelection(chosen, None, m, scores) for m in masses]
+    return tuple(out)
+
+
+def recorded_transport(sources: Sequence[ImageData | None] | None) -> Transport:
+    """``compressed`` when the frames were recorded compressed, else ``raw``."""
+    if sources and all(s is not None and s.format == FrameFormat.COMPRESSED for s in sources):
+        return 'compressed'
+    return 'raw'
 
 
 def offload_requests(
-    results: Sequence[CoInferenceResult],
+    edge: EdgeStage,
     frames: Sequence[np.ndarray] | np.ndarray,
     sources: Sequence[ImageData | None] | None,
     stamps_ns: Sequence[int] | None,
-    partition: str,
-    confidence_method: str,
+    expert_input: ModelConfig | None,
+    offload: PatchSelection | None = None,
+    transport: Transport = 'raw',
+    jpeg_quality: int = 90,
+    batch_size: int = 10,
     edge_id: str = 'bench_edge',
 ) -> list[OffloadRequest | None]:
-    """The ``ExpertRequest`` an edge would send for each frame if it offloaded it.
+    """The ``ExpertRequest`` the edge node would send for each frame if it offloaded it.
 
-    ``results`` is a run with every frame offloaded (Top-k and key come from it);
-    the image is the one recorded (``sources``), else the decoded pixels as
-    mono8/rgb8. None where the edge output was not finite (never offloaded).
+    Built by :class:`EdgeLogic` itself, on the edge model of ``edge`` (its routing with
+    every frame offloaded, its confidence method kept): the frame at ``expert_input``'s
+    resolution (the recorded bytes when they already are, as the node forwards them),
+    or in patch mode the mosaic of the patches ``offload`` selects, raw or JPEG. None
+    where the edge output was not finite (never offloaded). ``edge`` is not changed.
     """
-    routing = _concat_routing(results)
-    out: list[OffloadRequest | None] = []
-    for i in range(len(frames)):
-        if not routing['valid'][i]:
-            out.append(None)
-            continue
-        source = sources[i] if sources is not None else None
-        if source is None:
-            height, width, encoding, step, data = encode_image(np.asarray(frames[i]))
-            source = ImageData(FrameFormat.RAW, data, height, width, encoding, step)
-        stamp = Stamp.from_ns(int(stamps_ns[i])) if stamps_ns is not None else Stamp()
-        out.append(
-            OffloadRequest(
-                header=Header(stamp, 'camera'),
-                edge_id=edge_id,
-                request_id=i,
-                image=source,
-                topk_classes=tuple(int(c) for c in routing['topk_classes'][i]),
-                topk_scores=tuple(float(s) for s in routing['topk_scores'][i]),
-                expert_key=bits_to_key(int(routing['key_bits'][i])),
-                partition=partition,
-                confidence=float(routing['confidence'][i]),
-                confidence_method=confidence_method,
-                deadline=stamp,
-            )
-        )
+    everything = ALL_OFFLOADED_TAU if edge.routing.confidence != 'min_entropy' else 0.0
+    routing: RoutingConfig = replace(edge.routing, tau=everything)
+    stage = EdgeStage(edge.model, edge.scheme, routing, backend=edge.backend)
+    params = EdgeParams(
+        edge_id=edge_id,
+        routing=routing,
+        transport=transport,
+        jpeg_quality=jpeg_quality,
+        offload_mode='frame' if offload is None else 'patches',
+        patches=offload if offload is not None else PatchSelection(),
+    )
+    logic = EdgeLogic(stage, params, expert_input=expert_input)
+    out: list[OffloadRequest | None] = [None] * len(frames)
+    for start in range(0, len(frames), batch_size):
+        batch = []
+        where: dict[Header, list[int]] = {}
+        for i in range(start, min(start + batch_size, len(frames))):
+            stamp = Stamp.from_ns(int(stamps_ns[i]) if stamps_ns is not None else i)
+            header = Header(stamp, 'camera')
+            where.setdefault(header, []).append(i)
+            source = sources[i] if sources is not None else None
+            batch.append(Frame(header, np.asarray(frames[i]), source))
+        for request in logic.process(batch).requests:
+            out[where[request.header].pop(0)] = request
     return out
+
+
+def _size_summary(sizes: np.ndarray) -> dict[str, Any]:
+    sent = sizes[sizes > 0]
+    return {
+        'mean': float(sent.mean()) if len(sent) else 0.0,
+        'min': int(sent.min()) if len(sent) else 0,
+        'max': int(sizes.max()) if len(sizes) else 0,
+    }
+
+
+def _input_text(config: ModelConfig | None) -> str | None:
+    if config is None:
+        return None
+    chans = 'rgb' if config.in_chans == 3 else 'mono'
+    return f'{config.img_size}x{config.img_size} {chans}, {config.patch_size}-pixel patches'
 
 
 def pareto_front(points: Sequence[Mapping[str, Any]], cost: str) -> list[bool]:
@@ -215,36 +344,68 @@ def run_bench(
     if labels is not None and len(labels) != n:
         raise ValueError(f'{len(labels)} labels for {n} frames')
     original = engine.edge.routing
-    engine.edge.routing = replace(original, tau=ALL_OFFLOADED_TAU)
-    try:
-        everything = run_batches(engine, np.asarray(frames), config.batch_size)
-    finally:
-        engine.edge.routing = original
-    metric: Metric = 'accuracy' if labels is not None else 'agreement_with_expert_only'
-    reference = (
-        np.asarray(labels, dtype=np.int64)
-        if labels is not None
-        else np.concatenate([r.labels for r in everything])
-    )
-    sweep = tau_sweep(
-        engine, np.asarray(frames), reference, config.taus, config.batch_size, generalist
-    )
+    saved = (engine.patches, generalist.patches if generalist is not None else None)
+    frame_array = np.asarray(frames)
+    transport = config.transport or recorded_transport(sources)
+    expert_input = engine.experts.library.input_config()
 
-    # bytes on the link: the real request of every frame the edge offloads at tau
-    requests = offload_requests(
-        everything,
-        frames,
-        sources,
-        stamps_ns,
-        engine.edge.scheme.name,
-        original.confidence,
-    )
-    sizes = np.array([request_bytes(r) if r is not None else 0 for r in requests], np.float64)
-    logits = np.concatenate([r.edge.logits for r in everything])
-    for row in sweep['sweep']:
-        mask = route(logits, engine.edge.scheme, replace(original, tau=row['tau'])).offload
-        row['request_bytes_per_offloaded_frame'] = float(sizes[mask].mean()) if mask.any() else 0.0
-        row['bytes_offloaded_per_frame'] = float(sizes[mask].sum() / n)
+    def sizes_of(offload: PatchSelection | None) -> np.ndarray:
+        """Bytes of the request the edge would send for each frame (0: never offloaded)."""
+        requests = offload_requests(
+            engine.edge,
+            frames,
+            sources,
+            stamps_ns,
+            expert_input,
+            offload,
+            transport,
+            config.jpeg_quality,
+            config.batch_size,
+        )
+        return np.array([request_bytes(r) if r is not None else 0 for r in requests], np.float64)
+
+    blocks: list[tuple[PatchSelection | None, list[dict[str, Any]], np.ndarray]] = []
+    try:
+        engine.patches = None  # the reference and the full frame: frame mode
+        engine.edge.routing = replace(original, tau=ALL_OFFLOADED_TAU)
+        try:
+            everything = run_batches(engine, frame_array, config.batch_size)
+        finally:
+            engine.edge.routing = original
+        metric: Metric = 'accuracy' if labels is not None else 'agreement_with_expert_only'
+        reference = (
+            np.asarray(labels, dtype=np.int64)
+            if labels is not None
+            else np.concatenate([r.labels for r in everything])
+        )
+        logits = np.concatenate([r.edge.logits for r in everything])
+        frame_sizes = sizes_of(None)
+        full_bytes = float(frame_sizes[frame_sizes > 0].mean()) if (frame_sizes > 0).any() else 0.0
+        edge_summary: dict[str, Any] = {}
+        for offload in config.offloads:
+            engine.patches = offload
+            if generalist is not None:
+                generalist.patches = offload
+            sweep = tau_sweep(
+                engine, frame_array, reference, config.taus, config.batch_size, generalist
+            )
+            edge_summary = edge_summary or sweep['edge']
+            # bytes on the link: the real request of every frame the edge offloads at tau
+            sizes = frame_sizes if offload is None else sizes_of(offload)
+            for row in sweep['sweep']:
+                mask = route(logits, engine.edge.scheme, replace(original, tau=row['tau'])).offload
+                per_offload = float(sizes[mask].mean()) if mask.any() else 0.0
+                row['request_bytes_per_offloaded_frame'] = per_offload
+                row['bytes_offloaded_per_frame'] = float(sizes[mask].sum() / n)
+                row.update(offload_fields(offload))
+                row['bytes_vs_full_frame'] = (
+                    per_offload / full_bytes if per_offload > 0 and full_bytes > 0 else None
+                )
+            blocks.append((offload, sweep['sweep'], sizes))
+    finally:
+        engine.patches = saved[0]
+        if generalist is not None:
+            generalist.patches = saved[1]
 
     # latency and energy from the device profiles and the link
     edge_dev: DeviceProfile = load_profile(config.edge_device)
@@ -261,7 +422,6 @@ def run_bench(
         'frame_rate_hz': config.frame_rate_hz,
     }
     link = config.link
-    full_bytes = float(sizes[sizes > 0].mean()) if (sizes > 0).any() else 0.0
 
     def one(alpha: float, variant_e: str, variant_x: str, nbytes: float) -> Any:
         return plan(
@@ -282,21 +442,25 @@ def run_bench(
     all_gen = one(1.0, edge_variant, generalist_variant, full_bytes)
     near_latency = all_gen.latency_ms - edge_only.latency_ms
     near_energy = all_gen.energy_j - edge_only.energy_j
-    rows = sweep['sweep']
-    co = [
-        one(
-            row['offload_ratio'],
-            edge_variant,
-            expert_variant,
-            row['request_bytes_per_offloaded_frame'] or full_bytes,
-        )
-        for row in rows
-    ]
-    for row, cost in zip(rows, co, strict=True):
-        row['latency_ms'] = cost.latency_ms
-        row['comm_ms'] = cost.comm_ms
-        row['energy_j'] = cost.energy_j
-        row['offload_mbps'] = cost.offload_mbps
+    costs = []
+    for _, block_rows, _ in blocks:
+        block_costs = [
+            one(
+                row['offload_ratio'],
+                edge_variant,
+                expert_variant,
+                row['request_bytes_per_offloaded_frame'] or full_bytes,
+            )
+            for row in block_rows
+        ]
+        for row, cost in zip(block_rows, block_costs, strict=True):
+            row['latency_ms'] = cost.latency_ms
+            row['comm_ms'] = cost.comm_ms
+            row['energy_j'] = cost.energy_j
+            row['offload_mbps'] = cost.offload_mbps
+        costs.append(block_costs)
+    primary, rows, sizes = blocks[0]
+    co = costs[0]
 
     taus = [row['tau'] for row in rows]
     m = len(rows)
@@ -352,21 +516,25 @@ def run_bench(
                 'energy': near_energy / base_en,
             },
         ]
-    for row, cost in zip(rows, co, strict=True):
-        for scenario, key in (
-            ('specialist_co_inference', 'co_inference_accuracy'),
-            ('generalist_co_inference', 'generalist_co_inference_accuracy'),
-        ):
-            if key in row:
-                points.append(
-                    {
-                        'scenario': scenario,
-                        'tau': row['tau'],
-                        'accuracy': row[key],
-                        'latency': cost.latency_ms / base_lat,
-                        'energy': cost.energy_j / base_en,
-                    }
-                )
+    for b, (_, block_rows, _) in enumerate(blocks):
+        for row, cost in zip(block_rows, costs[b], strict=True):
+            for scenario, key in (
+                ('specialist_co_inference', 'co_inference_accuracy'),
+                ('generalist_co_inference', 'generalist_co_inference_accuracy'),
+            ):
+                if key not in row:
+                    continue
+                point = {
+                    # the first configuration's points keep the plain scenario names
+                    'scenario': scenario if b == 0 else f'{scenario} [{row["offload_label"]}]',
+                    'tau': row['tau'],
+                    'accuracy': row[key],
+                    'latency': cost.latency_ms / base_lat,
+                    'energy': cost.energy_j / base_en,
+                }
+                if len(blocks) > 1:
+                    point['offload_label'] = row['offload_label']
+                points.append(point)
     for cost_name in ('latency', 'energy'):
         for point, flag in zip(points, pareto_front(points, cost_name), strict=True):
             point[f'on_{cost_name}_front'] = flag
@@ -425,13 +593,28 @@ def run_bench(
             '(T_E + T_comm + T_N), energy per frame in J',
         },
         'request_bytes': {
-            'mean': float(sizes[sizes > 0].mean()) if (sizes > 0).any() else 0.0,
-            'min': int(sizes[sizes > 0].min()) if (sizes > 0).any() else 0,
-            'max': int(sizes.max()),
+            **_size_summary(sizes),
             'serialisation': 'ExpertRequest, CDR (XCDR1) as ROS 2 sends it',
         },
-        'edge': sweep['edge'],
-        'sweep': rows,
+        'offload': {
+            **offload_fields(primary),
+            'transport': transport,
+            'expert_input': _input_text(expert_input),
+            'note': 'requests as the edge node builds them: at the expert input size, '
+            'whole (frame) or the mosaic of the selected patches',
+        },
+        'offloads': [
+            {
+                **offload_fields(offload),
+                'request_bytes': _size_summary(block_sizes),
+                'bytes_vs_full_frame': (
+                    _size_summary(block_sizes)['mean'] / full_bytes if full_bytes > 0 else None
+                ),
+            }
+            for offload, _, block_sizes in blocks
+        ],
+        'edge': edge_summary,
+        'sweep': [row for _, block_rows, _ in blocks for row in block_rows],
         'series': {
             'tau': taus,
             'accuracy': acc,

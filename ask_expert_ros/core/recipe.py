@@ -53,6 +53,7 @@ from ask_expert_ros.core.models import (
     load_timm_checkpoint,
     save_model,
 )
+from ask_expert_ros.core.patch_training import PatchDropConfig
 from ask_expert_ros.core.preprocess import Preprocessor
 from ask_expert_ros.core.pruning import prune_to_variant, student_config
 from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme, key_slug, resolve_scheme
@@ -64,9 +65,19 @@ logger = logging.getLogger(__name__)
 DEIT_AUGMENT = AugmentConfig(mixup=0.8, cutmix=1.0, label_smoothing=0.1)
 
 
+# stages whose models may train on patch subsets: the experts (progressive and static)
+# and the near-edge generalist; never the edge, which picks the patches
+PATCH_DROP_STAGES = ('specialist_student', 'generalist')
+
+
 @dataclass(frozen=True)
 class StageConfig:
-    """Optimisation of one kind of stage (Table 6 columns)."""
+    """Optimisation of one kind of stage (Table 6 columns).
+
+    ``patch_drop`` (None: off) trains on patch subsets, see
+    :class:`~ask_expert_ros.core.patch_training.PatchDropConfig`; only the
+    ``specialist_student`` and ``generalist`` stages take it.
+    """
 
     epochs: int = 200
     batch_size: int = 256
@@ -75,6 +86,7 @@ class StageConfig:
     warmup_epochs: int = 5
     clip_grad: float | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    patch_drop: PatchDropConfig | None = None
 
     def train_config(self, seed: int, workers: int, amp: bool) -> TrainConfig:
         return TrainConfig(
@@ -87,6 +99,7 @@ class StageConfig:
             seed=seed,
             workers=workers,
             amp=amp,
+            patch_drop=self.patch_drop,
         )
 
 
@@ -123,7 +136,9 @@ class RecipeConfig:
         workers: DataLoader worker processes.
         amp: Mixed precision on CUDA.
         taus: Thresholds of the evaluation sweep.
-        stages: ``teacher``, ``student``, ``specialist_teacher``, ``specialist_student``.
+        stages: ``teacher``, ``student``, ``specialist_teacher``, ``specialist_student``;
+            optionally ``generalist``, the near-edge generalist's own settings (those it
+            does not give are the ``student`` stage's, which otherwise trains it too).
     """
 
     dataset: str = 'digits'
@@ -167,6 +182,18 @@ class RecipeConfig:
         )
         if missing:
             raise ValueError(f'stages missing: {sorted(missing)}')
+        for name, stage in self.stages.items():
+            if stage.patch_drop is not None and name not in PATCH_DROP_STAGES:
+                hint = (
+                    ' (the student stage also trains the edge model, which picks the '
+                    'patches; give the generalist stage its own patch_drop)'
+                    if name == 'student'
+                    else ''
+                )
+                raise ValueError(
+                    f'stage {name}: patch_drop applies only to the stages '
+                    f'{list(PATCH_DROP_STAGES)}{hint}'
+                )
         if self.train_subset is not None and self.train_subset < 1:
             raise ValueError(f'train_subset must be >= 1 or null, got {self.train_subset}')
         if self.max_weight < 1 or self.k < 1 or self.prune_batches < 1:
@@ -181,18 +208,32 @@ class RecipeConfig:
             raise ValueError(f'unknown recipe settings: {sorted(unknown)}')
         data = dict(data)
         stages = _default_stages()
-        for name, values in (data.pop('stages', None) or {}).items():
-            if name not in stages:
-                raise ValueError(f'unknown stage {name!r}; choose from {sorted(stages)}')
-            values = dict(values)
+        given = dict(data.pop('stages', None) or {})
+        # the generalist stage, when given, starts from the (overridden) student stage
+        order = [n for n in given if n != 'generalist'] + (
+            ['generalist'] if 'generalist' in given else []
+        )
+        for name in order:
+            if name not in stages and name != 'generalist':
+                raise ValueError(
+                    f'unknown stage {name!r}; choose from {sorted([*stages, "generalist"])}'
+                )
+            values = dict(given[name] or {})
             augment = values.pop('augment', None)
-            base = stages[name]
+            patch_drop = values.pop('patch_drop', None)
+            base = stages[name if name != 'generalist' else 'student']
             unknown = set(values) - {f.name for f in fields(StageConfig)}
             if unknown:
                 raise ValueError(f'stage {name}: unknown settings {sorted(unknown)}')
             stages[name] = replace(base, **values)
             if augment is not None:
                 stages[name] = replace(stages[name], augment=replace(base.augment, **augment))
+            if patch_drop is not None:
+                try:
+                    drop = PatchDropConfig.from_dict(patch_drop)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f'stage {name}: {exc}') from exc
+                stages[name] = replace(stages[name], patch_drop=drop)
         for name in ('mean', 'std', 'taus'):
             if data.get(name) is not None:
                 data[name] = tuple(float(v) for v in data[name])
@@ -214,7 +255,17 @@ class RecipeConfig:
         for name in ('mean', 'std', 'taus'):
             if out[name] is not None:
                 out[name] = list(out[name])
+        # a recipe without patch dropping reads (and compares, see _evaluated) as before
+        for stage in out['stages'].values():
+            if stage['patch_drop'] is None:
+                del stage['patch_drop']
         return out
+
+    def stage(self, name: str) -> StageConfig:
+        """The settings of a stage kind; ``generalist`` falls back to ``student``."""
+        if name == 'generalist':
+            return self.stages.get('generalist', self.stages['student'])
+        return self.stages[name]
 
 
 @dataclass
@@ -275,9 +326,7 @@ def run_recipe(
     out = Path(out_dir)
     rank, world = _rank_world()
     torch.manual_seed(config.seed)
-    data = load_dataset(config.dataset, seed=config.seed)
-    if config.train_subset is not None and config.train_subset < len(data.train_labels):
-        data = _subsample(data, config.train_subset, config.seed)
+    data = recipe_data(config)
     scheme = resolve_scheme(config.partition)
     if scheme.class_names != data.class_names:
         raise ValueError(
@@ -385,6 +434,15 @@ def run_recipe(
     return summary
 
 
+def recipe_data(config: RecipeConfig) -> LabelledImages:
+    """The frames a recipe trains on: its data set, cut to ``train_subset`` (stratified,
+    by the recipe's seed); the test split whole."""
+    data = load_dataset(config.dataset, seed=config.seed)
+    if config.train_subset is not None and config.train_subset < len(data.train_labels):
+        data = _subsample(data, config.train_subset, config.seed)
+    return data
+
+
 def _subsample(data: LabelledImages, size: int, seed: int) -> LabelledImages:
     from sklearn.model_selection import train_test_split
 
@@ -483,6 +541,10 @@ def _fit(
     augment = stage.augment
     if stage.augment.mixes and len(dataset) < 2 * stage.batch_size:
         augment = replace(augment, mixup=0.0, cutmix=0.0)  # tiny sets: no full batches
+    scorer = None
+    if stage.patch_drop is not None and stage.patch_drop.mode == 'attention':
+        # the edge stage ran before every stage that drops patches
+        scorer = load_model(_stage_path(ctx.out, 'edge'), ctx.device).model
     return train_classifier(
         model.to(ctx.device),
         dataset,
@@ -497,6 +559,7 @@ def _fit(
         num_classes=config.num_classes,
         # a per-key stage trains on one rank: no DDP wrapping, no sharding
         distributed=distributed,
+        patch_scorer=scorer,
     )
 
 
@@ -548,7 +611,8 @@ def _train_student(
             _prune_batches(ctx, t_cfg, None, False, False),
             max_batches=ctx.config.prune_batches,
         )
-    history = _fit(ctx, name, ctx.config.stages['student'], student, config, teacher=teacher)
+    stage = ctx.config.stage('generalist' if name == 'generalist' else 'student')
+    history = _fit(ctx, name, stage, student, config, teacher=teacher)
     return student, config, history
 
 

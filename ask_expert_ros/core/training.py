@@ -29,6 +29,7 @@ from ask_expert_ros.core.distillation import (
     progressive_weight,
     sample_weights,
 )
+from ask_expert_ros.core.patch_training import PatchDropConfig, PatchDropper, TokenSubsetModel
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class TrainConfig:
         seed: Seeds initialisation-independent randomness (shuffling, augmentation).
         workers: DataLoader worker processes (0: load in the training process).
         amp: Mixed precision when training on CUDA (ignored on the CPU).
+        patch_drop: Train on patch subsets (:mod:`ask_expert_ros.core.patch_training`);
+            None trains on whole frames.
     """
 
     epochs: int = 30
@@ -58,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     amp: bool = True
+    patch_drop: PatchDropConfig | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -140,6 +144,7 @@ def train_classifier(
     augment: AugmentConfig | None = None,
     num_classes: int | None = None,
     distributed: bool | None = None,
+    patch_scorer: torch.nn.Module | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place.
 
@@ -161,9 +166,16 @@ def train_classifier(
     With ``checkpoint``, model, optimiser, RNG and history are saved there after every
     epoch, and a run that finds the file continues after its last finished epoch: a
     killed run resumes and ends with the same weights as an uninterrupted one.
+
+    With ``config.patch_drop``, batches train on patch subsets (the teacher still sees
+    the whole frame); ``patch_scorer`` is the edge model whose class-token attention
+    picks them in ``attention`` mode.
     """
     dataset = _batches_of(inputs, labels, in_domain)
     device = next(model.parameters()).device
+    dropper = None
+    if config.patch_drop is not None:
+        dropper = PatchDropper(config.patch_drop, model, patch_scorer, config.seed)
     if teacher is not None:
         teacher.eval()
     augment = augment or AugmentConfig(auto_augment=None, re_prob=0.0)
@@ -213,10 +225,10 @@ def train_classifier(
             scaler.load_state_dict(state['scaler'])
         history = TrainHistory(state['loss'], state['accuracy'])
         first_epoch = state['epoch'] + 1
-    net: torch.nn.Module = model
+    net: torch.nn.Module = model if dropper is None else TokenSubsetModel(model)
     if distributed:
         net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == 'cuda' else None
+            net, device_ids=[device.index] if device.type == 'cuda' else None
         )
     net.train()
     step = first_epoch * steps_per_epoch
@@ -232,6 +244,8 @@ def train_classifier(
     for epoch in bar:
         omega = progressive_weight(epoch, config.epochs, max_weight)
         _seed_epoch(generator)
+        if dropper is not None:
+            dropper.start_epoch(epoch)
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         loss_sum, correct, seen = 0.0, 0, 0
@@ -245,7 +259,11 @@ def train_classifier(
             for group in optimizer.param_groups:
                 group['lr'] = lr_at(step, total, warmup, config.lr)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = net(x)
+                rho = dropper.draw() if dropper is not None else None
+                if dropper is None or rho is None:
+                    logits = net(x)
+                else:
+                    logits = net(x, dropper.indices(x, rho))
                 teacher_logits = None
                 if teacher is not None:
                     with torch.no_grad():

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,8 @@ def run_live(
     stamps_ns: Sequence[int] | None = None,
     allow_drops: bool = False,
     drain_timeout_s: float = 60.0,
+    edge_params: Mapping[str, Any] | None = None,
+    expert_params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stream ``frames`` through the two-process graph and measure what comes out.
 
@@ -130,12 +132,17 @@ def run_live(
             wall clock at publishing. They must be distinct.
         allow_drops: Count frames without a result as dropped instead of raising.
         drain_timeout_s: How long to wait for the last results after the deadline.
+        edge_params / expert_params: More node parameters (``--set name=value``), e.g.
+            the edge's ``offload_mode``, ``keep_ratio``, ``patch_selection``,
+            ``transport`` or the expert's ``ragged``; they win over this function's.
 
     Returns:
         Counts, accuracy, offload ratio, end-to-end latency (camera frame sent ->
         result received) and its split into edge / network / expert queue / expert
         inference (:class:`~ask_expert_ros.core.live_metrics.LiveRecorder`), per frame
-        under ``per_frame``.
+        under ``per_frame``; the pixel bytes per request seen on the wire
+        (``pixel_bytes_per_request``: the frame or the patch mosaic, raw or compressed)
+        and the node parameters set (``edge_params``, ``expert_params``).
 
     Raises:
         LiveRunError: The nodes did not start, or (unless ``allow_drops``) not every
@@ -171,13 +178,14 @@ def run_live(
         'image_qos_reliability': 'reliable',
         'image_qos_depth': len(frames) + 10,
         'publish_annotated': False,
+        **(edge_params or {}),
     }
+    expert_settings = {'max_wait_ms': 2.0, **(expert_params or {})}
+    pixel_bytes: list[int] = []
     recorder = LiveRecorder(edge_id=edge_id)
     truth: dict[int, str] = {}
     with ExitStack() as stack:
-        expert = spawn_node(
-            'expert', manifest, domain_id, log_dir, _settings({'max_wait_ms': 2.0})
-        )
+        expert = spawn_node('expert', manifest, domain_id, log_dir, _settings(expert_settings))
         stack.callback(_stop, expert)
         edge = spawn_node('edge', manifest, domain_id, log_dir, _settings(edge_settings))
         stack.callback(_stop, edge)
@@ -196,6 +204,7 @@ def run_live(
         def drain() -> None:
             now = time.time_ns()
             for msg in take_valid(requests_reader, 256):
+                pixel_bytes.append(len(msg.image.data) + len(msg.compressed_image.data))
                 recorder.on_request(
                     msgs.time_to_ns(msg.header.stamp),
                     now,
@@ -253,6 +262,9 @@ def run_live(
         **summary,
         'rate_hz': rate_hz,
         'deadline_ms': deadline_ms,
+        'pixel_bytes_per_request': float(np.mean(pixel_bytes)) if pixel_bytes else None,
+        'edge_params': edge_settings,
+        'expert_params': expert_settings,
         'clock': "end_to_end_ms: frame written -> Classification taken, on this process's "
         'wall clock; edge/expert splits from the ExpertRequest/ExpertResponse timing fields; '
         'network = the rest (DDS both ways, serialisation, waiting)',
