@@ -21,6 +21,7 @@ from ask_expert_ros.core.demo import DemoConfig, format_table, run_demo
 from ask_expert_ros.core.errors import AskExpertError
 from ask_expert_ros.core.routing import CONFIDENCE_METHODS
 from ask_expert_ros.core.taxonomy import num_experts, resolve_scheme
+from ask_expert_ros.field.cli import register as register_field
 from ask_expert_ros.patch_training_cli import register as register_patch_training
 from ask_expert_ros.planning_cli import register as register_planning
 from ask_expert_ros.runtime import cli as runtime_cli
@@ -334,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_cli.register(sub)
     bench_cli.register(sub)
     patches_cli.register(sub)
+    register_field(sub)
     return parser
 
 

@@ -1,0 +1,262 @@
+"""The robot's camera and result logger, run inside the rig's ``edge`` namespace.
+
+``python -m ask_expert_ros.field.observer`` publishes the test frames of a data set
+as ``sensor_msgs/Image`` to each of N edge nodes (ROS namespaces ``/edge0`` ...) at a
+set rate, each frame stamped with the wall clock when it is written, and records
+every ``Classification`` the edges publish, every ``ExpertRequest`` they send and every
+``ExpertResponse`` they get (the camera is on the robot, so it hears what the edges
+hear), plus the last ``/diagnostics`` record of each node. At the end (``--duration-s``
+elapsed, or SIGINT/SIGTERM) it drains for ``--drain-s`` and writes it all as JSON.
+
+A frame is written only while its edge's image subscription is matched; frames the
+camera could not hand to any edge (the edge process was down) are counted apart
+(``not_sent``): they never entered the system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+from cyclonedds.domain import DomainParticipant
+from cyclonedds.pub import DataWriter
+from cyclonedds.sub import DataReader
+from cyclonedds.topic import Topic
+
+from ask_expert_ros.core.datasets import load_dataset
+from ask_expert_ros.core.messages import Header, Stamp
+from ask_expert_ros.dds import msgs
+from ask_expert_ros.dds.conversions import frame_to_image
+from ask_expert_ros.dds.nodes import reliable_qos, take_valid
+from ask_expert_ros.field.rig import REQUESTS, RESPONSES, edge_name
+
+
+class Observer:
+    """Camera writers and result/request/response/diagnostics readers of the robot."""
+
+    def __init__(self, domain_id: int, edges: int) -> None:
+        self.dp = DomainParticipant(domain_id)
+        qos = reliable_qos(256)
+        self.names = [edge_name(i) for i in range(edges)]
+        self.cameras = {
+            n: DataWriter(self.dp, Topic(self.dp, f'rt/{n}/image', msgs.Image), qos=qos)
+            for n in self.names
+        }
+        self.results = {
+            n: DataReader(
+                self.dp, Topic(self.dp, f'rt/{n}/classification', msgs.Classification), qos=qos
+            )
+            for n in self.names
+        }
+        self.requests = DataReader(
+            self.dp, Topic(self.dp, msgs.ros_topic(REQUESTS), msgs.ExpertRequest), qos=qos
+        )
+        self.responses = DataReader(
+            self.dp, Topic(self.dp, msgs.ros_topic(RESPONSES), msgs.ExpertResponse), qos=qos
+        )
+        # the robot replays old answers into the graph (the edge-restart scenario)
+        self.stale_writer = DataWriter(
+            self.dp, Topic(self.dp, msgs.ros_topic(RESPONSES), msgs.ExpertResponse), qos=qos
+        )
+        self.kept_responses: deque = deque(maxlen=4096)
+        self.replayed = 0
+        self.diagnostics = DataReader(
+            self.dp, Topic(self.dp, 'rt/diagnostics', msgs.DiagnosticArray), qos=qos
+        )
+        # per edge: stamp -> [sent_ns, label index]; observations as flat rows
+        self.frames: dict[str, dict[int, list[int]]] = defaultdict(dict)
+        self.result_rows: dict[str, list[list[Any]]] = defaultdict(list)
+        self.request_rows: dict[str, list[list[int]]] = defaultdict(list)
+        self.response_rows: dict[str, list[list[Any]]] = defaultdict(list)
+        self.not_sent: dict[str, int] = defaultdict(int)
+        self.diag_last: dict[str, dict[str, str]] = {}
+        self.diag_series: list[list[Any]] = []
+        # (wall ns, writers matched on the responses topic): the expert appearing/leaving
+        self.expert_writers: list[list[int]] = []
+        self._next_match_check = 0
+
+    def ready(self) -> bool:
+        """Every edge subscribed to its camera, and an expert's responses are heard."""
+        cams = all(w.get_matched_subscriptions() for w in self.cameras.values())
+        return cams and bool(self.responses.get_matched_publications())
+
+    def drain(self) -> None:
+        """Take everything that arrived; responses before results (see the figures)."""
+        now = time.time_ns()
+        if now >= self._next_match_check:
+            self._next_match_check = now + 50_000_000
+            count = len(self.responses.get_matched_publications())
+            if not self.expert_writers or self.expert_writers[-1][1] != count:
+                self.expert_writers.append([now, count])
+        for m in take_valid(self.requests, 512):
+            self.request_rows[m.edge_id].append(
+                [msgs.time_to_ns(m.header.stamp), now, m.request_id]
+            )
+        for m in take_valid(self.responses, 512):
+            self.kept_responses.append(m)
+            self.response_rows[m.edge_id].append(
+                [msgs.time_to_ns(m.header.stamp), now, m.request_id, m.status, m.label_name]
+            )
+        for name, reader in self.results.items():
+            for m in take_valid(reader, 512):
+                label = m.results[0].class_id if m.results else ''
+                self.result_rows[name].append([msgs.time_to_ns(m.header.stamp), now, label])
+        for m in take_valid(self.diagnostics, 64):
+            for status in m.status:
+                values = {kv.key: kv.value for kv in status.values}
+                self.diag_last[status.name] = values
+                self.diag_series.append([now, status.name, values])
+
+    def replay(self, edge_id: str, before_ns: int) -> None:
+        """Write again every kept response to ``edge_id`` for a frame stamped before
+        ``before_ns``: answers of a previous run, arriving late."""
+        for m in list(self.kept_responses):
+            if m.edge_id == edge_id and msgs.time_to_ns(m.header.stamp) < before_ns:
+                self.stale_writer.write(m)
+                self.replayed += 1
+
+    def publish(self, name: str, pixels: Any, label: int) -> None:
+        writer = self.cameras[name]
+        if not writer.get_matched_subscriptions():
+            self.not_sent[name] += 1
+            return
+        stamp = time.time_ns()
+        if stamp in self.frames[name]:
+            stamp += 1
+        self.frames[name][stamp] = [stamp, label]
+        writer.write(frame_to_image(pixels, Header(Stamp.from_ns(stamp), 'field_camera')))
+
+    def report(self, started_ns: int, ended_ns: int, rate_hz: float) -> dict[str, Any]:
+        return {
+            'started_ns': started_ns,
+            'ended_ns': ended_ns,
+            'rate_hz_per_edge': rate_hz,
+            'edges': {
+                n: {
+                    'frames': list(self.frames[n].values()),
+                    'not_sent': self.not_sent[n],
+                    'results': self.result_rows[n],
+                    'requests': self.request_rows[n],
+                    'responses': self.response_rows[n],
+                }
+                for n in self.names
+            },
+            'replayed_responses': self.replayed,
+            'response_writers': self.expert_writers,
+            'diagnostics_last': self.diag_last,
+            'diagnostics_series': self.diag_series,
+        }
+
+
+def _warm_up(obs: Observer, images: Any, rate_hz: float, timeout_s: float, stop: Any) -> None:
+    """Stream unrecorded frames until every edge has had an expert answer (discovery
+    is over both ways, first batches ran), then forget what was seen."""
+    deadline = time.monotonic() + timeout_s
+    i = 0
+    while time.monotonic() < deadline and not stop.is_set():
+        answered = {m.edge_id for m in obs.kept_responses if m.status == 0}
+        if answered >= set(obs.names):
+            break
+        for name in obs.names:
+            stamp = Stamp.from_ns(time.time_ns())
+            obs.cameras[name].write(
+                frame_to_image(images[i % len(images)], Header(stamp, 'warm_up'))
+            )
+            i += 1
+        end = time.monotonic() + 1 / rate_hz
+        while time.monotonic() < end:
+            obs.drain()
+            time.sleep(0.002)
+    time.sleep(0.5)
+    obs.drain()
+    obs.kept_responses.clear()
+    for rows in (obs.result_rows, obs.request_rows, obs.response_rows):
+        rows.clear()
+    obs.diag_series.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--domain', type=int, required=True)
+    parser.add_argument('--edges', type=int, default=1)
+    parser.add_argument('--rate', type=float, default=30.0, help='frames/s per edge')
+    parser.add_argument('--duration-s', type=float, required=True)
+    parser.add_argument('--drain-s', type=float, default=3.0)
+    parser.add_argument('--dataset', default='digits')
+    parser.add_argument('--ready-file', type=Path, required=True)
+    parser.add_argument('--out', type=Path, required=True)
+    parser.add_argument(
+        '--replay-file',
+        type=Path,
+        default=None,
+        help='when this file appears ("EDGE_ID BEFORE_NS REPEATS"), replay old responses',
+    )
+    parser.add_argument('--warmup-timeout-s', type=float, default=30.0)
+    parser.add_argument('--start-timeout-s', type=float, default=120.0)
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    data = load_dataset(args.dataset)
+    images, labels = data.test_images, data.test_labels
+    obs = Observer(args.domain, args.edges)
+    deadline = time.monotonic() + args.start_timeout_s
+    while not obs.ready():
+        if time.monotonic() > deadline or stop.is_set():
+            print('observer: the nodes did not come up', file=sys.stderr)
+            return 1
+        obs.drain()
+        time.sleep(0.02)
+    _warm_up(obs, images, args.rate, args.warmup_timeout_s, stop)
+    started = time.time_ns()
+    args.ready_file.write_text(str(started))
+    period_ns = 1e9 / args.rate
+    # edges evenly phased over one period, as independent cameras would be
+    offsets = [period_ns * i / len(obs.names) for i in range(len(obs.names))]
+    t0 = time.monotonic_ns()
+    tick = 0
+    end = t0 + args.duration_s * 1e9
+    replays: list[tuple[str, int]] = []
+    next_check = 0
+    while not stop.is_set():
+        if (replays or args.replay_file is not None) and time.monotonic_ns() >= next_check:
+            next_check = time.monotonic_ns() + 100_000_000  # every 100 ms
+            if replays:
+                obs.replay(*replays.pop())
+            elif args.replay_file is not None and args.replay_file.exists():
+                edge_id, before, repeats = args.replay_file.read_text().split()
+                replays = [(edge_id, int(before))] * int(repeats)
+                args.replay_file = None
+        due = [t0 + tick * period_ns + off for off in offsets]
+        if due[0] >= end:
+            break
+        for i, name in enumerate(obs.names):
+            while time.monotonic_ns() < due[i] and not stop.is_set():
+                obs.drain()
+                time.sleep(0.0005)
+            j = (tick * len(obs.names) + i) % len(images)
+            obs.publish(name, images[j], int(labels[j]))
+        tick += 1
+    ended = time.time_ns()
+    drain_end = time.monotonic() + args.drain_s
+    while time.monotonic() < drain_end:
+        obs.drain()
+        time.sleep(0.005)
+    report = obs.report(started, ended, args.rate)
+    report['class_names'] = list(data.class_names)
+    tmp = args.out.with_suffix('.tmp')
+    tmp.write_text(json.dumps(report))
+    tmp.rename(args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Plots of a field run (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+COLOURS = {'edge': 'tab:green', 'expert': 'tab:blue', 'fallback': 'tab:red'}
+MARKS = {
+    '_fault_ns': ('{} starts', 'black'),
+    '_cleared_ns': ('{} ends', 'tab:purple'),
+    'replay_ns': ('old answers replayed', 'tab:orange'),
+    'edge_killed_ns': ('edge killed, restarted', 'grey'),
+    'expert_discovered_ns': ('new expert discovered', 'tab:cyan'),
+}
+
+
+def latency_plot(
+    rows: Sequence[Mapping[str, Any]], timeline: Mapping[str, int], path: Path, title: str
+) -> Path:
+    """Camera -> result latency of every frame against its send time, by source."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    start = timeline['stream_start_ns']
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for source, colour in COLOURS.items():
+        points = [r for r in rows if r.get('source') == source]
+        if points:
+            ax.scatter(
+                [(r['stamp_ns'] - start) / 1e9 for r in points],
+                [r['latency_ms'] for r in points],
+                s=4,
+                c=colour,
+                label=f'{source} ({len(points)})',
+            )
+    lost = [r for r in rows if not r['results'] and not r.get('died_with_edge')]
+    if lost:
+        ax.scatter(
+            [(r['stamp_ns'] - start) / 1e9 for r in lost],
+            [1.0] * len(lost),
+            marker='x',
+            c='black',
+            label=f'lost ({len(lost)})',
+        )
+    for key, value in timeline.items():
+        for suffix, (label, colour) in MARKS.items():
+            if key.endswith(suffix) and key != 'stream_start_ns':
+                kind = key[: -len(suffix)]
+                ax.axvline((value - start) / 1e9, ls='--', c=colour, label=label.format(kind))
+                break
+    ax.set_yscale('log')
+    ax.set_xlabel('camera time since the stream started (s)')
+    ax.set_ylabel('camera -> result (ms)')
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc='upper right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
