@@ -89,20 +89,93 @@ def encode_image(frame: np.ndarray) -> tuple[int, int, str, int, bytes]:
     return height, width, encoding, step, np.ascontiguousarray(frame).tobytes()
 
 
+MAX_COMPRESSED_PIXELS = 1 << 25
+"""Largest JPEG/PNG accepted, in pixels (33.5 M: 8K UHD fits). The decoder allocates what
+the file's header declares before it reads the data, so a 600-byte JPEG declaring
+30000x30000 would otherwise take 2.7 GB; the header is read first and such a file refused."""
+
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+# JPEG markers without a length field: TEM, RSTn, SOI, EOI
+_JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xDA)))
+# SOFn (frame headers); C4 (DHT), C8 (JPG), CC (DAC) share the range but are not
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _declared_size(buffer: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) a PNG's IHDR or a JPEG's frame header declares; None when the file
+    has no complete header, which the decoder then refuses without allocating.
+
+    The JPEG walk skips bytes between markers as libjpeg does, so the frame header found
+    is the one the decoder would use (libjpeg refuses a scan before a frame header).
+
+    Raises:
+        UnsupportedImageError: The file is neither JPEG nor PNG.
+    """
+    if buffer.startswith(_PNG_MAGIC):
+        if len(buffer) < 24 or buffer[12:16] != b'IHDR':
+            return None
+        return int.from_bytes(buffer[16:20], 'big'), int.from_bytes(buffer[20:24], 'big')
+    if not buffer.startswith(b'\xff\xd8'):
+        raise UnsupportedImageError(
+            f'cannot decode compressed image (format {fmt!r}): neither JPEG nor PNG '
+            f'(starts {buffer[:8].hex()})'
+        )
+    pos = 2
+    while True:
+        pos = buffer.find(b'\xff', pos)
+        while 0 <= pos < len(buffer) - 1 and buffer[pos + 1] == 0xFF:
+            pos += 1  # fill bytes
+        if pos < 0 or pos + 1 >= len(buffer):
+            return None
+        marker = buffer[pos + 1]
+        pos += 2
+        if marker == 0x00 or marker in _JPEG_STANDALONE:
+            continue
+        if marker in _JPEG_SOF:
+            if pos + 7 > len(buffer):
+                return None
+            height = int.from_bytes(buffer[pos + 3 : pos + 5], 'big')
+            return int.from_bytes(buffer[pos + 5 : pos + 7], 'big'), height
+        if marker == 0xDA or pos + 2 > len(buffer):  # a scan before any frame header
+            return None
+        pos += int.from_bytes(buffer[pos : pos + 2], 'big')
+
+
 def decode_compressed(fmt: str, data: bytes | memoryview | np.ndarray) -> np.ndarray:
-    """A ``sensor_msgs/CompressedImage`` payload (JPEG or PNG) -> ``uint8`` RGB or mono."""
+    """A ``sensor_msgs/CompressedImage`` payload (JPEG or PNG) -> ``uint8`` RGB or mono.
+
+    The file type is taken from its first bytes, not from ``fmt`` (a label for messages).
+
+    Raises:
+        UnsupportedImageError: Empty, neither JPEG nor PNG, larger than
+            :data:`MAX_COMPRESSED_PIXELS`, or not decodable.
+    """
     buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
     if buffer.size == 0:
         raise UnsupportedImageError(f'empty compressed image ({fmt!r})')
-    decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    # a copy of the file (microseconds next to decoding it) for bytes.find in the walk
+    width, height = _declared_size(buffer.tobytes(), fmt) or (0, 0)
+    if width * height > MAX_COMPRESSED_PIXELS:
+        raise UnsupportedImageError(
+            f'compressed image ({fmt!r}) declares {width}x{height} pixels, more than the '
+            f'{MAX_COMPRESSED_PIXELS} accepted'
+        )
+    try:
+        decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV asserts on some corrupt headers instead of failing
+        raise UnsupportedImageError(f'cannot decode compressed image ({fmt!r}): {exc}') from exc
     if decoded is None:
         raise UnsupportedImageError(f'cannot decode compressed image (format {fmt!r})')
-    if decoded.dtype != np.uint8:
+    if decoded.dtype == np.uint16:
         decoded = (decoded.astype(np.uint16) >> 8).astype(np.uint8)
+    elif decoded.dtype != np.uint8:
+        raise UnsupportedImageError(f'compressed image ({fmt!r}) decodes to {decoded.dtype}')
     if decoded.ndim == 2:
         return decoded
     if decoded.shape[2] == 4:
         return cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGB)
+    if decoded.shape[2] != 3:
+        raise UnsupportedImageError(f'compressed image with {decoded.shape[2]} channels')
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 

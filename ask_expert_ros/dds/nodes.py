@@ -321,17 +321,25 @@ class ExpertRunner:
 
 
 def take_valid(reader: DataReader, n: int = _MAX_TAKE) -> list:
-    """New samples with data on ``reader``.
+    """New samples with data on ``reader``, at most ``n``.
 
     Skips the data-less samples DDS uses to announce instance state changes (a writer
-    left), and logs and skips payloads that are not valid CDR for the type.
+    left), and logs and skips payloads that are not valid CDR for the type. Samples are
+    taken one at a time: ``DataReader.take(N)`` takes all N before deserialising them and
+    raises on the first bad one, so one hostile payload would lose the valid samples
+    taken with it.
     """
-    try:
-        samples = reader.take(N=n)
-    except msgs.CdrError as exc:
-        logger.warning('dropped undecodable samples on %s: %s', reader.topic.name, exc)
-        return []
-    return [s for s in samples if s.sample_info.valid_data]
+    samples = []
+    for _ in range(n):
+        try:
+            taken = reader.take(N=1)
+        except msgs.CdrError as exc:
+            logger.warning('dropped an undecodable sample on %s: %s', reader.topic.name, exc)
+            continue
+        if not taken:
+            break
+        samples.extend(s for s in taken if s.sample_info.valid_data)
+    return samples
 
 
 def _now_stamp() -> Stamp:
