@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -675,6 +676,12 @@ class TargetReport:
     wall_s: float = 0.0
     rss_before_mb: float = 0.0
     rss_after_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+
+
+def peak_rss_mb() -> float:
+    """The most this process has been resident so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mb() -> float:
@@ -686,16 +693,25 @@ def rss_mb() -> float:
         return float('nan')
 
 
-def fuzz(target: Target, inputs: int, seed: int = 0) -> TargetReport:
-    """Run ``inputs`` generated inputs through ``target`` in chunks; count outcomes."""
+def fuzz(target: Target, inputs: int, seed: int = 0, spike_mb: float = 256.0) -> TargetReport:
+    """Run ``inputs`` generated inputs through ``target`` in chunks; count outcomes.
+
+    A chunk that raises the process's peak RSS by more than ``spike_mb`` counts as a
+    crash too (a memory bomb: a small input that makes a parser allocate gigabytes).
+    """
     rng = np.random.default_rng([seed, sum(map(ord, target.name))])
     report = TargetReport(target.name, target.parser, rss_before_mb=rss_mb())
     start = time.perf_counter()
     while report.inputs < inputs:
         batch = [target.generate(rng) for _ in range(min(target.chunk, inputs - report.inputs))]
         report.inputs += len(batch)
+        peak = peak_rss_mb()
         try:
             outcomes = target.run(batch)
+            if peak_rss_mb() - peak > spike_mb:
+                raise ContractViolation(
+                    f'memory bomb: peak RSS {peak:.0f} -> {peak_rss_mb():.0f} MB'
+                )
         except Exception as exc:  # a crash: what this harness exists to find
             report.crashes += 1
             where = traceback.extract_tb(exc.__traceback__)[-1]
@@ -711,20 +727,21 @@ def fuzz(target: Target, inputs: int, seed: int = 0) -> TargetReport:
                 report.errors[outcome] += 1
     report.wall_s = time.perf_counter() - start
     report.rss_after_mb = rss_mb()
+    report.peak_rss_mb = peak_rss_mb()
     return report
 
 
 def format_markdown(reports: Sequence[TargetReport], command: str) -> str:
     lines = [
         '| parser | inputs tried | accepted | rejected (clear error) | crashes | '
-        'distinct errors | wall s | RSS before MB | RSS after MB |',
-        '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+        'distinct errors | wall s | RSS before MB | RSS after MB | peak RSS MB |',
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ]
     for r in reports:
         lines.append(
             f'| `{r.name}`: {r.parser} | {r.inputs} | {r.accepted} | {sum(r.errors.values())} '
             f'| {r.crashes} | {len(r.errors)} | {r.wall_s:.1f} | {r.rss_before_mb:.0f} '
-            f'| {r.rss_after_mb:.0f} |'
+            f'| {r.rss_after_mb:.0f} | {r.peak_rss_mb:.0f} |'
         )
     lines += ['', 'Errors and statuses seen, per parser (count):', '']
     for r in reports:
@@ -808,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f'{report.name}: {report.inputs} inputs, {report.crashes} crashes, '
                 f'{report.wall_s:.0f} s, RSS {report.rss_before_mb:.0f} -> '
-                f'{report.rss_after_mb:.0f} MB',
+                f'{report.rss_after_mb:.0f} MB (peak {report.peak_rss_mb:.0f})',
                 flush=True,
             )
     command = 'OMP_NUM_THREADS=1 python -m ask_expert_ros.bench.fuzz ' + ' '.join(

@@ -101,6 +101,29 @@ _JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xDA)))
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
+def _check_png_chunks(buffer: bytes, fmt: str) -> None:
+    """Every chunk of a PNG up to IEND lies inside the file.
+
+    OpenCV's decoder allocates the length a chunk declares before reading it: a 218-byte
+    PNG whose IEND declared 2**31 bytes took 2 GB (found by fuzzing).
+
+    Raises:
+        UnsupportedImageError: A chunk declares more bytes than the file has left.
+    """
+    pos = 8
+    while pos + 8 <= len(buffer):
+        length = int.from_bytes(buffer[pos : pos + 4], 'big')
+        kind = buffer[pos + 4 : pos + 8]
+        if pos + 12 + length > len(buffer):
+            raise UnsupportedImageError(
+                f'cannot decode compressed image (format {fmt!r}): PNG chunk {kind!r} '
+                f'declares {length} bytes, the file has {len(buffer) - pos - 12} left'
+            )
+        if kind == b'IEND':
+            return
+        pos += 12 + length
+
+
 def _declared_size(buffer: bytes, fmt: str) -> tuple[int, int] | None:
     """(width, height) a PNG's IHDR or a JPEG's frame header declares; None when the file
     has no complete header, which the decoder then refuses without allocating.
@@ -112,6 +135,7 @@ def _declared_size(buffer: bytes, fmt: str) -> tuple[int, int] | None:
         UnsupportedImageError: The file is neither JPEG nor PNG.
     """
     if buffer.startswith(_PNG_MAGIC):
+        _check_png_chunks(buffer, fmt)
         if len(buffer) < 24 or buffer[12:16] != b'IHDR':
             return None
         return int.from_bytes(buffer[16:20], 'big'), int.from_bytes(buffer[20:24], 'big')
