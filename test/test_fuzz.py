@@ -179,7 +179,7 @@ def _png_declaring(width: int, height: int) -> bytes:
 def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding(make) -> None:
     """A 600-byte JPEG declaring 30000x30000 made OpenCV allocate 2.7 GB (RSS 47 MB ->
     5.2 GB) and decode grey. The header is now read first: more than
-    MAX_COMPRESSED_PIXELS (2**25) is refused at once, without the allocation."""
+    MAX_COMPRESSED_PIXELS (2**24) is refused at once, without the allocation."""
     data = make(30000, 30000)
     tracemalloc.start()
     start = time.perf_counter()

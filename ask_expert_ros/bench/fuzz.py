@@ -693,11 +693,13 @@ def rss_mb() -> float:
         return float('nan')
 
 
-def fuzz(target: Target, inputs: int, seed: int = 0, spike_mb: float = 256.0) -> TargetReport:
+def fuzz(target: Target, inputs: int, seed: int = 0, spike_mb: float = 1024.0) -> TargetReport:
     """Run ``inputs`` generated inputs through ``target`` in chunks; count outcomes.
 
     A chunk that raises the process's peak RSS by more than ``spike_mb`` counts as a
     crash too (a memory bomb: a small input that makes a parser allocate gigabytes).
+    The default is twice what the largest frame accepted costs through the edge
+    (:data:`~ask_expert_ros.core.image_codec.MAX_COMPRESSED_PIXELS`: about 0.5 GB).
     """
     rng = np.random.default_rng([seed, sum(map(ord, target.name))])
     report = TargetReport(target.name, target.parser, rss_before_mb=rss_mb())

@@ -89,10 +89,12 @@ def encode_image(frame: np.ndarray) -> tuple[int, int, str, int, bytes]:
     return height, width, encoding, step, np.ascontiguousarray(frame).tobytes()
 
 
-MAX_COMPRESSED_PIXELS = 1 << 25
-"""Largest JPEG/PNG accepted, in pixels (33.5 M: 8K UHD fits). The decoder allocates what
-the file's header declares before it reads the data, so a 600-byte JPEG declaring
-30000x30000 would otherwise take 2.7 GB; the header is read first and such a file refused."""
+MAX_COMPRESSED_PIXELS = 1 << 24
+"""Largest JPEG/PNG accepted, in pixels (16.8 M: 4K UHD and 12-Mpx sensors fit). The
+decoder allocates what the file's header declares before it reads the data, so a
+600-byte JPEG declaring 30000x30000 would otherwise take 2.7 GB; the header is read
+first and such a file refused. At the cap, a frame costs about 0.5 GB in transient
+memory through the edge pipeline (decode, RGB, float tensor, resize)."""
 
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 # JPEG markers without a length field: TEM, RSTn, SOI, EOI
