@@ -5,8 +5,8 @@ out for it, and its own ``ExpertResponse``. How a frame was answered, as the obs
 can tell it:
 
 * ``edge``: no request was seen;
-* ``expert``: its own OK response was seen, with the result's label, and the result
-  came before the deadline;
+* ``expert``: its own OK response was seen (when: the observer's copy may come later
+  than the edge's), with the result's label, and the result came before the deadline;
 * ``crossed``: a request went out with request id r, an answer carrying r but
   another frame's stamp was heard, and the result came with no answer of its own
   heard (within 20 ms): the edge took that answer for this frame (e.g. one meant
@@ -78,16 +78,12 @@ def frame_table(edge: Mapping[str, Any], deadline_ms: float) -> list[dict[str, A
             foreign = [t for t in foreign_answer_ns.get(stamp, ()) if t <= seen + _SAME_TIME_NS]
             if stamp not in request_id:
                 source = 'edge'
-            elif (
-                own is not None
-                and heard
-                and own[1] == STATUS_OK
-                and own[2] == label
-                and latency < deadline_ms
-            ):
-                source = 'expert'
             elif not heard and foreign:
                 source = 'crossed'
+            elif own is not None and own[1] == STATUS_OK and own[2] == label:
+                # the observer's copy of the answer may come later than the edge's (a
+                # lost datagram, resent): the label and the deadline still tell
+                source = 'expert' if latency < deadline_ms else 'fallback'
             else:
                 source = 'fallback'
             row['source'] = source
