@@ -6,7 +6,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-COLOURS = {'edge': 'tab:green', 'expert': 'tab:blue', 'fallback': 'tab:red'}
+COLOURS = {
+    'edge': 'tab:green',
+    'expert': 'tab:blue',
+    'fallback': 'tab:red',
+    'crossed': 'magenta',
+}
 MARKS = {
     '_fault_ns': ('{} starts', 'black'),
     '_cleared_ns': ('{} ends', 'tab:purple'),
@@ -37,15 +42,19 @@ def latency_plot(
                 c=colour,
                 label=f'{source} ({len(points)})',
             )
-    lost = [r for r in rows if not r['results'] and not r.get('died_with_edge')]
-    if lost:
-        ax.scatter(
-            [(r['stamp_ns'] - start) / 1e9 for r in lost],
-            [1.0] * len(lost),
-            marker='x',
-            c='black',
-            label=f'lost ({len(lost)})',
-        )
+    for died, (mark, colour, label) in {
+        False: ('x', 'black', 'lost'),
+        True: ('|', 'grey', 'sent to the killed edge'),
+    }.items():
+        points = [r for r in rows if not r['results'] and bool(r.get('died_with_edge')) == died]
+        if points:
+            ax.scatter(
+                [(r['stamp_ns'] - start) / 1e9 for r in points],
+                [1.0] * len(points),
+                marker=mark,
+                c=colour,
+                label=f'{label} ({len(points)}, at 1 ms)',
+            )
     for key, value in timeline.items():
         for suffix, (label, colour) in MARKS.items():
             if key.endswith(suffix) and key != 'stream_start_ns':
