@@ -36,6 +36,8 @@ setup(
         # (Jetson Zoo / onnxruntime-gpu) provides the same module and must not be
         # shadowed by the CPU wheel
         'onnx': ['onnx>=1.16', 'onnxruntime>=1.18'],
+        # coverage-guided fuzzing (python -m ask_expert_ros.bench.fuzz --atheris ...)
+        'fuzz': ['atheris>=2.3'],
         'test': [
             'ask_expert_ros[onnx]',
             'pytest>=8',

@@ -26,7 +26,8 @@ what the node logic answers:
   either a frame or a skipped message with its reason.
 
 Anything else a target raises is a crash. Inputs come from a seeded generator, so a
-run is reproducible; ``--atheris`` runs one byte target under atheris instead.
+run is reproducible; ``--atheris`` runs one byte target under atheris instead
+(``pip install .[fuzz]``).
 
     OMP_NUM_THREADS=1 python -m ask_expert_ros.bench.fuzz --inputs 100000 \\
         --out docs/results/fuzzing.md
