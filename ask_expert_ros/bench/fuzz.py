@@ -30,7 +30,7 @@ run is reproducible; ``--atheris`` runs one byte target under atheris instead
 (``pip install .[fuzz]``).
 
     OMP_NUM_THREADS=1 python -m ask_expert_ros.bench.fuzz --inputs 100000 \\
-        --out docs/results/fuzzing.md
+        --out fuzz_table.md   # the table of docs/results/fuzzing.md
 """
 
 from __future__ import annotations
