@@ -140,6 +140,11 @@ def generate_launch_description() -> LaunchDescription:
         'patch_selection',
         'attention_source',
         'ragged',
+        'down_after_misses',
+        'probe_interval_ms',
+        'offload_budget_mbps',
+        'max_queue_per_edge',
+        'max_queued',
     )
     return LaunchDescription(
         [
@@ -255,6 +260,34 @@ def generate_launch_description() -> LaunchDescription:
                 default_value='',
                 description='Expert: patch requests of different lengths pad or group; '
                 "empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'down_after_misses',
+                default_value='',
+                description='Edge: expert misses in a row before it answers at once and '
+                "probes (0: never); empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'probe_interval_ms',
+                default_value='',
+                description='Edge: probe period while the expert is down, ms; empty: the '
+                "params file's.",
+            ),
+            DeclareLaunchArgument(
+                'offload_budget_mbps',
+                default_value='',
+                description='Edge: offload bandwidth budget, Mbit/s (tau moves to fit; 0 '
+                "off); empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'max_queue_per_edge',
+                default_value='',
+                description="Expert: requests one edge may queue; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'max_queued',
+                default_value='',
+                description="Expert: requests that may wait in all; empty: the params file's.",
             ),
             IncludeLaunchDescription(
                 both, launch_arguments={k: LaunchConfiguration(k) for k in forwarded}.items()

@@ -142,6 +142,34 @@ def generate_launch_description() -> LaunchDescription:
                 "empty: the params file's.",
             ),
             DeclareLaunchArgument(
+                'down_after_misses',
+                default_value='',
+                description='Expert misses in a row after which the edge answers uncertain '
+                "frames itself at once and only probes (0: never); empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'probe_interval_ms',
+                default_value='',
+                description='While the expert is down, one frame per this long goes as a '
+                "probe, milliseconds; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'offload_budget_mbps',
+                default_value='',
+                description='Offload bandwidth budget, Mbit/s: > 0 moves tau online to stay '
+                "under it, 0 off; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'max_queue_per_edge',
+                default_value='',
+                description="Expert: requests one edge may queue; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'max_queued',
+                default_value='',
+                description="Expert: requests that may wait in all; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
                 'image_topic',
                 default_value='image',
                 description='Camera sensor_msgs/Image topic the edge classifies.',
@@ -169,6 +197,8 @@ def generate_launch_description() -> LaunchDescription:
                     'backend': 'expert_backend',
                     'precision': 'expert_precision',
                     'ragged': 'ragged',
+                    'max_queue_per_edge': 'max_queue_per_edge',
+                    'max_queued': 'max_queued',
                 },
             ),
             include(
@@ -187,6 +217,9 @@ def generate_launch_description() -> LaunchDescription:
                     'attention_mass': 'attention_mass',
                     'patch_selection': 'patch_selection',
                     'attention_source': 'attention_source',
+                    'down_after_misses': 'down_after_misses',
+                    'probe_interval_ms': 'probe_interval_ms',
+                    'offload_budget_mbps': 'offload_budget_mbps',
                 },
             ),
         ]

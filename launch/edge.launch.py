@@ -7,7 +7,10 @@ Parameters come from ``params_file`` (``config/edge.yaml`` by default); the argu
 named after a node parameter (``library``, ``device``, ``tau``, the patch offload ones
 ``offload_mode``, ``keep_ratio`` ...) override it when given. Topic names inside the
 node are relative (``image``, ``classification``, ``expert/requests`` ...) and remapped
-here. Patch offload, a third of the patches as one JPEG mosaic::
+here. ``down_after_misses``, ``probe_interval_ms`` and ``offload_budget_mbps`` set how the
+edge adapts to its link (answer at once while the expert is down; keep the offload
+traffic under a budget by moving tau). Patch offload, a third of the patches as one JPEG
+mosaic::
 
     ros2 launch ask_expert_ros edge.launch.py library:=... offload_mode:=patches \\
         keep_ratio:=0.3 transport:=compressed
@@ -42,6 +45,9 @@ OVERRIDES = {
     'attention_mass': float,
     'patch_selection': str,
     'attention_source': str,
+    'down_after_misses': int,
+    'probe_interval_ms': float,
+    'offload_budget_mbps': float,
 }
 
 
@@ -167,6 +173,24 @@ def generate_launch_description() -> LaunchDescription:
                 default_value='',
                 description='Patch mode: attention of the last block or rollout over all '
                 "blocks; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'down_after_misses',
+                default_value='',
+                description='Expert misses in a row after which the edge answers uncertain '
+                "frames itself at once and only probes (0: never); empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'probe_interval_ms',
+                default_value='',
+                description='While the expert is down, one frame per this long goes as a '
+                "probe, milliseconds; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'offload_budget_mbps',
+                default_value='',
+                description='Offload bandwidth budget, Mbit/s: > 0 moves tau online to stay '
+                "under it, 0 off; empty: the params file's.",
             ),
             DeclareLaunchArgument(
                 'namespace',

@@ -3,7 +3,8 @@
     ros2 launch ask_expert_ros expert.launch.py library:=/path/to/zoo/library.yaml device:=cuda
 
 Parameters come from ``params_file`` (``config/expert.yaml`` by default); ``library``,
-``device``, ``backend``, ``precision`` and ``ragged`` override it when given. Topic names
+``device``, ``backend``, ``precision``, ``ragged`` and the queue bounds
+``max_queue_per_edge`` / ``max_queued`` (fairness among edges) override it when given. Topic names
 inside the node are relative (``expert/requests``, ``expert/responses``) and remapped
 here.
 """
@@ -23,6 +24,8 @@ from launch_ros.actions import Node
 
 PACKAGE = 'ask_expert_ros'
 NODE = 'expert'
+# launch arguments for the integer node parameters of the same name (empty: the file's)
+TYPED_OVERRIDES = {'max_queue_per_edge': int, 'max_queued': int}
 
 
 def node_section(params_file: str, node: str) -> dict:
@@ -48,7 +51,8 @@ def expert_node(context: LaunchContext) -> list[Node]:
     if namespace:
         parameters.append(node_section(params_file, NODE))
     names = ('library', 'device', 'backend', 'precision', 'ragged')
-    overrides = {k: arg(k) for k in names if arg(k)}
+    overrides: dict = {k: arg(k) for k in names if arg(k)}
+    overrides |= {k: kind(arg(k)) for k, kind in TYPED_OVERRIDES.items() if arg(k)}
     if overrides:
         parameters.append(overrides)
     return [
@@ -109,6 +113,18 @@ def generate_launch_description() -> LaunchDescription:
                 description='Patch requests with different patch counts in one micro-batch: '
                 'pad (one call, attention mask) or group (a call per count); empty: the '
                 "params file's.",
+            ),
+            DeclareLaunchArgument(
+                'max_queue_per_edge',
+                default_value='',
+                description='Requests of one edge that may wait; more are answered '
+                "OVERLOADED at once; empty: the params file's.",
+            ),
+            DeclareLaunchArgument(
+                'max_queued',
+                default_value='',
+                description='Requests that may wait in all; beyond it the edge with the most '
+                "waiting is shed first; empty: the params file's.",
             ),
             DeclareLaunchArgument(
                 'namespace',

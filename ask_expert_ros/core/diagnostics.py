@@ -8,7 +8,8 @@ bytes per offloaded frame (``bytes_per_offload``, from an ``offload_bytes`` coun
 over the period, the settings the adapter passes (the edge's offload mode, rho or m:
 :func:`offload_settings`), and a level:
 
-* ERROR -- every frame offloaded during the period fell back (expert unreachable);
+* ERROR -- every frame offloaded during the period fell back, or the edge holds its
+  expert for down (``expert_state`` in the settings: :meth:`EdgeLogic.link_status`);
 * WARN -- some frames fell back, or inputs or requests were rejected, in the period;
 * OK -- otherwise. Foreign replies (meant for another edge) are normal and never warn.
 
@@ -53,7 +54,13 @@ class StatusRecord:
     values: dict[str, int | float | str] = field(default_factory=dict)
 
 
-FALLBACK_COUNTERS = ('fallback_deadline', 'fallback_error', 'fallback_unavailable')
+FALLBACK_COUNTERS = (
+    'fallback_deadline',
+    'fallback_error',
+    'fallback_unavailable',
+    'fallback_shed',
+    'fallback_down',
+)
 REJECT_COUNTERS = (
     'bad_input',
     'invalid_logits',
@@ -62,6 +69,7 @@ REJECT_COUNTERS = (
     'bad_frame',
     'model_errors',
     'expired',
+    'shed',
 )
 RATE_COUNTERS = ('frames', 'offloaded', 'expert', 'requests', 'answered', 'batches')
 
@@ -122,6 +130,12 @@ def assess(
     if failed:
         level = Level.ERROR
         message = f'the model failed on {failed} inputs in the last period (see the node log)'
+    elif (settings or {}).get('expert_state') == 'down':
+        level = Level.ERROR
+        message = (
+            f'expert down: {fell_back} frames answered by the edge in the last period, '
+            'probing (is an expert node reachable?)'
+        )
     elif offloaded and fell_back >= offloaded:
         level = Level.ERROR
         message = f'all {offloaded} offloaded frames fell back (is an expert node reachable?)'

@@ -10,13 +10,28 @@ Contract: every frame handed to :meth:`process` or :meth:`reject` yields exactly
 once nothing is pending. :meth:`process` raises for no frame and no model failure:
 a frame the model cannot take is answered INVALID (``bad_input``), and so is every
 frame of a batch the model failed on (``model_errors``: out of memory, device lost).
+
+The edge adapts to its link (:mod:`~ask_expert_ros.core.expert_health`): after
+``down_after_misses`` misses in a row (deadline passed, send failed) the expert is
+*down*; the frames still waiting for it and every uncertain frame after are answered
+by the edge at once (``fallback_down``, no deadline wait), one frame per
+``probe_interval_ms`` goes out as a probe (``probes``), and the first probe answered in
+time resumes offloading. With ``offload_budget_mbps`` > 0 tau moves online to keep the
+offload traffic under the budget (:mod:`~ask_expert_ros.core.tau_control`).
+:meth:`EdgeLogic.link_status` says what tau the edge runs at, why, and the expert's
+health, for the diagnostics. A reply that comes after the frame's result went out is
+dropped (``late_replies``); one whose header is not its request's is ignored
+(``foreign_replies``), and request ids start at the wall clock in microseconds, so
+a restarted edge never takes its previous run's answers for its new frames.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
@@ -32,6 +47,7 @@ from ask_expert_ros.core.engine import (
     preprocessor,
 )
 from ask_expert_ros.core.errors import UnsupportedImageError
+from ask_expert_ros.core.expert_health import ExpertHealth
 from ask_expert_ros.core.image_codec import encode_compressed, encode_image
 from ask_expert_ros.core.messages import (
     ExpertReply,
@@ -47,10 +63,16 @@ from ask_expert_ros.core.messages import (
 )
 from ask_expert_ros.core.models import ModelConfig
 from ask_expert_ros.core.patches import PatchSelection, encode_patches, model_grid
+from ask_expert_ros.core.planner import REQUEST_OVERHEAD_BYTES, Payload
 from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.core.tau_control import BudgetController
 from ask_expert_ros.core.taxonomy import ExpertKey
 
 logger = logging.getLogger(__name__)
+
+MAX_ETA_BITS = 16.0  # the top of min_entropy's tau range (the tau parameter's)
+# requests that fell back, remembered so a late answer still gives a round-trip time
+_RECENT_FALLBACKS = 1024
 
 Transport = Literal['raw', 'compressed']
 OffloadMode = Literal['frame', 'patches']
@@ -70,6 +92,13 @@ class EdgeParams:
         offload_mode: ``frame`` sends the whole frame, ``patches`` only the patches
             ``patches`` selects (as a mosaic); either way at the expert's input size.
         patches: The patch selection of ``patches`` mode (rho or m, method, source).
+        down_after_misses: Misses in a row (deadline passed, send failed) after which
+            the expert is down; 0: never (every frame waits out its deadline).
+        probe_interval_ms: While the expert is down, one uncertain frame per this long
+            goes to it as a probe.
+        offload_budget_mbps: Offload traffic budget, Mbit/s of request payload; > 0
+            moves tau online to stay under it (``routing.tau`` is where it starts);
+            0: tau stays as set.
     """
 
     edge_id: str
@@ -80,8 +109,19 @@ class EdgeParams:
     jpeg_quality: int = 90
     offload_mode: OffloadMode = 'frame'
     patches: PatchSelection = field(default_factory=PatchSelection)
+    down_after_misses: int = 3
+    probe_interval_ms: float = 500.0
+    offload_budget_mbps: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.down_after_misses < 0:
+            raise ValueError(f'down_after_misses must be >= 0, got {self.down_after_misses}')
+        if not self.probe_interval_ms > 0:
+            raise ValueError(f'probe_interval_ms must be > 0, got {self.probe_interval_ms}')
+        if not (math.isfinite(self.offload_budget_mbps) and self.offload_budget_mbps >= 0):
+            raise ValueError(
+                f'offload_budget_mbps must be >= 0 (0: no budget), got {self.offload_budget_mbps}'
+            )
         if self.offload_mode not in ('frame', 'patches'):
             raise ValueError(
                 f"offload_mode must be 'frame' or 'patches', got {self.offload_mode!r}"
@@ -110,8 +150,12 @@ class EdgeCounters:
     fallback_deadline: int = 0  # expert too slow: edge Top-1
     fallback_error: int = 0  # expert answered with an error status: edge Top-1
     fallback_unavailable: int = 0  # no expert node / send failed: edge Top-1
+    fallback_shed: int = 0  # the expert shed the request (OVERLOADED): edge Top-1
+    fallback_down: int = 0  # the expert is down: edge Top-1 at once, no deadline wait
+    probes: int = 0  # requests sent while the expert was down, to see if it is back
     late_replies: int = 0  # replies after the fallback was published (dropped)
-    foreign_replies: int = 0  # replies for another edge (dropped)
+    foreign_replies: int = 0  # replies for another edge or another run (dropped)
+    offload_bytes: int = 0  # requests sent: pixels plus the rest (planner estimate), bytes
 
     @property
     def results(self) -> int:
@@ -124,6 +168,8 @@ class EdgeCounters:
             + self.fallback_deadline
             + self.fallback_error
             + self.fallback_unavailable
+            + self.fallback_shed
+            + self.fallback_down
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -142,6 +188,7 @@ class _Pending:
     sent_patches: tuple[int, ...] = ()
     patch_grid: tuple[int, int] = (0, 0)
     offload_bytes: int = 0
+    sent_ns: int = 0  # on the monotonic clock
 
 
 @dataclass(frozen=True)
@@ -182,8 +229,18 @@ class EdgeLogic:
         self._monotonic_ns = monotonic_ns
         self._wall_ns = wall_ns
         self._pending: dict[int, _Pending] = {}
-        self._next_id = 1
+        self._recent: OrderedDict[int, _Pending] = OrderedDict()  # fell back, bounded
+        # ids above any a previous run of this edge used (< 1e6 requests/s)
+        self._next_id = max(1, wall_ns() // 1000)
         self._lock = threading.Lock()
+        now = monotonic_ns()
+        self._health = ExpertHealth(
+            params.down_after_misses, int(params.probe_interval_ms * 1e6), now
+        )
+        low, high = _threshold_range(params.routing)
+        self._budget = BudgetController(params.offload_budget_mbps, low, high, now)
+        self._flush_pending = False  # the expert went down: answer what waits for it
+        self._recovered_ns = now
         self._params = params
         self.params = params
 
@@ -194,8 +251,12 @@ class EdgeLogic:
     @params.setter
     def params(self, params: EdgeParams) -> None:
         """Swap all settings at once; frames already in flight keep their deadline."""
-        self._params = params
-        self.stage.routing = params.routing
+        with self._lock:
+            self._params = params
+            self._health.down_after = params.down_after_misses
+            self._health.probe_interval_ns = int(params.probe_interval_ms * 1e6)
+            self._budget.configure(params.offload_budget_mbps, *_threshold_range(params.routing))
+            self.stage.routing = params.routing
         # patch mode always scores (next to nothing), so switching to attention selection
         # at run time never changes what the backend runs
         patches = params.offload_mode == 'patches'
@@ -210,10 +271,70 @@ class EdgeLogic:
         with self._lock:
             return len(self._pending)
 
-    def next_deadline_ns(self) -> int | None:
-        """Monotonic time of the earliest pending deadline, for the adapter's timer."""
+    @property
+    def expert_down(self) -> bool:
+        """Whether the edge currently treats its expert as unreachable."""
         with self._lock:
+            return self._health.down
+
+    @property
+    def active_routing(self) -> RoutingConfig:
+        """The routing the edge runs at now (tau moved by the budget controller)."""
+        return self.stage.routing
+
+    def next_deadline_ns(self) -> int | None:
+        """Monotonic time of the earliest pending deadline, for the adapter's timer (now,
+        when frames wait for an expert just found down: :meth:`expire` answers them)."""
+        with self._lock:
+            if self._flush_pending and self._pending:
+                return self._monotonic_ns()
             return min((p.deadline_ns for p in self._pending.values()), default=None)
+
+    def link_status(self) -> dict[str, int | float | str]:
+        """For the diagnostics: the tau the edge runs at and why, the offload traffic
+        against the budget, and the expert's health (state, answer rate, round trip,
+        outages and recovery times)."""
+        now = self._monotonic_ns()
+        with self._lock:
+            decision = self._budget.decision
+            if self._health.down:
+                reason = 'expert down: probing'
+            elif not self._params.offload:
+                reason = 'offload off'
+            elif decision.threshold is None:
+                reason = 'configured' if not self._params.offload_budget_mbps else decision.reason
+            else:
+                reason = decision.reason
+            out: dict[str, int | float | str] = {
+                'tau': self.stage.routing.tau,
+                'tau_configured': self._params.routing.tau,
+                'tau_reason': reason,
+            }
+            out |= self._budget.status(now)
+            out |= self._health.status(now)
+        return out
+
+    def _default_request_bytes(self, params: EdgeParams) -> float:
+        """The planner's bytes per request, until the edge has sent one."""
+        config = self.expert_input
+        keep = params.patches.keep_ratio if params.offload_mode == 'patches' else None
+        return Payload(
+            mode=params.offload_mode,
+            keep_ratio=keep if keep is not None else 1.0,
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            channels=config.in_chans,
+        ).bytes_per_offload
+
+    def _steer(self, now: int, params: EdgeParams) -> None:
+        """Under the lock, before a batch runs: the budget controller's tau, if it acts."""
+        hold = self._health.down or now - self._recovered_ns < self._budget.window_ns
+        decision = self._budget.update(now, self._default_request_bytes(params), hold=hold)
+        routing = params.routing
+        if decision.threshold is not None:
+            routing = replace(routing, tau=_tau_of(decision.threshold, routing))
+        if routing != self.stage.routing:
+            self.stage.routing = routing
 
     def reject(self, header: Header, reason: str) -> FinalResult:
         """A frame that could not be decoded: one INVALID result, counted."""
@@ -227,6 +348,8 @@ class EdgeLogic:
         if not frames:
             return EdgeStep([], [])
         params = self._params
+        with self._lock:
+            self._steer(self._monotonic_ns(), params)
         try:
             output = self.stage.run(FrameBatch([f.pixels for f in frames], self.stage.device))
         except UnsupportedImageError as exc:
@@ -251,6 +374,7 @@ class EdgeLogic:
         requests: list[OffloadRequest] = []
         with self._lock:
             self.counters.frames += len(frames)
+            self._budget.observe_frames(now, decisions.confidence[decisions.valid])
             for i, frame in enumerate(frames):
                 label = int(decisions.prediction[i])
                 score = float(decisions.topk_scores[i, 0])
@@ -276,6 +400,19 @@ class EdgeLogic:
                     )
                     continue
                 key = decisions.key(i) or ()
+                probe = self._health.down
+                if probe and not self._health.probe_due(now):
+                    self.counters.fallback_down += 1
+                    results.append(
+                        self._fallback_result(
+                            _Pending(
+                                frame.header, label, score, confidence, key, deadline_ns, edge_ms
+                            ),
+                            'expert down: answered by the edge at once (probing every '
+                            f'{params.probe_interval_ms:g} ms)',
+                        )
+                    )
+                    continue
                 request_id = self._next_id
                 self._next_id += 1
                 try:
@@ -292,6 +429,10 @@ class EdgeLogic:
                     )
                     continue
                 self.counters.offloaded += 1
+                self.counters.probes += probe
+                sent_bytes = _request_bytes(image, layout)
+                self.counters.offload_bytes += sent_bytes
+                self._budget.observe_offload(now, sent_bytes)
                 self._pending[request_id] = _Pending(
                     frame.header,
                     label,
@@ -303,6 +444,7 @@ class EdgeLogic:
                     layout.indices if layout is not None else (),
                     layout.grid if layout is not None else (0, 0),
                     len(image.data),
+                    now,
                 )
                 requests.append(
                     OffloadRequest(
@@ -334,14 +476,38 @@ class EdgeLogic:
 
     def on_reply(self, reply: ExpertReply) -> FinalResult | None:
         """An expert reply: the refined result, a fallback on error, or None if not ours."""
+        now = self._monotonic_ns()
         with self._lock:
             if reply.edge_id != self._params.edge_id:
                 self.counters.foreign_replies += 1
                 return None
-            pending = self._pending.pop(reply.request_id, None)
+            pending = self._pending.get(reply.request_id)
+            if pending is not None and pending.header != reply.header:
+                self.counters.foreign_replies += 1  # not this run's request of that id
+                return None
             if pending is None:
                 self.counters.late_replies += 1
+                old = self._recent.pop(reply.request_id, None)
+                if old is None:
+                    self._health.on_late(now)
+                elif old.header == reply.header:
+                    self._health.on_late(now, now - old.sent_ns, old.offload_bytes)
                 return None
+            del self._pending[reply.request_id]
+            if self._health.on_answer(now, now - pending.sent_ns, pending.offload_bytes):
+                self._recovered_ns = now
+                self._flush_pending = False
+                record = self._health.record
+                logger.info(
+                    'expert answers again: offloading resumed after an outage of %.0f ms '
+                    '(%.0f ms after its first reply)',
+                    record.last_outage_ms,
+                    record.last_recovery_ms,
+                )
+            if reply.status == Status.OVERLOADED:
+                self.counters.fallback_shed += 1
+                reason = f'expert OVERLOADED: {reply.error}'.rstrip(': ')
+                return replace(self._fallback_result(pending, reason), queue_ms=reply.queue_ms)
             if reply.status != Status.OK or not 0 <= reply.label < len(self.class_names):
                 self.counters.fallback_error += 1
                 reason = f'expert {Status(reply.status).name}: {reply.error}'.rstrip(': ')
@@ -370,24 +536,57 @@ class EdgeLogic:
         )
 
     def expire(self) -> list[FinalResult]:
-        """Fallback results for every request whose deadline has passed."""
+        """Fallback results for every request whose deadline has passed, and, once the
+        expert is found down, for every request still waiting for it."""
         now = self._monotonic_ns()
         with self._lock:
             due = [rid for rid, p in self._pending.items() if p.deadline_ns <= now]
             out = []
             for rid in due:
                 self.counters.fallback_deadline += 1
-                out.append(self._fallback_result(self._pending.pop(rid), 'expert deadline passed'))
+                out.append(self._fallback_result(self._retire(rid), 'expert deadline passed'))
+                self._flush_pending |= self._miss(now)
+            if self._flush_pending:
+                self._flush_pending = False
+                for rid in list(self._pending):
+                    self.counters.fallback_down += 1
+                    out.append(
+                        self._fallback_result(
+                            self._retire(rid), 'expert down: answered by the edge at once'
+                        )
+                    )
         return out
 
     def fail(self, request_id: int, reason: str) -> FinalResult | None:
         """The request could not be sent (no expert node, write error): fall back now."""
         with self._lock:
-            pending = self._pending.pop(request_id, None)
-            if pending is None:
+            if request_id not in self._pending:
                 return None
+            pending = self._retire(request_id)
             self.counters.fallback_unavailable += 1
+            self._flush_pending |= self._miss(self._monotonic_ns())
             return self._fallback_result(pending, reason)
+
+    def _retire(self, request_id: int) -> _Pending:
+        """Under the lock: a pending request whose result the edge publishes itself,
+        remembered (bounded) so a late answer still tells the round-trip time."""
+        pending = self._pending.pop(request_id)
+        self._recent[request_id] = pending
+        if len(self._recent) > _RECENT_FALLBACKS:
+            self._recent.popitem(last=False)
+        return pending
+
+    def _miss(self, now: int) -> bool:
+        """Under the lock: count a miss; True when it makes the expert down."""
+        if not self._health.on_miss(now):
+            return False
+        logger.warning(
+            'expert down after %d misses in a row: uncertain frames answered by the edge '
+            'at once, probing every %g ms',
+            self._params.down_after_misses,
+            self._params.probe_interval_ms,
+        )
+        return True
 
     def _fallback_result(self, pending: _Pending, reason: str) -> FinalResult:
         return FinalResult(
@@ -443,6 +642,28 @@ class EdgeLogic:
             return ImageData(FrameFormat.COMPRESSED, data, encoding=fmt), None
         height, width, encoding, step, raw = encode_image(pixels)
         return ImageData(FrameFormat.RAW, raw, height, width, encoding, step), None
+
+
+def _threshold_range(routing: RoutingConfig) -> tuple[float, float]:
+    """The offload threshold's range on the [0, 1] confidence scale: tau in [0, 1], or for
+    min_entropy eta in [0, MAX_ETA_BITS] bits (threshold 2^-eta)."""
+    if routing.confidence == 'min_entropy':
+        return 2.0**-MAX_ETA_BITS, 1.0
+    return 0.0, 1.0
+
+
+def _tau_of(threshold: float, routing: RoutingConfig) -> float:
+    """The tau parameter that puts the threshold at ``threshold`` for this method."""
+    if routing.confidence == 'min_entropy':
+        return min(MAX_ETA_BITS, max(0.0, -math.log2(max(threshold, 2.0**-MAX_ETA_BITS))))
+    return min(1.0, max(0.0, threshold))
+
+
+def _request_bytes(image: ImageData, layout: PatchLayout | None) -> int:
+    """What a request puts on the link: its pixels, patch indices and the rest (the
+    planner's estimate of the CDR besides the pixels)."""
+    indices = 2 * len(layout.indices) if layout is not None else 0
+    return len(image.data) + indices + int(REQUEST_OVERHEAD_BYTES)
 
 
 def _invalid(header: Header, reason: str, edge_ms: float = 0.0) -> FinalResult:

@@ -1,9 +1,27 @@
 """What the expert node does, written once for every transport.
 
 Requests in -> validated and decoded at once (bad ones answered with an error
-status) -> one FIFO queue per expert key -> micro-batches, run when a queue holds
-``max_batch`` requests or its oldest has waited ``max_wait_ms`` -> one reply per
-request. Every accepted request gets exactly one reply; order within a key is kept.
+status) -> one FIFO queue per (edge, expert key) -> micro-batches of one key, run when
+the key has ``max_batch`` requests waiting or its oldest has waited ``max_wait_ms`` ->
+one reply per request. Every request gets exactly one reply; order within an edge's
+key is kept.
+
+Fair to the edges sharing the node (fair queueing, every request costing the same):
+each edge with requests waiting counts the requests it has been served, starting, when
+it begins waiting, at the lowest count of those already waiting (no credit saved up
+while idle). The next batch is led by the least-served edge with a due request (ties:
+the one with fewer waiting, then the older request), whose oldest due request names
+the key, and is filled one request at a time from the least-served edge with requests
+of that key. So an edge sending within its share is served as it sends, whatever the
+others do, and capacity the others leave goes to whoever has work. Queues are bounded:
+an edge with ``max_queue_per_edge`` requests waiting has its next one shed; when
+``max_queued`` wait in all, the newest request of the edge with the most waiting is
+shed to make room (or the arriving one, if its edge has the most). Shed requests are
+answered OVERLOADED at once, so their edge falls back without waiting out a deadline:
+one edge flooding at 10x its share fills its own queue, not the node. Nothing here
+grows with the number of edges or frames seen: queues are dropped when they empty,
+and the per-edge figures (:meth:`ExpertLogic.edge_stats`) keep the
+:data:`MAX_TRACKED_EDGES` most recently seen edges.
 """
 
 from __future__ import annotations
@@ -11,9 +29,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -33,6 +51,8 @@ from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme
 
 logger = logging.getLogger(__name__)
 
+MAX_TRACKED_EDGES = 64
+
 
 @dataclass(frozen=True)
 class ExpertParams:
@@ -46,6 +66,9 @@ class ExpertParams:
         restrict_to_key: Argmax only over the classes of the key's subsets.
         ragged: How patch requests with different patch counts share a micro-batch:
             ``pad`` (one call, attention mask) or ``group`` (one call per count).
+        max_queue_per_edge: Requests of one edge that may wait; more are shed.
+        max_queued: Requests that may wait in all; more shed the newest request of the
+            edge with the most waiting.
     """
 
     max_batch: int = 8
@@ -53,8 +76,14 @@ class ExpertParams:
     honor_deadline: bool = True
     restrict_to_key: bool = False
     ragged: RaggedMode = 'pad'
+    max_queue_per_edge: int = 64
+    max_queued: int = 512
 
     def __post_init__(self) -> None:
+        if self.max_queue_per_edge < 1:
+            raise ValueError(f'max_queue_per_edge must be >= 1, got {self.max_queue_per_edge}')
+        if self.max_queued < 1:
+            raise ValueError(f'max_queued must be >= 1, got {self.max_queued}')
         if self.max_batch < 1:
             raise ValueError(f'max_batch must be >= 1, got {self.max_batch}')
         if self.max_wait_ms < 0:
@@ -73,6 +102,7 @@ class ExpertCounters:
     bad_frame: int = 0
     expired: int = 0
     model_errors: int = 0
+    shed: int = 0  # answered OVERLOADED: the edge's share or the node's queues were full
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -84,6 +114,16 @@ class _Queued:
     pixels: np.ndarray  # the frame, or for a patch request its patches [n, p, p(, C)]
     arrived_ns: int
     indices: np.ndarray | None = None  # grid indices of a patch request
+    seq: int = 0  # arrival order at this node
+
+
+@dataclass
+class EdgeStats:
+    """What one edge got from this node (``edge_stats``)."""
+
+    requests: int = 0  # reached the queues (valid)
+    served: int = 0  # taken into a batch
+    shed: int = 0  # answered OVERLOADED
 
 
 def decode_request_image(image: ImageData) -> np.ndarray:
@@ -117,7 +157,15 @@ class ExpertLogic:
         self.counters = ExpertCounters()
         self._monotonic_ns = monotonic_ns
         self._wall_ns = wall_ns
-        self._queues: dict[ExpertKey, deque[_Queued]] = {}
+        # edge id -> key -> FIFO; an edge's entry goes when it has nothing waiting
+        self._queues: dict[str, dict[ExpertKey, deque[_Queued]]] = {}
+        self._served: dict[str, int] = {}  # per edge waiting: requests served (virtual time)
+        self._per_edge: dict[str, int] = {}
+        self._per_key: dict[ExpertKey, int] = {}
+        self._total = 0
+        self._seq = 0
+        self._outbox: list[ExpertReply] = []  # shed to make room; out with the next poll
+        self._stats: OrderedDict[str, EdgeStats] = OrderedDict()
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._arrived = False  # a request came since poll() last found nothing due
@@ -139,7 +187,36 @@ class ExpertLogic:
     @property
     def queued(self) -> int:
         with self._lock:
-            return sum(len(q) for q in self._queues.values())
+            return self._total
+
+    def queue_status(self) -> dict[str, int | float | str]:
+        """Gauges for the diagnostics: requests waiting, edges waiting, the longest
+        edge queue and the share of the recent requests shed per tracked edge."""
+        with self._lock:
+            out: dict[str, int | float | str] = {
+                'queued': self._total,
+                'edges_waiting': len(self._per_edge),
+                'longest_edge_queue': max(self._per_edge.values(), default=0),
+                'edges_tracked': len(self._stats),
+            }
+            for edge, stats in self._stats.items():
+                if stats.shed:
+                    out[f'shed[{edge}]'] = stats.shed
+        return out
+
+    def edge_stats(self) -> dict[str, EdgeStats]:
+        """Per edge (the most recently seen :data:`MAX_TRACKED_EDGES`): requests, served, shed."""
+        with self._lock:
+            return {edge: replace(stats) for edge, stats in self._stats.items()}
+
+    def _stats_of(self, edge: str) -> EdgeStats:
+        """Under the lock: the edge's figures, made the most recent; the least recently
+        seen edge is forgotten beyond MAX_TRACKED_EDGES."""
+        stats = self._stats.pop(edge, None) or EdgeStats()
+        self._stats[edge] = stats
+        if len(self._stats) > MAX_TRACKED_EDGES:
+            self._stats.popitem(last=False)
+        return stats
 
     def reject(self, header: Header, edge_id: str, request_id: int, reason: str) -> ExpertReply:
         """A request the adapter could not even convert: answered BAD_REQUEST, counted."""
@@ -176,11 +253,66 @@ class ExpertLogic:
                     self.counters.bad_request += 1
                 return _error(request, Status.BAD_REQUEST, str(exc))
         with self._lock:
-            queue = self._queues.setdefault(tuple(request.expert_key), deque())
-            queue.append(_Queued(request, pixels, self._monotonic_ns(), indices))
-            self._arrived = True
-            self._wakeup.notify_all()
+            return self._admit(request, pixels, indices)
+
+    def _admit(
+        self, request: OffloadRequest, pixels: np.ndarray, indices: np.ndarray | None
+    ) -> ExpertReply | None:
+        """Under the lock: queue a valid request, or shed it or another (see the module)."""
+        params = self._params
+        edge = request.edge_id
+        stats = self._stats_of(edge)
+        stats.requests += 1
+        mine = self._per_edge.get(edge, 0)
+        if mine >= params.max_queue_per_edge:
+            return self._shed(request, stats, f'{mine} requests of this edge already waiting')
+        if self._total >= params.max_queued:
+            flooder = max(self._per_edge, key=lambda e: self._per_edge[e])
+            if self._per_edge[flooder] <= mine + 1:
+                return self._shed(request, stats, f'expert queues full ({self._total} waiting)')
+            victim = self._pop_newest(flooder)
+            self._outbox.append(
+                self._shed(victim.request, self._stats_of(flooder), 'shed for a fairer share')
+            )
+        key = tuple(request.expert_key)
+        self._seq += 1
+        item = _Queued(request, pixels, self._monotonic_ns(), indices, self._seq)
+        if edge not in self._queues:
+            self._queues[edge] = {}
+            self._served[edge] = min(self._served.values(), default=0)
+        self._queues[edge].setdefault(key, deque()).append(item)
+        self._per_edge[edge] = mine + 1
+        self._per_key[key] = self._per_key.get(key, 0) + 1
+        self._total += 1
+        self._arrived = True
+        self._wakeup.notify_all()
         return None
+
+    def _shed(self, request: OffloadRequest, stats: EdgeStats, why: str) -> ExpertReply:
+        self.counters.shed += 1
+        stats.shed += 1
+        return _error(request, Status.OVERLOADED, f'shed: {why}')
+
+    def _pop_newest(self, edge: str) -> _Queued:
+        """Under the lock: take the most recent request of ``edge`` out of its queues."""
+        queues = self._queues[edge]
+        key = max(queues, key=lambda k: queues[k][-1].seq)
+        item = queues[key].pop()
+        self._taken(edge, key)
+        return item
+
+    def _taken(self, edge: str, key: ExpertKey) -> None:
+        """Under the lock: one request of (edge, key) left the queues; drop what emptied."""
+        self._total -= 1
+        self._per_key[key] -= 1
+        if not self._per_key[key]:
+            del self._per_key[key]
+        self._per_edge[edge] -= 1
+        queues = self._queues[edge]
+        if not queues[key]:
+            del queues[key]
+        if not queues:
+            del self._queues[edge], self._per_edge[edge], self._served[edge]
 
     def _patches_of(
         self, request: OffloadRequest, mosaic: np.ndarray
@@ -230,17 +362,29 @@ class ExpertLogic:
                 self.counters.bad_request += 1
         return _error(request, status, reason)
 
+    def _oldest(self) -> dict[ExpertKey, int]:
+        """Under the lock: arrival of the oldest waiting request of each key."""
+        oldest: dict[ExpertKey, int] = {}
+        for queues in self._queues.values():
+            for key, queue in queues.items():
+                t = queue[0].arrived_ns
+                if key not in oldest or t < oldest[key]:
+                    oldest[key] = t
+        return oldest
+
     def next_due_ns(self) -> int | None:
-        """When the next batch is due (monotonic ns): now or earlier if a queue is full,
-        else when its oldest request reaches ``max_wait_ms``; None when nothing is queued."""
+        """When the next batch is due (monotonic ns): now or earlier if a key has
+        ``max_batch`` waiting, else when its oldest request reaches ``max_wait_ms``; now
+        when shed replies wait to go out; None when nothing is queued."""
         params = self.params
         wait = int(params.max_wait_ms * 1e6)
         with self._lock:
             due = [
-                q[0].arrived_ns + (0 if len(q) >= params.max_batch else wait)
-                for q in self._queues.values()
-                if q
+                t + (0 if self._per_key[key] >= params.max_batch else wait)
+                for key, t in self._oldest().items()
             ]
+            if self._outbox:
+                due.append(self._monotonic_ns())
         return min(due) if due else None
 
     def wait(self, timeout_s: float) -> None:
@@ -265,7 +409,8 @@ class ExpertLogic:
                 one at a time and publishes its replies before the next: otherwise the
                 first batch's replies would wait for the whole backlog to be computed.
         """
-        replies: list[ExpertReply] = []
+        with self._lock:
+            replies, self._outbox = self._outbox, []
         ran = 0
         while max_batches is None or ran < max_batches:
             batch = self._take_due_batch(flush)
@@ -276,22 +421,46 @@ class ExpertLogic:
         return replies
 
     def _take_due_batch(self, flush: bool) -> tuple[ExpertKey, list[_Queued]] | None:
+        """The next batch (see the module doc): the least-served edge with a due request
+        leads, its oldest due request names the key, and the least-served edge with a
+        request of that key gives the next one until the batch is full."""
         params = self.params
         now = self._monotonic_ns()
         wait = int(params.max_wait_ms * 1e6)
         with self._lock:
-            due = [
-                (q[0].arrived_ns, key)
-                for key, q in self._queues.items()
-                if q and (flush or len(q) >= params.max_batch or now - q[0].arrived_ns >= wait)
-            ]
+            due = {
+                key
+                for key, t in self._oldest().items()
+                if flush or self._per_key[key] >= params.max_batch or now - t >= wait
+            }
             if not due:
                 self._arrived = False
                 return None
-            _, key = min(due)  # the longest-waiting key first
-            queue = self._queues[key]
-            items = [queue.popleft() for _ in range(min(params.max_batch, len(queue)))]
+            _, leader = min(
+                (self._priority(edge, [k for k in queues if k in due]), edge)
+                for edge, queues in self._queues.items()
+                if any(k in due for k in queues)
+            )
+            queues = self._queues[leader]
+            key = min((q[0].seq, k) for k, q in queues.items() if k in due)[1]
+            items: list[_Queued] = []
+            while len(items) < params.max_batch:
+                having = [e for e, queues in self._queues.items() if key in queues]
+                if not having:
+                    break
+                _, edge = min((self._priority(e, [key]), e) for e in having)
+                items.append(self._queues[edge][key].popleft())
+                self._served[edge] += 1
+                self._stats_of(edge).served += 1
+                self._taken(edge, key)
             return key, items
+
+    def _priority(self, edge: str, keys: list[ExpertKey]) -> tuple[int, int, int]:
+        """Under the lock: who goes first (lowest): requests served, requests waiting,
+        arrival of its oldest request among ``keys``."""
+        queues = self._queues[edge]
+        oldest = min(queues[k][0].seq for k in keys)
+        return self._served[edge], self._per_edge[edge], oldest
 
     def _run(self, key: ExpertKey, items: list[_Queued]) -> list[ExpertReply]:
         """One expert call over ``items``; the replies come back in the items' order."""

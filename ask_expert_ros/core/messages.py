@@ -112,6 +112,7 @@ class Status(enum.IntEnum):
     MODEL_ERROR = 3
     EXPIRED = 4
     BAD_REQUEST = 5
+    OVERLOADED = 6  # shed: the expert's queue for this edge, or all its queues, were full
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,34 @@ EDGE_PARAMS = (
     ),
     ParamSpec('offload', True, 'Send uncertain frames to the expert at all.'),
     ParamSpec(
+        'down_after_misses',
+        3,
+        'Expert misses in a row (deadline passed, send failed) after which the edge '
+        'treats the expert as down: uncertain frames are answered by the edge at once '
+        '(no deadline wait) and only probes go out; 0: never, every frame waits out its '
+        'deadline.',
+        low=0,
+        high=1000,
+    ),
+    ParamSpec(
+        'probe_interval_ms',
+        500.0,
+        'While the expert is down, one uncertain frame per this long is sent as a probe; '
+        'the first probe answered within its deadline resumes offloading, milliseconds.',
+        low=10.0,
+        high=600000.0,
+    ),
+    ParamSpec(
+        'offload_budget_mbps',
+        0.0,
+        'Offload bandwidth budget, Mbit/s of ExpertRequest payload: > 0 moves tau online '
+        "(within the confidence method's range, starting at tau) so the offload traffic "
+        'measured over 2 s stays just under it; diagnostics show the tau in use and why. '
+        '0: no budget, tau as set.',
+        low=0.0,
+        high=100000.0,
+    ),
+    ParamSpec(
         'transport',
         'raw',
         'How frames travel to the expert: raw sensor_msgs/Image '
@@ -271,6 +299,22 @@ EXPERT_PARAMS = (
         choices=('pad', 'group'),
     ),
     ParamSpec(
+        'max_queue_per_edge',
+        64,
+        'Requests of one edge (edge_id) that may wait; its next ones are answered '
+        'OVERLOADED at once, so a flooding edge fills only its own share.',
+        low=1,
+        high=100000,
+    ),
+    ParamSpec(
+        'max_queued',
+        512,
+        'Requests that may wait in all; beyond it the newest request of the edge with the '
+        'most waiting is answered OVERLOADED to make room.',
+        low=1,
+        high=1000000,
+    ),
+    ParamSpec(
         'max_resident',
         0,
         'Keep at most this many experts loaded (0: all).',
@@ -314,6 +358,9 @@ def edge_params(values: Mapping[str, Any]) -> EdgeParams:
         jpeg_quality=values['jpeg_quality'],
         offload_mode=values['offload_mode'],
         patches=patch_selection(values),
+        down_after_misses=values['down_after_misses'],
+        probe_interval_ms=values['probe_interval_ms'],
+        offload_budget_mbps=values['offload_budget_mbps'],
     )
 
 
@@ -336,6 +383,8 @@ def expert_params(values: Mapping[str, Any]) -> ExpertParams:
         honor_deadline=values['honor_deadline'],
         restrict_to_key=values['restrict_to_key'],
         ragged=values['ragged'],
+        max_queue_per_edge=values['max_queue_per_edge'],
+        max_queued=values['max_queued'],
     )
 
 

@@ -427,6 +427,7 @@ class ExpertResponse(IdlStruct, typename='ask_expert_ros::msg::dds_::ExpertRespo
     STATUS_MODEL_ERROR = 3
     STATUS_EXPIRED = 4
     STATUS_BAD_REQUEST = 5
+    STATUS_OVERLOADED = 6
 
     header: Header = field(default_factory=Header)
     edge_id: str = ''

@@ -231,7 +231,8 @@ class EdgeRunner:
         for result in self.logic.expire():
             self._publish(result)
         self._diagnostics.maybe_publish(
-            self.logic.counters.as_dict(), offload_settings(self.logic.params)
+            self.logic.counters.as_dict() | {'pending': self.logic.pending_count},
+            offload_settings(self.logic.params) | self.logic.link_status(),
         )
 
     def _handle_frames(self, frames: list[Frame]) -> None:
@@ -313,7 +314,7 @@ class ExpertRunner:
         # requests that came meanwhile join the queues before the next pick
         for reply in self.logic.poll(max_batches=1):
             self._responses.write(conv.reply_to_dds(reply))
-        self._diagnostics.maybe_publish(self.logic.counters.as_dict())
+        self._diagnostics.maybe_publish(self.logic.counters.as_dict(), self.logic.queue_status())
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -15,7 +15,9 @@ Topics (relative; remap them at launch):
 * out ``expert/requests`` (ExpertRequest, reliable) / in ``expert/responses``
   (ExpertResponse, reliable): the conversation with the expert node;
 * out ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every ``diagnostics_period_s``,
-  with the counters, the offload mode and rho or m.
+  with the counters, the offload mode and rho or m, the tau in use and why (a bandwidth
+  budget, measured Mbit/s), and the expert's health (up/down, answer rate, round trip,
+  outages and recovery times).
 
 What happens to a frame is decided by :class:`~ask_expert_ros.core.edge_logic.EdgeLogic`;
 this node converts, calls it and publishes. Threads:
@@ -182,7 +184,7 @@ class EdgeNode(Node):
 
     def _on_diagnostics_timer(self) -> None:
         counters = self.logic.counters.as_dict() | {'pending': self.logic.pending_count}
-        settings = offload_settings(self.logic.params)
+        settings = offload_settings(self.logic.params) | self.logic.link_status()
         record = self._monitor.update(counters, time.monotonic(), settings)
         self._diagnostics.publish(conv.diagnostics_to_ros([record], self._now_header()))
 

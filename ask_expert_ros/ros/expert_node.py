@@ -117,8 +117,8 @@ class ExpertNode(Node):
             self._arrived.set()
 
     def _on_diagnostics_timer(self) -> None:
-        counters = self.logic.counters.as_dict() | {'queued': self.logic.queued}
-        record = self._monitor.update(counters, time.monotonic())
+        counters = self.logic.counters.as_dict()
+        record = self._monitor.update(counters, time.monotonic(), self.logic.queue_status())
         header = HeaderMsg(stamp=self.get_clock().now().to_msg())
         self._diagnostics.publish(conv.diagnostics_to_ros([record], header))
 
