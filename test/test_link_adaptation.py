@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams, _tau_of
+from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
 from ask_expert_ros.core.engine import EdgeStage, ExpertStage, ResultSource
 from ask_expert_ros.core.expert_health import ExpertHealth
 from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
@@ -335,7 +335,8 @@ def test_edge_under_a_budget_moves_tau_and_keeps_the_traffic_within_10_percent(
 def test_budget_threshold_maps_to_the_methods_tau_within_its_range(
     confidence: str, threshold: float, tau: float
 ) -> None:
-    assert _tau_of(threshold, RoutingConfig(confidence=confidence)) == pytest.approx(tau)
+    routing = RoutingConfig(confidence=confidence).with_threshold(threshold)
+    assert routing.tau == pytest.approx(tau)
 
 
 def test_budget_off_reports_the_configured_tau(zoo, frames) -> None:

@@ -70,7 +70,6 @@ from ask_expert_ros.core.taxonomy import ExpertKey
 
 logger = logging.getLogger(__name__)
 
-MAX_ETA_BITS = 16.0  # the top of min_entropy's tau range (the tau parameter's)
 # requests that fell back, remembered so a late answer still gives a round-trip time
 _RECENT_FALLBACKS = 1024
 
@@ -237,7 +236,7 @@ class EdgeLogic:
         self._health = ExpertHealth(
             params.down_after_misses, int(params.probe_interval_ms * 1e6), now
         )
-        low, high = _threshold_range(params.routing)
+        low, high = params.routing.threshold_range
         self._budget = BudgetController(params.offload_budget_mbps, low, high, now)
         self._flush_pending = False  # the expert went down: answer what waits for it
         self._recovered_ns = now
@@ -255,7 +254,7 @@ class EdgeLogic:
             self._params = params
             self._health.down_after = params.down_after_misses
             self._health.probe_interval_ns = int(params.probe_interval_ms * 1e6)
-            self._budget.configure(params.offload_budget_mbps, *_threshold_range(params.routing))
+            self._budget.configure(params.offload_budget_mbps, *params.routing.threshold_range)
             self.stage.routing = params.routing
         # patch mode always scores (next to nothing), so switching to attention selection
         # at run time never changes what the backend runs
@@ -332,7 +331,7 @@ class EdgeLogic:
         decision = self._budget.update(now, self._default_request_bytes(params), hold=hold)
         routing = params.routing
         if decision.threshold is not None:
-            routing = replace(routing, tau=_tau_of(decision.threshold, routing))
+            routing = routing.with_threshold(decision.threshold)
         if routing != self.stage.routing:
             self.stage.routing = routing
 
@@ -642,21 +641,6 @@ class EdgeLogic:
             return ImageData(FrameFormat.COMPRESSED, data, encoding=fmt), None
         height, width, encoding, step, raw = encode_image(pixels)
         return ImageData(FrameFormat.RAW, raw, height, width, encoding, step), None
-
-
-def _threshold_range(routing: RoutingConfig) -> tuple[float, float]:
-    """The offload threshold's range on the [0, 1] confidence scale: tau in [0, 1], or for
-    min_entropy eta in [0, MAX_ETA_BITS] bits (threshold 2^-eta)."""
-    if routing.confidence == 'min_entropy':
-        return 2.0**-MAX_ETA_BITS, 1.0
-    return 0.0, 1.0
-
-
-def _tau_of(threshold: float, routing: RoutingConfig) -> float:
-    """The tau parameter that puts the threshold at ``threshold`` for this method."""
-    if routing.confidence == 'min_entropy':
-        return min(MAX_ETA_BITS, max(0.0, -math.log2(max(threshold, 2.0**-MAX_ETA_BITS))))
-    return min(1.0, max(0.0, threshold))
 
 
 def _request_bytes(image: ImageData, layout: PatchLayout | None) -> int:

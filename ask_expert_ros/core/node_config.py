@@ -33,7 +33,7 @@ from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
 from ask_expert_ros.core.library import ExpertLibrary
 from ask_expert_ros.core.models import ModelConfig
 from ask_expert_ros.core.patches import ATTENTION_SOURCES, SELECTION_METHODS, PatchSelection
-from ask_expert_ros.core.routing import CONFIDENCE_METHODS, RoutingConfig
+from ask_expert_ros.core.routing import CONFIDENCE_METHODS, MAX_ETA_BITS, RoutingConfig
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ EDGE_PARAMS = (
         'eta in bits: frames with -log2(max softmax) >= eta go (eta = -log2 of the '
         'max_softmax tau: 1 bit = 0.5).',
         low=0.0,
-        high=16.0,
+        high=MAX_ETA_BITS,
     ),
     ParamSpec('k', 2, 'Top-k classes that form the routing key.', low=1, high=16),
     ParamSpec(

@@ -22,7 +22,8 @@ So for the [0, 1] methods ``tau = 0`` never offloads and ``tau > 1`` always does
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 ConfidenceMethod = Literal['max_softmax', 'margin', 'entropy', 'min_entropy']
 CONFIDENCE_METHODS: tuple[str, ...] = get_args(ConfidenceMethod)
 MAX_SUBSETS = 62  # keys travel as bits of an int64
+MAX_ETA_BITS = 16.0  # the top of min_entropy's tau range (the tau parameter's)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,20 @@ class RoutingConfig:
         """The threshold on the [0, 1] confidence score: tau, or ``2 ** -eta`` for
         ``min_entropy`` (a frame goes to the expert when its score is below it)."""
         return 2.0**-self.tau if self.confidence == 'min_entropy' else self.tau
+
+    @property
+    def threshold_range(self) -> tuple[float, float]:
+        """The range :attr:`threshold` may be moved in (by a controller): [0, 1], or for
+        ``min_entropy`` the thresholds of eta in [0, MAX_ETA_BITS] bits."""
+        return (2.0**-MAX_ETA_BITS, 1.0) if self.confidence == 'min_entropy' else (0.0, 1.0)
+
+    def with_threshold(self, threshold: float) -> RoutingConfig:
+        """This routing with tau set so that :attr:`threshold` is ``threshold``, clamped
+        to :attr:`threshold_range` (the inverse of :attr:`threshold`)."""
+        low, high = self.threshold_range
+        threshold = min(high, max(low, threshold))
+        tau = -math.log2(threshold) if self.confidence == 'min_entropy' else threshold
+        return replace(self, tau=tau + 0.0)  # -log2(1) is -0.0
 
 
 @dataclass(frozen=True)
