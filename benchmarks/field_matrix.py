@@ -48,6 +48,35 @@ ROWS: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 
+# fairness: 4 edges at 30 fps, every uncertain frame offloaded (tau 1.01), edge0's camera
+# at 1x (the reference) or 10x its share (a flooding robot); the other edges' p95 compared
+FAIRNESS_ROWS: dict[str, list[str]] = {
+    f'fair4-x{factor}-good': [
+        '--scenario', 'steady', '--profile', 'good', '--duration-s', '30', '--edges', '4',
+        '--tau', '1.01', '--rate-factors', str(factor),
+    ]
+    for factor in (1, 10)
+}  # fmt: skip
+
+# bandwidth budget: 1 edge at 30 fps on the poor link; fixed tau against tau moved online
+BUDGETS_MBPS = (0.05, 0.1)
+FIXED_TAUS = (0.5, 0.7, 0.8, 0.9, 0.95)
+BUDGET_ROWS: dict[str, list[str]] = {
+    **{
+        f'budget-{b:g}-poor': [
+            '--scenario', 'steady', '--profile', 'poor', '--duration-s', '40',
+            '--edge-set', f'offload_budget_mbps={b:g}',
+        ]
+        for b in BUDGETS_MBPS
+    },
+    **{
+        f'tau-{tau:g}-poor': [
+            '--scenario', 'steady', '--profile', 'poor', '--duration-s', '40', '--tau', f'{tau:g}',
+        ]
+        for tau in FIXED_TAUS
+    },
+}  # fmt: skip
+
 
 def soak_row(minutes: float) -> list[str]:
     """8 edges at 30 frames/s each on the good link, no fault."""
@@ -64,7 +93,7 @@ def main() -> int:
     parser.add_argument('--only', nargs='*', default=None, help='row names (default: all)')
     parser.add_argument('--soak-minutes', type=float, default=0.0, help='0: no soak row')
     args = parser.parse_args()
-    rows = dict(ROWS)
+    rows = ROWS | FAIRNESS_ROWS | BUDGET_ROWS
     if args.soak_minutes:
         rows[f'soak-8x30-{args.soak_minutes:g}min'] = soak_row(args.soak_minutes)
     names = args.only if args.only is not None else list(rows)

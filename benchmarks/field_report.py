@@ -65,6 +65,8 @@ def main() -> int:
                 args.plots.mkdir(parents=True, exist_ok=True)
                 shutil.copy(run / 'report.json', args.plots / f'{run.name}.json')
                 shutil.copy(run / 'latency.png', args.plots / f'{run.name}.png')
+                if (run / 'link.png').exists():
+                    shutil.copy(run / 'link.png', args.plots / f'{run.name}.link.png')
     print()
     print('| run | process | RSS start → end MB | threads start → end |')
     print('|---|---|---|---|')
@@ -88,7 +90,84 @@ def main() -> int:
             'fallback_unavailable', 'fallback_down', 'fallback_shed', 'late_replies',
         ]  # fmt: skip
         print(f'| {name} | ' + ', '.join(f'{k} {sums[k]}' for k in keep if k in sums) + ' |')
+    _fairness(detail)
+    _budget(detail)
     return 0
+
+
+def _fairness(detail: list[tuple[str, dict[str, Any]]]) -> None:
+    """Per edge of the fairness runs (``fair4-x<factor>-*``): requests/s, p95, and the
+    other edges' p95 under the flood against the reference (factor 1)."""
+    runs = {name: r for name, r in detail if name.startswith('fair')}
+    if not runs:
+        return
+    print()
+    print('| run | edge | camera fps | expert % | shed (OVERLOADED) | p50 / p95 ms |')
+    print('|---|---|---|---|---|---|')
+    for name, r in runs.items():
+        shed = {
+            node.split(':')[0]: c.get('fallback_shed', 0)
+            for node, c in r['totals'].get('counters', {}).items()
+        }
+        for edge, t in sorted(r['per_edge'].items()):
+            lat = t['latency_ms']
+            print(
+                f'| {name} | {edge} | {r["rate_hz_per_edge"][edge]:g} | {t["expert_pct"]:.1f} | '
+                f'{shed.get(edge, "–")} | {_f(lat["p50"])} / {_f(lat["p95"])} |'
+            )
+    ref = next((r for n, r in runs.items() if '-x1-' in n), None)
+    if ref is None:
+        return
+    for name, r in runs.items():
+        if r is ref:
+            continue
+        ratios = [
+            r['per_edge'][e]['latency_ms']['p95'] / ref['per_edge'][e]['latency_ms']['p95']
+            for e in sorted(r['per_edge'])[1:]
+        ]
+        print(
+            f"\n{name}: the other edges' p95 / reference p95: "
+            + ', '.join(f'{x:.2f}' for x in ratios)
+            + f' (worst {max(ratios):.2f})'
+        )
+
+
+def _budget(detail: list[tuple[str, dict[str, Any]]]) -> None:
+    """Budget runs against fixed-tau runs: offload traffic (the observer's CDR count)
+    and accuracy; the best fixed tau that fits each budget."""
+    runs = {n: r for n, r in detail if n.startswith(('budget-', 'tau-'))}
+    if not runs:
+        return
+    print()
+    print('| run | tau | budget Mbit/s | offload Mbit/s | ÷ budget | expert % | accuracy % |')
+    print('|---|---|---|---|---|---|---|')
+    fixed = []
+    for name, r in sorted(runs.items()):
+        c, t = r['config'], r['totals']
+        budget = float(c['edge_params'].get('offload_budget_mbps', 0) or 0)
+        taus = [row[1] for rows in r['link_series'].values() for row in rows]
+        tau = f'{min(taus):.2f}–{max(taus):.2f} (online)' if budget else f'{c["tau"]:g}'
+        ratio = f'{t["offload_mbps"] / budget:.3f}' if budget else '–'
+        print(
+            f'| {name} | {tau} | {budget or "–"} | {t["offload_mbps"]:.4f} | {ratio} | '
+            f'{t["expert_pct"]:.1f} | {100 * t["accuracy"]:.2f} |'
+        )
+        if not budget:
+            fixed.append((c['tau'], t['offload_mbps'], t['accuracy']))
+    for name, r in sorted(runs.items()):
+        budget = float(r['config']['edge_params'].get('offload_budget_mbps', 0) or 0)
+        if not budget:
+            continue
+        fits = [f for f in fixed if f[1] <= budget]
+        best = max(fits, key=lambda f: f[2], default=None)
+        acc = r['totals']['accuracy']
+        text = (
+            f'best fixed tau that fits: {best[0]:g} at {100 * best[2]:.2f} %; online '
+            f'{100 * acc:.2f} % ({100 * (acc - best[2]):+.2f} pt)'
+            if best
+            else 'no fixed tau of the sweep fits'
+        )
+        print(f'\n{name}: {text}')
 
 
 if __name__ == '__main__':

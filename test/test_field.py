@@ -79,6 +79,39 @@ def test_frame_table_sources() -> None:
     assert totals['recovery_s'] == pytest.approx(0.030)
 
 
+def test_offload_traffic_and_link_series_from_the_observer() -> None:
+    """Requests of 1000 and 500 CDR bytes inside a 1 s stream, one of 4000 bytes
+    before it: 8 * 1500 bits in 1 s = 0.012 Mbit/s in all, 0.008 for edge0; the
+    diagnostics records without a tau (the expert's) are not an edge's series."""
+    from ask_expert_ros.field.figures import link_series, offload_mbps
+
+    observed = {
+        'edges': {
+            'edge0': _edge([], [], [[T0 + 10 * MS, 0, 1, 1000], [T0 - MS, 0, 2, 4000]]),
+            'edge1': _edge([], [], [[T0 + 500 * MS, 0, 3, 500]]),
+        },
+        'started_ns': T0,
+        'ended_ns': T0 + 10**9,
+        'diagnostics_series': [
+            [T0, 'edge0: edge', {'tau': '0.7', 'offload_mbps': '0.01', 'expert_state': 'up'}],
+            [T0, 'expert', {'requests': '3'}],
+        ],
+    }
+    assert offload_mbps(list(observed['edges'].values()), observed) == pytest.approx(0.012)
+    assert summarize(observed, 250)['per_edge']['edge0']['offload_mbps'] == pytest.approx(0.008)
+    assert link_series(observed) == {'edge0: edge': [[T0, 0.7, 0.01, 0.0, 'up', '']]}
+
+
+def test_camera_rates_per_edge() -> None:
+    from ask_expert_ros.field.observer import camera_rates
+
+    assert camera_rates(30.0, '10', 3) == [300.0, 30.0, 30.0]
+    assert camera_rates(30.0, '', 2) == [30.0, 30.0]
+    for bad in ('1,1,1', '0', '-2'):
+        with pytest.raises(ValueError):
+            camera_rates(30.0, bad, 2)
+
+
 def test_recovery_counts_only_frames_after_the_fault() -> None:
     rows = [
         {'stamp_ns': 10, 'result_ns': 20, 'source': 'expert'},

@@ -31,6 +31,7 @@ def _cmd_soak(args: argparse.Namespace) -> int:
         out=args.out,
         edges=args.edges,
         rate_hz=args.rate,
+        rate_factors=tuple(float(f) for f in args.rate_factors.split(',') if f.strip()),
         duration_s=args.duration_s,
         fault_at_s=args.fault_at_s,
         fault_s=args.fault_s,
@@ -72,6 +73,12 @@ def register(subparsers: Any) -> None:
     soak.add_argument('--out', type=Path, required=True, help='output folder')
     soak.add_argument('--edges', type=int, default=1, help='edge nodes (default 1)')
     soak.add_argument('--rate', type=float, default=30.0, help='frames/s per edge (default 30)')
+    soak.add_argument(
+        '--rate-factors',
+        default='',
+        help='factors on --rate, edge by edge from edge0: 10 makes edge0 a robot flooding '
+        "the expert at ten times the others' rate (default: all 1)",
+    )
     soak.add_argument('--duration-s', type=float, default=30.0, help='streaming time')
     soak.add_argument('--fault-at-s', type=float, default=10.0, help='fault start')
     soak.add_argument('--fault-s', type=float, default=5.0, help='fault length')

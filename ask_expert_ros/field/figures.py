@@ -52,7 +52,7 @@ def frame_table(edge: Mapping[str, Any], deadline_ms: float) -> list[dict[str, A
         results.setdefault(int(stamp), []).append((int(seen), label))
     request_id: dict[int, int] = {}
     stamps_of_id: dict[int, set[int]] = {}
-    for stamp, _seen, rid in edge['requests']:
+    for stamp, _seen, rid, *_size in edge['requests']:
         request_id.setdefault(int(stamp), int(rid))
         stamps_of_id.setdefault(int(rid), set()).add(int(stamp))
     responses: dict[int, tuple[int, int, str]] = {}
@@ -130,12 +130,50 @@ def summarize(
             )
         all_rows.extend(rows)
         per_edge[name] = _totals(rows, edge.get('not_sent', 0), observed)
+        per_edge[name]['offload_mbps'] = offload_mbps([edge], observed)
     totals = _totals(
         all_rows, sum(e.get('not_sent', 0) for e in observed['edges'].values()), observed
     )
+    totals['offload_mbps'] = offload_mbps(list(observed['edges'].values()), observed)
     if cleared_ns is not None:
         totals['recovery_s'] = recovery_s(all_rows, cleared_ns)
     return {'totals': totals, 'per_edge': per_edge, 'rows': all_rows}
+
+
+def offload_mbps(edges: Sequence[Mapping[str, Any]], observed: Mapping[str, Any]) -> float | None:
+    """Mbit/s of ExpertRequest CDR the edges sent for frames of the stream (the
+    observer's own count of the bytes; None when its rows carry no sizes)."""
+    start, end = observed['started_ns'], observed['ended_ns']
+    sizes = [
+        row[3]
+        for edge in edges
+        for row in edge['requests']
+        if len(row) > 3 and start <= int(row[0]) <= end
+    ]
+    if not sizes and any(len(row) <= 3 for e in edges for row in e['requests']):
+        return None
+    return 8 * sum(sizes) / max(end - start, 1) * 1e3
+
+
+def link_series(observed: Mapping[str, Any]) -> dict[str, list[list[Any]]]:
+    """Per edge, from its /diagnostics: ``[wall ns, tau, offload Mbit/s, budget Mbit/s,
+    expert state, tau reason]`` at every record (the tau controller and the health
+    tracker over time)."""
+    series: dict[str, list[list[Any]]] = {}
+    for now, name, values in observed.get('diagnostics_series', []):
+        if 'tau' not in values:
+            continue
+        series.setdefault(name, []).append(
+            [
+                int(now),
+                float(values['tau']),
+                float(values.get('offload_mbps', 'nan')),
+                float(values.get('offload_budget_mbps', '0')),
+                values.get('expert_state', ''),
+                values.get('tau_reason', ''),
+            ]
+        )
+    return series
 
 
 def _totals(

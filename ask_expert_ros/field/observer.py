@@ -96,8 +96,9 @@ class Observer:
             if not self.expert_writers or self.expert_writers[-1][1] != count:
                 self.expert_writers.append([now, count])
         for m in take_valid(self.requests, 512):
+            # CDR bytes of the request as the link carries them (payload, no RTPS headers)
             self.request_rows[m.edge_id].append(
-                [msgs.time_to_ns(m.header.stamp), now, m.request_id]
+                [msgs.time_to_ns(m.header.stamp), now, m.request_id, len(m.serialize())]
             )
         for m in take_valid(self.responses, 512):
             self.kept_responses.append(m)
@@ -133,11 +134,11 @@ class Observer:
         self.frames[name][stamp] = [stamp, label]
         writer.write(frame_to_image(pixels, Header(Stamp.from_ns(stamp), 'field_camera')))
 
-    def report(self, started_ns: int, ended_ns: int, rate_hz: float) -> dict[str, Any]:
+    def report(self, started_ns: int, ended_ns: int, rates_hz: list[float]) -> dict[str, Any]:
         return {
             'started_ns': started_ns,
             'ended_ns': ended_ns,
-            'rate_hz_per_edge': rate_hz,
+            'rate_hz_per_edge': dict(zip(self.names, rates_hz, strict=True)),
             'edges': {
                 n: {
                     'frames': list(self.frames[n].values()),
@@ -182,11 +183,24 @@ def _warm_up(obs: Observer, images: Any, rate_hz: float, timeout_s: float, stop:
     obs.diag_series.clear()
 
 
+def camera_rates(rate_hz: float, factors: str, edges: int) -> list[float]:
+    """Frames/s of each edge's camera: ``rate_hz`` times its factor (missing: 1)."""
+    values = [float(f) for f in factors.split(',') if f.strip()] if factors else []
+    if len(values) > edges or any(not f > 0 for f in values):
+        raise ValueError(f'expected up to {edges} factors > 0, got {factors!r}')
+    return [rate_hz * f for f in values + [1.0] * (edges - len(values))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--domain', type=int, required=True)
     parser.add_argument('--edges', type=int, default=1)
     parser.add_argument('--rate', type=float, default=30.0, help='frames/s per edge')
+    parser.add_argument(
+        '--rate-factors',
+        default='',
+        help='comma-separated factors on --rate, edge by edge (a flooding robot: 10,1,1)',
+    )
     parser.add_argument('--duration-s', type=float, required=True)
     parser.add_argument('--drain-s', type=float, default=3.0)
     parser.add_argument('--dataset', default='digits')
@@ -218,11 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     _warm_up(obs, images, args.rate, args.warmup_timeout_s, stop)
     started = time.time_ns()
     args.ready_file.write_text(str(started))
-    period_ns = 1e9 / args.rate
+    rates = camera_rates(args.rate, args.rate_factors, len(obs.names))
     # edges evenly phased over one period, as independent cameras would be
-    offsets = [period_ns * i / len(obs.names) for i in range(len(obs.names))]
     t0 = time.monotonic_ns()
-    tick = 0
+    due = [t0 + 1e9 / args.rate * i / len(obs.names) for i in range(len(obs.names))]
+    sent = [0] * len(obs.names)
     end = t0 + args.duration_s * 1e9
     replays: list[tuple[str, int]] = []
     next_check = 0
@@ -235,22 +249,22 @@ def main(argv: list[str] | None = None) -> int:
                 edge_id, before, repeats = args.replay_file.read_text().split()
                 replays = [(edge_id, int(before))] * int(repeats)
                 args.replay_file = None
-        due = [t0 + tick * period_ns + off for off in offsets]
-        if due[0] >= end:
+        i = min(range(len(due)), key=due.__getitem__)
+        if due[i] >= end:
             break
-        for i, name in enumerate(obs.names):
-            while time.monotonic_ns() < due[i] and not stop.is_set():
-                obs.drain()
-                time.sleep(0.0005)
-            j = (tick * len(obs.names) + i) % len(images)
-            obs.publish(name, images[j], int(labels[j]))
-        tick += 1
+        while time.monotonic_ns() < due[i] and not stop.is_set():
+            obs.drain()
+            time.sleep(0.0005)
+        j = (sent[i] * len(obs.names) + i) % len(images)
+        obs.publish(obs.names[i], images[j], int(labels[j]))
+        sent[i] += 1
+        due[i] += 1e9 / rates[i]
     ended = time.time_ns()
     drain_end = time.monotonic() + args.drain_s
     while time.monotonic() < drain_end:
         obs.drain()
         time.sleep(0.005)
-    report = obs.report(started, ended, args.rate)
+    report = obs.report(started, ended, rates)
     report['class_names'] = list(data.class_names)
     tmp = args.out.with_suffix('.tmp')
     tmp.write_text(json.dumps(report))

@@ -70,3 +70,49 @@ def latency_plot(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def link_plot(
+    series: Mapping[str, Sequence[Sequence[Any]]],
+    timeline: Mapping[str, int],
+    path: Path,
+    title: str,
+) -> Path | None:
+    """Each edge's tau and offload Mbit/s (against its budget) over time, from its
+    diagnostics, with the expert's down periods shaded; None when no edge reported."""
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    start = timeline['stream_start_ns']
+    fig, (ax_tau, ax_mbps) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    for i, (name, rows) in enumerate(sorted(series.items())):
+        t = [(r[0] - start) / 1e9 for r in rows]
+        colour = f'C{i % 10}'
+        ax_tau.step(t, [r[1] for r in rows], where='post', c=colour, label=name)
+        ax_mbps.step(t, [r[2] for r in rows], where='post', c=colour, label=f'{name} sent')
+        budgets = {r[3] for r in rows if r[3] > 0}
+        for budget in budgets:
+            ax_mbps.axhline(budget, ls='--', c=colour, lw=0.8, label=f'{name} budget')
+        down = [tt for tt, r in zip(t, rows, strict=True) if r[4] == 'down']
+        if down and i == 0:
+            ax_tau.scatter(down, [0.0] * len(down), marker='|', c='tab:red', label='expert down')
+    for key, value in timeline.items():
+        for suffix, (_label, colour) in MARKS.items():
+            if key.endswith(suffix) and key != 'stream_start_ns':
+                for ax in (ax_tau, ax_mbps):
+                    ax.axvline((value - start) / 1e9, ls=':', c=colour)
+                break
+    ax_tau.set_ylabel('tau (confidence threshold)')
+    ax_mbps.set_ylabel('offload Mbit/s (2 s window)')
+    ax_mbps.set_xlabel('time since the stream started (s)')
+    ax_tau.set_title(title, fontsize=9)
+    ax_tau.legend(fontsize=7, loc='lower right', ncol=2)
+    ax_mbps.legend(fontsize=7, loc='upper right', ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ask_expert_ros.field.figures import recovery_s, summarize
+from ask_expert_ros.field.figures import link_series, recovery_s, summarize
 from ask_expert_ros.field.rig import PROFILES, REQUESTS, RESPONSES, Rig, edge_name
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class ScenarioConfig:
         out: Output folder.
         edges: Edge nodes (each its own ROS namespace and ``edge_id``).
         rate_hz: Camera frames per second, per edge.
+        rate_factors: Factors on ``rate_hz``, edge by edge from edge0 (missing: 1): a
+            flooding robot is ``(10.0,)``, edge0's camera at ten times the others'.
         duration_s: How long the camera streams.
         fault_at_s / fault_s: When the fault starts (after streaming began) and lasts.
         fault_every_s: Start-to-start spacing of the faults of a combined scenario
@@ -80,6 +82,7 @@ class ScenarioConfig:
     out: Path
     edges: int = 1
     rate_hz: float = 30.0
+    rate_factors: tuple[float, ...] = ()
     duration_s: float = 30.0
     fault_at_s: float = 10.0
     fault_s: float = 5.0
@@ -107,6 +110,11 @@ class ScenarioConfig:
             raise ValueError(f'edges must be in 1..24, got {self.edges}')
         if not (self.rate_hz > 0 and self.duration_s > 0):
             raise ValueError('rate_hz and duration_s must be > 0')
+        if len(self.rate_factors) > self.edges or not all(f > 0 for f in self.rate_factors):
+            raise ValueError(
+                f'rate_factors: up to one factor > 0 per edge ({self.edges}), '
+                f'got {self.rate_factors}'
+            )
         last_end = self.fault_at_s + (len(kinds) - 1) * self.fault_every_s + self.fault_s
         if self.scenario != 'steady' and last_end >= self.duration_s:
             raise ValueError('the faults must end before the stream does')
@@ -238,6 +246,7 @@ def run_scenario(config: ScenarioConfig) -> dict[str, Any]:
                     sys.executable, '-m', 'ask_expert_ros.field.observer',
                     '--domain', str(domain_id), '--edges', str(config.edges),
                     '--rate', str(config.rate_hz), '--duration-s', str(config.duration_s),
+                    '--rate-factors', ','.join(f'{f:g}' for f in config.rate_factors),
                     '--dataset', config.dataset, '--ready-file', str(out / 'ready'),
                     '--out', str(out / 'observer.json'),
                     '--drain-s', str(max(1.5, 3 * config.deadline_ms / 1e3)),
@@ -296,6 +305,8 @@ def run_scenario(config: ScenarioConfig) -> dict[str, Any]:
         'per_edge': figures['per_edge'],
         'timeline': timeline,
         'processes': _process_figures(samples),
+        'rate_hz_per_edge': observed.get('rate_hz_per_edge'),
+        'link_series': link_series(observed),
         'replayed_responses': observed.get('replayed_responses', 0),
         'diagnostics_last': observed['diagnostics_last'],
         'link': link,
@@ -303,9 +314,10 @@ def run_scenario(config: ScenarioConfig) -> dict[str, Any]:
     }
     (out / 'report.json').write_text(json.dumps(report, indent=2) + '\n')
     (out / 'frames.json').write_text(json.dumps(figures['rows']) + '\n')
-    from ask_expert_ros.field.plots import latency_plot
+    from ask_expert_ros.field.plots import latency_plot, link_plot
 
     latency_plot(figures['rows'], timeline, out / 'latency.png', title=_title(config))
+    link_plot(report['link_series'], timeline, out / 'link.png', title=_title(config))
     (out / 'observer.json').unlink()  # large; frames.json keeps what the figures used
     return report
 
@@ -320,9 +332,16 @@ def _new_run_answers(observed: dict[str, Any], timeline: dict[str, int]) -> int:
 
 
 def _title(config: ScenarioConfig) -> str:
+    flood = (
+        f' (edge0 x{config.rate_factors[0]:g})'
+        if config.rate_factors and config.rate_factors[0] != 1
+        else ''
+    )
+    budget = config.edge_params.get('offload_budget_mbps')
     return (
         f'{config.scenario}, {config.profile} link, {config.edges} edge(s) at '
-        f'{config.rate_hz:g} fps, tau {config.tau:g}, deadline {config.deadline_ms:g} ms'
+        f'{config.rate_hz:g} fps{flood}, tau {config.tau:g}, deadline {config.deadline_ms:g} ms'
+        + (f', budget {budget} Mbit/s' if budget else '')
     )
 
 
