@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint docs clean
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check ask_expert_ros test
 	$(VENV)/bin/ruff format --check ask_expert_ros test
 	$(VENV)/bin/mypy
+
+# docs/parameters.md from the parameter specs in core/node_config.py (test_docs checks it)
+docs: $(STAMP)
+	$(PY) -m ask_expert_ros.docs_gen
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info
