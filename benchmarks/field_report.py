@@ -68,12 +68,18 @@ def main() -> int:
                 if (run / 'link.png').exists():
                     shutil.copy(run / 'link.png', args.plots / f'{run.name}.link.png')
     print()
-    print('| run | process | RSS start → end MB | threads start → end |')
-    print('|---|---|---|---|')
+    print(
+        '| run | process | RSS start → end MB | growth after warm-up | growth, 2nd half '
+        '| threads start → end |'
+    )
+    print('|---|---|---|---|---|---|')
     for name, r in detail:
         for proc, p in r['processes'].items():
+            half = p.get('rss_growth_pct_second_half')
             print(
                 f'| {name} | {proc} | {p["rss_mb_start"]:.0f} → {p["rss_mb_end"]:.0f} | '
+                f'{p["rss_growth_pct_after_warmup"]:+.1f} % | '
+                f'{"–" if half is None else format(half, "+.1f") + " %"} | '
                 f'{p["threads_start"]} → {p["threads_end"]} |'
             )
     print()

@@ -98,7 +98,7 @@ COMMON_PARAMS = (
         'backend',
         'auto',
         'Inference runtime: auto (fastest here that needs no compile at start, logged), '
-        'torch, torch_compile (fastest on CPU; compiles 10-30 s per model at start), '
+        'torch, torch_compile (fastest on CPU; compiles 30-95 s per model at start, measured), '
         'onnxruntime or tensorrt (CUDA/Jetson).',
         choices=BACKEND_KINDS,
         dynamic=False,

@@ -461,12 +461,16 @@ def _counter_deltas(observed: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def _process_figures(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per process: RSS and threads at its first and last sample, RSS growth."""
+    """Per process: RSS and threads at its first and last sample, RSS growth after the
+    warm-up and over the second half of its life (a leak keeps growing there; an
+    allocator settling does not), and the RSS series (at most 120 points)."""
     seen: dict[str, list[dict[str, int]]] = {}
+    times: dict[str, list[float]] = {}
     for sample in samples:
         for name, value in sample.items():
             if name != 't_s' and value is not None:
                 seen.setdefault(name, []).append(value)
+                times.setdefault(name, []).append(sample['t_s'])
     figures = {}
     for name, values in seen.items():
         first, last = values[0], values[-1]
@@ -478,6 +482,13 @@ def _process_figures(samples: list[dict[str, Any]]) -> dict[str, Any]:
             'rss_growth_pct_after_warmup': 100.0
             * (last['rss_kb'] - base['rss_kb'])
             / max(base['rss_kb'], 1),
+            'rss_growth_pct_second_half': 100.0
+            * (last['rss_kb'] - values[len(values) // 2]['rss_kb'])
+            / max(values[len(values) // 2]['rss_kb'], 1),
+            'rss_mb_series': [
+                [round(times[name][i], 1), round(values[i]['rss_kb'] / 1024, 1)]
+                for i in range(0, len(values), max(1, len(values) // 120))
+            ],
             'threads_start': first['threads'],
             'threads_end': last['threads'],
             'samples': len(values),
