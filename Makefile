@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check ask_expert_ros test
 	$(VENV)/bin/mypy
 
-# docs/parameters.md from the parameter specs in core/node_config.py (test_docs checks it)
+# docs/parameters.md from the parameter specs in core/nodes/node_config.py (test_docs checks it)
 docs: $(STAMP)
 	$(PY) -m ask_expert_ros.docs_gen
 

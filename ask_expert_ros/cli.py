@@ -19,8 +19,8 @@ from ask_expert_ros.bench import patches_cli
 from ask_expert_ros.core.data import digits
 from ask_expert_ros.core.demo import DemoConfig, format_table, run_demo
 from ask_expert_ros.core.errors import AskExpertError
-from ask_expert_ros.core.routing import CONFIDENCE_METHODS
-from ask_expert_ros.core.taxonomy import num_experts, resolve_scheme
+from ask_expert_ros.core.inference.routing import CONFIDENCE_METHODS
+from ask_expert_ros.core.inference.taxonomy import num_experts, resolve_scheme
 from ask_expert_ros.field.cli import register as register_field
 from ask_expert_ros.patch_training_cli import register as register_patch_training
 from ask_expert_ros.planning_cli import register as register_planning
@@ -48,7 +48,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
     )
-    from ask_expert_ros.runtime import backend_factory
+    from ask_expert_ros.core.inference.backends import backend_factory
 
     factory = backend_factory(args.backend, args.precision)
     report = run_demo(config, progress=not args.quiet, backend_factory=factory)
@@ -89,7 +89,7 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _node_command(args: argparse.Namespace, node: str) -> int:
-    from ask_expert_ros.core.node_config import EDGE_PARAMS, EXPERT_PARAMS
+    from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, EXPERT_PARAMS
     from ask_expert_ros.dds import app
 
     overrides = _overrides(args.set)
@@ -135,8 +135,8 @@ def _cmd_partitions(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ask_expert_ros.core.recipe import RecipeConfig, init_distributed, run_recipe
-    from ask_expert_ros.core.taxonomy import parse_key
+    from ask_expert_ros.core.inference.taxonomy import parse_key
+    from ask_expert_ros.core.training.recipe import RecipeConfig, init_distributed, run_recipe
 
     config = RecipeConfig.from_file(args.config, _overrides(args.set))
     joined = init_distributed()
@@ -164,7 +164,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from ask_expert_ros.core.experiment import ExperimentConfig, run_experiment
+    from ask_expert_ros.core.training.experiment import ExperimentConfig, run_experiment
 
     config = ExperimentConfig.from_file(args.config)
     run_experiment(config, args.out, progress=not args.quiet)
@@ -173,8 +173,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ask_expert_ros.core.datasets import load_dataset
-    from ask_expert_ros.core.recipe_eval import evaluate_zoo, write_report
+    from ask_expert_ros.core.evaluation.recipe_eval import evaluate_zoo, write_report
+    from ask_expert_ros.core.training.datasets import load_dataset
 
     data = load_dataset(args.dataset, seed=args.seed)
     report = evaluate_zoo(args.models, data, taus=args.tau)

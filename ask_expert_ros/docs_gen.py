@@ -1,7 +1,7 @@
 """Render ``docs/parameters.md`` from the node parameter specs, so the reference cannot drift.
 
-The specs are :data:`~ask_expert_ros.core.node_config.EDGE_PARAMS` and
-:data:`~ask_expert_ros.core.node_config.EXPERT_PARAMS`, the tuples both adapters
+The specs are :data:`~ask_expert_ros.core.nodes.node_config.EDGE_PARAMS` and
+:data:`~ask_expert_ros.core.nodes.node_config.EXPERT_PARAMS`, the tuples both adapters
 declare. Refresh the page after changing them::
 
     make docs                                  # or:
@@ -18,7 +18,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ask_expert_ros.core.node_config import COMMON_PARAMS, EDGE_PARAMS, EXPERT_PARAMS, ParamSpec
+from ask_expert_ros.core.nodes.node_config import (
+    COMMON_PARAMS,
+    EDGE_PARAMS,
+    EXPERT_PARAMS,
+    ParamSpec,
+)
 
 DEFAULT_OUT = Path('docs') / 'parameters.md'
 REFRESH_COMMAND = 'make docs  (or: python -m ask_expert_ros.docs_gen)'
@@ -59,8 +64,8 @@ def _value(value: bool | int | float | str | None) -> str:
 
 
 def _allowed(spec: ParamSpec) -> str:
-    if spec.choices:
-        return ', '.join(f'`{c}`' for c in spec.choices)
+    if spec.allowed():
+        return ', '.join(f'`{c}`' for c in spec.allowed())
     if spec.low is None and spec.high is None:
         return ''
     kind = type(spec.default)

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ask_expert_ros.core.diagnostics import StatusRecord
-from ask_expert_ros.core.engine import ResultSource
 from ask_expert_ros.core.errors import UnsupportedImageError
-from ask_expert_ros.core.image_codec import decode_compressed, decode_image, encode_image
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.inference.engine import ResultSource
+from ask_expert_ros.core.inference.image_codec import decode_compressed, decode_image, encode_image
+from ask_expert_ros.core.nodes.diagnostics import StatusRecord
+from ask_expert_ros.core.nodes.messages import (
     ExpertReply,
     FinalResult,
     Frame,

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ask_expert_ros.core.patch_robustness import DEFAULT_RHOS, ROBUSTNESS_METHODS
+from ask_expert_ros.core.training.patch_robustness import DEFAULT_RHOS, ROBUSTNESS_METHODS
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -27,8 +27,8 @@ def _zoo(text: str) -> tuple[str, Path]:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from ask_expert_ros.core.patch_finetune import FinetuneConfig, finetune_zoo
-    from ask_expert_ros.core.patch_training import PatchDropConfig
+    from ask_expert_ros.core.training.patch_finetune import FinetuneConfig, finetune_zoo
+    from ask_expert_ros.core.training.patch_training import PatchDropConfig
 
     drop = None
     if args.mode != 'none':
@@ -58,8 +58,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_robustness(args: argparse.Namespace) -> int:
-    from ask_expert_ros.core.datasets import load_dataset
-    from ask_expert_ros.core.patch_robustness import format_robustness, measure_patch_robustness
+    from ask_expert_ros.core.training.datasets import load_dataset
+    from ask_expert_ros.core.training.patch_robustness import (
+        format_robustness,
+        measure_patch_robustness,
+    )
 
     if args.threads:
         import torch

@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from ask_expert_ros.core.device_profiling import (
+from ask_expert_ros.core.planning.device_profiling import (
     configs_for_variants,
     configs_from_library,
     profile_device,
 )
-from ask_expert_ros.core.devices import load_profile, save_profile
-from ask_expert_ros.core.planner import (
+from ask_expert_ros.core.planning.devices import load_profile, save_profile
+from ask_expert_ros.core.planning.planner import (
     PAPER_TABLE4_ALPHA,
     Link,
     Payload,

@@ -19,11 +19,11 @@ import argparse
 import numpy as np
 import torch
 
-from ask_expert_ros.core import patches as P
-from ask_expert_ros.core.datasets import load_dataset
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.models import load_model
-from ask_expert_ros.core.preprocess import Preprocessor
+from ask_expert_ros.core.inference import patches as P
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.models import load_model
+from ask_expert_ros.core.inference.preprocess import Preprocessor
+from ask_expert_ros.core.training.datasets import load_dataset
 
 
 @torch.inference_mode()

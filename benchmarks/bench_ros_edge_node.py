@@ -40,8 +40,8 @@ def make_zoo(directory: Path, variant: str, size: int) -> Path:
     import torch
 
     from ask_expert_ros.bench import speed
-    from ask_expert_ros.core.library import write_manifest
-    from ask_expert_ros.core.models import create_model, save_model
+    from ask_expert_ros.core.inference.library import write_manifest
+    from ask_expert_ros.core.inference.models import create_model, save_model
 
     config = speed.SpeedConfig(img_size=size)
     scheme = speed.bench_scheme(config.num_classes)

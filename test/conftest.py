@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ask_expert_ros.core.library import write_manifest
-from ask_expert_ros.core.models import ModelConfig, create_model, save_model
-from ask_expert_ros.core.taxonomy import PartitionScheme, key_slug
+from ask_expert_ros.core.inference.library import write_manifest
+from ask_expert_ros.core.inference.models import ModelConfig, create_model, save_model
+from ask_expert_ros.core.inference.taxonomy import PartitionScheme, key_slug
 
 TINY = dict(img_size=8, patch_size=4, depth=1, in_chans=1, mean=(0.5,), std=(0.5,))
 

@@ -1,4 +1,4 @@
-"""Annotated frames (core/annotate.py) and health records (core/diagnostics.py)."""
+"""Annotated frames (core/nodes/annotate.py) and health records (core/nodes/diagnostics.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ask_expert_ros.core.annotate import (
+from ask_expert_ros.core.errors import UnsupportedImageError
+from ask_expert_ros.core.inference.engine import ResultSource
+from ask_expert_ros.core.inference.patches import PatchSelection
+from ask_expert_ros.core.nodes.annotate import (
     COLOURS,
     PATCH_COLOUR,
     annotate,
@@ -15,12 +18,9 @@ from ask_expert_ros.core.annotate import (
     patch_box,
     scale_for,
 )
-from ask_expert_ros.core.diagnostics import HealthMonitor, Level, assess, offload_settings
-from ask_expert_ros.core.edge_logic import EdgeParams
-from ask_expert_ros.core.engine import ResultSource
-from ask_expert_ros.core.errors import UnsupportedImageError
-from ask_expert_ros.core.messages import FinalResult, Header
-from ask_expert_ros.core.patches import PatchSelection
+from ask_expert_ros.core.nodes.diagnostics import HealthMonitor, Level, assess, offload_settings
+from ask_expert_ros.core.nodes.edge_logic import EdgeParams
+from ask_expert_ros.core.nodes.messages import FinalResult, Header
 
 
 def result(source: ResultSource, label: int = 3, name: str = 'three') -> FinalResult:

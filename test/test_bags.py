@@ -21,18 +21,18 @@ from ask_expert_ros.bags.reader import BagError, read_bag
 from ask_expert_ros.bags.types import COMPRESSED_IMAGE, IMAGE, typestore
 from ask_expert_ros.bags.writer import BagWriteConfig, make_bag
 from ask_expert_ros.cli import main
-from ask_expert_ros.core.bench_plots import PLOT_FILES, figures
-from ask_expert_ros.core.benchmark import SCENARIOS, BenchConfig, offload_configs
 from ask_expert_ros.core.data import digits
-from ask_expert_ros.core.devices import load_profile
-from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
-from ask_expert_ros.core.evaluation import tau_sweep
-from ask_expert_ros.core.image_codec import decode_compressed, encode_compressed
-from ask_expert_ros.core.library import ExpertLibrary, write_manifest
-from ask_expert_ros.core.models import create_model, save_model
-from ask_expert_ros.core.patches import PatchSelection
-from ask_expert_ros.core.routing import RoutingConfig
-from ask_expert_ros.core.taxonomy import key_slug, resolve_scheme
+from ask_expert_ros.core.evaluation.bench_plots import PLOT_FILES, figures
+from ask_expert_ros.core.evaluation.benchmark import SCENARIOS, BenchConfig, offload_configs
+from ask_expert_ros.core.evaluation.evaluation import tau_sweep
+from ask_expert_ros.core.inference.engine import CoInferenceEngine, EdgeStage, ExpertStage
+from ask_expert_ros.core.inference.image_codec import decode_compressed, encode_compressed
+from ask_expert_ros.core.inference.library import ExpertLibrary, write_manifest
+from ask_expert_ros.core.inference.models import create_model, save_model
+from ask_expert_ros.core.inference.patches import PatchSelection
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.inference.taxonomy import key_slug, resolve_scheme
+from ask_expert_ros.core.planning.devices import load_profile
 
 N = 30
 # random tiny models on 10 classes are unsure: max softmax ~0.1-0.2. tau = 1 offloads

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ask_expert_ros.core.batch_worker import BatchWorker
+from ask_expert_ros.core.nodes.batch_worker import BatchWorker
 
 
 class _Recorder:

@@ -22,8 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
-from ask_expert_ros.core.engine import (
+from ask_expert_ros.core.inference.engine import (
     CoInferenceEngine,
     EdgeStage,
     ExpertOutput,
@@ -31,10 +30,13 @@ from ask_expert_ros.core.engine import (
     FrameBatch,
     ResultSource,
 )
-from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
-from ask_expert_ros.core.image_codec import encode_image
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.inference.image_codec import encode_image
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.inference.taxonomy import ExpertKey
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic, EdgeParams
+from ask_expert_ros.core.nodes.expert_logic import ExpertLogic, ExpertParams
+from ask_expert_ros.core.nodes.messages import (
     ExpertReply,
     FinalResult,
     Frame,
@@ -45,8 +47,6 @@ from ask_expert_ros.core.messages import (
     Stamp,
     Status,
 )
-from ask_expert_ros.core.routing import RoutingConfig
-from ask_expert_ros.core.taxonomy import ExpertKey
 
 EDGES = ('robot_a', 'robot_b', 'robot_c')
 FAR_FUTURE_NS = 10**18
@@ -284,7 +284,7 @@ def test_concurrent_edges_over_dds_each_get_all_their_answers(zoo, frames) -> No
     pytest.importorskip('cyclonedds')
     from cyclonedds.domain import Domain, DomainParticipant
 
-    from ask_expert_ros.core.node_config import EXPERT_PARAMS, resolve
+    from ask_expert_ros.core.nodes.node_config import EXPERT_PARAMS, resolve
     from ask_expert_ros.dds import conversions as conv
     from ask_expert_ros.dds import msgs
     from ask_expert_ros.dds.config import loopback_config

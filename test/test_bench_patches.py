@@ -22,10 +22,10 @@ from ask_expert_ros.bench.attention_offload import (
     write_report,
 )
 from ask_expert_ros.cli import build_parser
-from ask_expert_ros.core.library import ExpertLibrary, write_manifest
-from ask_expert_ros.core.models import create_model, save_model
-from ask_expert_ros.core.patches import PatchSelection
-from ask_expert_ros.core.taxonomy import PartitionScheme, key_slug
+from ask_expert_ros.core.inference.library import ExpertLibrary, write_manifest
+from ask_expert_ros.core.inference.models import create_model, save_model
+from ask_expert_ros.core.inference.patches import PatchSelection
+from ask_expert_ros.core.inference.taxonomy import PartitionScheme, key_slug
 
 CONFIG = PatchBenchConfig(
     report_tau=0.5,

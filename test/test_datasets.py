@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from ask_expert_ros.core.datasets import (
+from ask_expert_ros.core.inference.taxonomy import PartitionScheme
+from ask_expert_ros.core.training.datasets import (
     DatasetError,
     fashion_mnist,
     load_dataset,
     read_idx,
     subset,
 )
-from ask_expert_ros.core.taxonomy import PartitionScheme
 
 
 def _write_cifar(root: Path, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:

@@ -764,14 +764,14 @@ def test_patch_request_round_trips_through_cdr(compressed: bool, store) -> None:
     """A core patch request -> DDS message -> CDR bytes (identical to rosbags') -> message
     -> core request: the layout, the mosaic bytes and the format come back unchanged; a
     full-frame request keeps patches None and zero/empty layout fields on the wire."""
-    from ask_expert_ros.core.messages import (
+    from ask_expert_ros.core.nodes.messages import (
         FrameFormat,
         ImageData,
         OffloadRequest,
         PatchLayout,
         Stamp,
     )
-    from ask_expert_ros.core.messages import Header as CoreHeader
+    from ask_expert_ros.core.nodes.messages import Header as CoreHeader
     from ask_expert_ros.dds.conversions import request_to_core, request_to_dds
 
     if compressed:

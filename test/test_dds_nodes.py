@@ -26,23 +26,23 @@ from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
-from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.messages import Header, Stamp
-from ask_expert_ros.core.node_config import (
+from ask_expert_ros.core.inference.backends import factory_from_params
+from ask_expert_ros.core.inference.engine import CoInferenceEngine, EdgeStage, ExpertStage
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.nodes.messages import Header, Stamp
+from ask_expert_ros.core.nodes.node_config import (
     EDGE_PARAMS,
     EXPERT_PARAMS,
     build_edge_logic,
     build_expert_logic,
     resolve,
 )
-from ask_expert_ros.core.routing import RoutingConfig
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.conversions import frame_to_image, request_to_core
 from ask_expert_ros.dds.live import spawn_node
 from ask_expert_ros.dds.nodes import EdgeRunner, reliable_qos, sensor_qos, take_valid
-from ask_expert_ros.runtime import factory_from_params
 
 pytestmark = pytest.mark.timeout(240)
 START_TIMEOUT_S = 90.0
@@ -517,7 +517,7 @@ def test_edge_model_failure_mid_stream_answers_every_frame_and_the_node_keeps_go
 
 def test_shipped_cyclone_config_is_accepted_by_cyclone(domain_id) -> None:
     """config/cyclonedds.xml parses (Cyclone rejects unknown elements) and a domain runs on it."""
-    from ask_expert_ros.core.taxonomy import config_dir
+    from ask_expert_ros.core.inference.taxonomy import config_dir
 
     xml = (config_dir() / 'cyclonedds.xml').read_text()
     assert '<FragmentSize>' in xml and '<MaxMessageSize>' in xml

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ask_expert_ros.core.distillation import (
+from ask_expert_ros.core.training.distillation import (
     hard_distillation_loss,
     progressive_weight,
     sample_weights,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ask_expert_ros import docs_gen
-from ask_expert_ros.core.node_config import EDGE_PARAMS, EXPERT_PARAMS
+from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, EXPERT_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = (ROOT / 'README.md', ROOT / 'CHANGELOG.md')

@@ -1,4 +1,4 @@
-"""Power meters and energy accounting (core/energy.py)."""
+"""Power meters and energy accounting (core/planning/energy.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 
 from ask_expert_ros.cli import main
-from ask_expert_ros.core.device_profiling import configs_for_variants, configs_from_library
-from ask_expert_ros.core.devices import DeviceProfile, load_profile
-from ask_expert_ros.core.energy import (
+from ask_expert_ros.core.inference.models import ModelConfig, create_model, save_model
+from ask_expert_ros.core.planning.device_profiling import (
+    configs_for_variants,
+    configs_from_library,
+)
+from ask_expert_ros.core.planning.devices import DeviceProfile, load_profile
+from ask_expert_ros.core.planning.energy import (
     TOTAL,
     JtopMeter,
     MeterUnavailableError,
@@ -24,7 +28,6 @@ from ask_expert_ros.core.energy import (
     integrate_trace,
     rails_from_jtop_power,
 )
-from ask_expert_ros.core.models import ModelConfig, create_model, save_model
 
 HAS_JTOP = importlib.util.find_spec('jtop') is not None
 MAX_UJ = 262_143_328_850  # max_energy_range_uj of a real Intel package zone

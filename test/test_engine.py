@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from ask_expert_ros.core.engine import (
+from ask_expert_ros.core.evaluation.evaluation import tau_sweep
+from ask_expert_ros.core.inference.engine import (
     CoInferenceEngine,
     EdgeStage,
     ExpertStage,
     FrameBatch,
     ResultSource,
 )
-from ask_expert_ros.core.evaluation import tau_sweep
-from ask_expert_ros.core.library import ExpertLibrary, write_manifest
-from ask_expert_ros.core.preprocess import Preprocessor
-from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.core.inference.library import ExpertLibrary, write_manifest
+from ask_expert_ros.core.inference.preprocess import Preprocessor
+from ask_expert_ros.core.inference.routing import RoutingConfig
 
 
 def make_engine(manifest: Path, tau: float = 0.5) -> tuple[CoInferenceEngine, ExpertLibrary]:

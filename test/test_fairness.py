@@ -11,11 +11,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from ask_expert_ros.core.engine import ExpertStage
-from ask_expert_ros.core.expert_logic import MAX_TRACKED_EDGES, ExpertLogic, ExpertParams
-from ask_expert_ros.core.image_codec import encode_image
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.inference.engine import ExpertStage
+from ask_expert_ros.core.inference.image_codec import encode_image
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.taxonomy import ExpertKey
+from ask_expert_ros.core.nodes.expert_logic import MAX_TRACKED_EDGES, ExpertLogic, ExpertParams
+from ask_expert_ros.core.nodes.messages import (
     ExpertReply,
     FrameFormat,
     Header,
@@ -24,7 +25,6 @@ from ask_expert_ros.core.messages import (
     Stamp,
     Status,
 )
-from ask_expert_ros.core.taxonomy import ExpertKey
 
 FAR_FUTURE_NS = 10**18
 TICK_MS = 10

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
-from ask_expert_ros.core.engine import EdgeStage
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.messages import ExpertReply, Frame, Header, Stamp, Status
-from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.core.inference.engine import EdgeStage
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic, EdgeParams
+from ask_expert_ros.core.nodes.messages import ExpertReply, Frame, Header, Stamp, Status
 from ask_expert_ros.field.figures import frame_table, recovery_s, summarize
 from ask_expert_ros.field.rig import PROFILES, LinkProfile, Rig, check_environment
 

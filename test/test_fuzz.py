@@ -28,7 +28,7 @@ pytest.importorskip('cyclonedds', reason='the DDS adapter needs `pip install cyc
 
 from ask_expert_ros.bench import fuzz
 from ask_expert_ros.core.errors import UnsupportedImageError
-from ask_expert_ros.core.image_codec import (
+from ask_expert_ros.core.inference.image_codec import (
     decode_compressed,
     encode_compressed,
 )

@@ -9,9 +9,9 @@ import yaml
 from conftest import tiny_config
 
 from ask_expert_ros.core.errors import ExpertNotFoundError, ModelConfigError
-from ask_expert_ros.core.library import ExpertLibrary, write_manifest
-from ask_expert_ros.core.models import create_model, save_model
-from ask_expert_ros.core.taxonomy import PartitionScheme
+from ask_expert_ros.core.inference.library import ExpertLibrary, write_manifest
+from ask_expert_ros.core.inference.models import create_model, save_model
+from ask_expert_ros.core.inference.taxonomy import PartitionScheme
 
 
 def test_manifest_round_trip(zoo: Path, scheme: PartitionScheme) -> None:

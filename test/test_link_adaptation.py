@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
-from ask_expert_ros.core.engine import EdgeStage, ExpertStage, ResultSource
-from ask_expert_ros.core.expert_health import ExpertHealth
-from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.inference.engine import EdgeStage, ExpertStage, ResultSource
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic, EdgeParams
+from ask_expert_ros.core.nodes.expert_health import ExpertHealth
+from ask_expert_ros.core.nodes.expert_logic import ExpertLogic, ExpertParams
+from ask_expert_ros.core.nodes.messages import (
     ExpertReply,
     FinalResult,
     Frame,
@@ -24,8 +25,7 @@ from ask_expert_ros.core.messages import (
     Stamp,
     Status,
 )
-from ask_expert_ros.core.routing import RoutingConfig
-from ask_expert_ros.core.tau_control import BudgetController
+from ask_expert_ros.core.nodes.tau_control import BudgetController
 
 FRAME_MS = 10.0
 

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from ask_expert_ros.core.benchmark import pareto_front
-from ask_expert_ros.core.live_metrics import LiveRecorder
+from ask_expert_ros.core.evaluation.benchmark import pareto_front
+from ask_expert_ros.core.nodes.live_metrics import LiveRecorder
 
 MS = 1_000_000  # ns
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from ask_expert_ros.core.errors import ModelConfigError
-from ask_expert_ros.core.models import (
+from ask_expert_ros.core.inference.models import (
     VARIANTS,
     ModelConfig,
     create_model,

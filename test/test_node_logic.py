@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
-from ask_expert_ros.core.engine import EdgeStage, ExpertStage, ResultSource
-from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
-from ask_expert_ros.core.image_codec import encode_image
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.inference.engine import EdgeStage, ExpertStage, ResultSource
+from ask_expert_ros.core.inference.image_codec import encode_image
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic, EdgeParams
+from ask_expert_ros.core.nodes.expert_logic import ExpertLogic, ExpertParams
+from ask_expert_ros.core.nodes.messages import (
     ExpertReply,
     Frame,
     FrameFormat,
@@ -22,7 +23,6 @@ from ask_expert_ros.core.messages import (
     Stamp,
     Status,
 )
-from ask_expert_ros.core.routing import RoutingConfig
 
 
 class FakeClock:
@@ -294,7 +294,7 @@ def test_bad_requests_answered_with_a_status(zoo, frames, clock) -> None:
 
 
 def test_unknown_key_and_expired(tmp_path, zoo, frames, clock, scheme) -> None:
-    from ask_expert_ros.core.library import write_manifest
+    from ask_expert_ros.core.inference.library import write_manifest
 
     full = ExpertLibrary(zoo)
     partial = write_manifest(tmp_path / 'p', scheme, 2, {(1,): full.path_of((1,))})
@@ -317,7 +317,8 @@ def test_unknown_key_and_expired(tmp_path, zoo, frames, clock, scheme) -> None:
 
 
 def test_shipped_params_files_resolve() -> None:
-    from ask_expert_ros.core.node_config import (
+    from ask_expert_ros.core.inference.taxonomy import config_dir
+    from ask_expert_ros.core.nodes.node_config import (
         EDGE_PARAMS,
         EXPERT_PARAMS,
         edge_params,
@@ -325,7 +326,6 @@ def test_shipped_params_files_resolve() -> None:
         load_params_file,
         resolve,
     )
-    from ask_expert_ros.core.taxonomy import config_dir
 
     edge_values = resolve(EDGE_PARAMS, load_params_file(config_dir() / 'edge.yaml', 'edge'))
     assert {s.name for s in EDGE_PARAMS} == set(edge_values)
@@ -348,7 +348,7 @@ def test_shipped_params_files_resolve() -> None:
     ],
 )
 def test_bad_param_values_say_why(values, error) -> None:
-    from ask_expert_ros.core.node_config import EDGE_PARAMS, resolve
+    from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, resolve
 
     with pytest.raises(ValueError, match=error):
         resolve(EDGE_PARAMS, values)

@@ -11,13 +11,16 @@ import pytest
 import torch
 
 from ask_expert_ros.cli import build_parser
-from ask_expert_ros.core.datasets import load_dataset
-from ask_expert_ros.core.library import ExpertLibrary, write_manifest
-from ask_expert_ros.core.models import ModelConfig, create_model, load_model, save_model
-from ask_expert_ros.core.patch_finetune import FinetuneConfig, finetune_zoo
-from ask_expert_ros.core.patch_robustness import format_robustness, measure_patch_robustness
-from ask_expert_ros.core.patch_training import PatchDropConfig
-from ask_expert_ros.core.taxonomy import key_slug, resolve_scheme
+from ask_expert_ros.core.inference.library import ExpertLibrary, write_manifest
+from ask_expert_ros.core.inference.models import ModelConfig, create_model, load_model, save_model
+from ask_expert_ros.core.inference.taxonomy import key_slug, resolve_scheme
+from ask_expert_ros.core.training.datasets import load_dataset
+from ask_expert_ros.core.training.patch_finetune import FinetuneConfig, finetune_zoo
+from ask_expert_ros.core.training.patch_robustness import (
+    format_robustness,
+    measure_patch_robustness,
+)
+from ask_expert_ros.core.training.patch_training import PatchDropConfig
 
 
 def _config(key=None, variant='deit_3h') -> ModelConfig:

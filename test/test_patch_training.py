@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from ask_expert_ros.core import training
-from ask_expert_ros.core.models import ModelConfig, create_model
-from ask_expert_ros.core.patch_training import (
+from ask_expert_ros.core.inference.models import ModelConfig, create_model
+from ask_expert_ros.core.inference.patches import forward_with_cls_attention, keep_count
+from ask_expert_ros.core.training import training
+from ask_expert_ros.core.training.patch_training import (
     PatchDropConfig,
     PatchDropper,
     TokenSubsetModel,
     image_patches,
 )
-from ask_expert_ros.core.patches import forward_with_cls_attention, keep_count
-from ask_expert_ros.core.recipe import RecipeConfig
-from ask_expert_ros.core.training import TrainConfig, train_classifier
+from ask_expert_ros.core.training.recipe import RecipeConfig
+from ask_expert_ros.core.training.training import TrainConfig, train_classifier
 
 
 def tiny(variant: str = 'deit_3h') -> ModelConfig:

@@ -10,23 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from ask_expert_ros.core.backend import Backend, TorchBackend
-from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
-from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage, ResultSource
-from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
-from ask_expert_ros.core.image_codec import encode_image
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.messages import (
-    Frame,
-    FrameFormat,
-    Header,
-    ImageData,
-    PatchLayout,
-    Stamp,
-    Status,
+from ask_expert_ros.core.inference.backends import Backend, TorchBackend
+from ask_expert_ros.core.inference.engine import (
+    CoInferenceEngine,
+    EdgeStage,
+    ExpertStage,
+    ResultSource,
 )
-from ask_expert_ros.core.models import LoadedModel, ModelConfig, create_model
-from ask_expert_ros.core.patches import (
+from ask_expert_ros.core.inference.image_codec import encode_image
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.models import LoadedModel, ModelConfig, create_model
+from ask_expert_ros.core.inference.patches import (
     PatchRequestError,
     PatchSelection,
     centre_order,
@@ -41,7 +35,18 @@ from ask_expert_ros.core.patches import (
     select_patches,
     unpack_mosaic,
 )
-from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic, EdgeParams
+from ask_expert_ros.core.nodes.expert_logic import ExpertLogic, ExpertParams
+from ask_expert_ros.core.nodes.messages import (
+    Frame,
+    FrameFormat,
+    Header,
+    ImageData,
+    PatchLayout,
+    Stamp,
+    Status,
+)
 
 
 def _vit(img_size: int = 32, patch_size: int = 8, depth: int = 2, seed: int = 0):

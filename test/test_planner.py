@@ -1,4 +1,4 @@
-"""Device profiles and the τ planner (core/devices.py, core/planner.py)."""
+"""Device profiles and the τ planner (core/planning/devices.py, core/planning/planner.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,7 @@ from pathlib import Path
 import pytest
 
 from ask_expert_ros.cli import main
-from ask_expert_ros.core.devices import (
-    SHIPPED_PROFILES,
-    DeviceProfile,
-    DeviceProfileError,
-    load_profile,
-    save_profile,
-)
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.nodes.messages import (
     FrameFormat,
     Header,
     ImageData,
@@ -24,7 +17,14 @@ from ask_expert_ros.core.messages import (
     PatchLayout,
     Stamp,
 )
-from ask_expert_ros.core.planner import (
+from ask_expert_ros.core.planning.devices import (
+    SHIPPED_PROFILES,
+    DeviceProfile,
+    DeviceProfileError,
+    load_profile,
+    save_profile,
+)
+from ask_expert_ros.core.planning.planner import (
     PAPER_TABLE4_ALPHA,
     REQUEST_OVERHEAD_BYTES,
     Link,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from ask_expert_ros.core.engine import FrameBatch, _preprocessor
 from ask_expert_ros.core.errors import UnsupportedImageError
-from ask_expert_ros.core.models import ModelConfig
-from ask_expert_ros.core.preprocess import Preprocessor
+from ask_expert_ros.core.inference.engine import FrameBatch, _preprocessor
+from ask_expert_ros.core.inference.models import ModelConfig
+from ask_expert_ros.core.inference.preprocess import Preprocessor
 
 RGB = ModelConfig(
     variant='deit_3h',

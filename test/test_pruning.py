@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from ask_expert_ros.core.models import create_model
-from ask_expert_ros.core.pruning import (
+from ask_expert_ros.core.inference.models import create_model
+from ask_expert_ros.core.inference.taxonomy import PartitionScheme
+from ask_expert_ros.core.training.pruning import (
     Importance,
     estimate_importance,
     keep_plan,
@@ -15,7 +16,6 @@ from ask_expert_ros.core.pruning import (
     prune_to_variant,
     student_config,
 )
-from ask_expert_ros.core.taxonomy import PartitionScheme
 
 
 def _batches(n: int = 3, classes: int = 6) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -14,10 +14,15 @@ import numpy as np
 import pytest
 import yaml
 
-from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage, ResultSource
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.recipe import RecipeConfig, run_recipe
-from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.core.inference.engine import (
+    CoInferenceEngine,
+    EdgeStage,
+    ExpertStage,
+    ResultSource,
+)
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.training.recipe import RecipeConfig, run_recipe
 
 ONE_EPOCH = {'epochs': 1, 'batch_size': 16, 'warmup_epochs': 0}
 
@@ -202,7 +207,7 @@ def test_torchrun_two_ranks_share_the_keys(tiny_recipe: Path, tmp_path: Path) ->
 
 def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path) -> None:
     """2 seeds x 2 schemes: generalists trained once per seed, spreads, tables, plots."""
-    from ask_expert_ros.core.experiment import ExperimentConfig, run_experiment
+    from ask_expert_ros.core.training.experiment import ExperimentConfig, run_experiment
 
     other = tiny_recipe / 'scheme_b.yaml'
     other.write_text(
@@ -248,7 +253,7 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
     'name', ['recipe_digits.yaml', 'recipe_cifar100.yaml', 'recipe_fashion_mnist.yaml']
 )
 def test_shipped_recipes_parse(name: str) -> None:
-    from ask_expert_ros.core.taxonomy import config_dir, resolve_scheme
+    from ask_expert_ros.core.inference.taxonomy import config_dir, resolve_scheme
 
     config = RecipeConfig.from_file(config_dir() / name)
     assert resolve_scheme(config.partition).num_subsets >= 3
@@ -259,8 +264,8 @@ def test_shipped_recipes_parse(name: str) -> None:
     'name', ['experiment_fashion_mnist.yaml', 'experiment_fashion_mnist_cpu.yaml']
 )
 def test_shipped_experiment_parses(name: str) -> None:
-    from ask_expert_ros.core.experiment import ExperimentConfig
-    from ask_expert_ros.core.taxonomy import config_dir
+    from ask_expert_ros.core.inference.taxonomy import config_dir
+    from ask_expert_ros.core.training.experiment import ExperimentConfig
 
     config = ExperimentConfig.from_file(config_dir() / name)
     assert config.seeds == (0, 1, 2) and 'fashion_mnist_s3_random' in config.partitions

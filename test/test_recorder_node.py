@@ -1,6 +1,6 @@
 """recorder_node: packaging checks here always; the node itself only with rclpy.
 
-Its measurement logic is :class:`~ask_expert_ros.core.live_metrics.LiveRecorder`,
+Its measurement logic is :class:`~ask_expert_ros.core.nodes.live_metrics.LiveRecorder`,
 tested without ROS in ``test_live_metrics.py``.
 """
 

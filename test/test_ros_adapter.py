@@ -31,10 +31,10 @@ import pytest
 import yaml
 from catkin_pkg.package import parse_package
 
-from ask_expert_ros.core.engine import ResultSource
 from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
-from ask_expert_ros.core.image_codec import encode_compressed
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.inference.engine import ResultSource
+from ask_expert_ros.core.inference.image_codec import encode_compressed
+from ask_expert_ros.core.nodes.messages import (
     ExpertReply,
     FinalResult,
     FrameFormat,
@@ -44,7 +44,7 @@ from ask_expert_ros.core.messages import (
     Stamp,
     Status,
 )
-from ask_expert_ros.core.node_config import EDGE_PARAMS, EXPERT_PARAMS
+from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, EXPERT_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 ROS_MODULES = sorted((ROOT / 'ask_expert_ros' / 'ros').glob('*.py'))
@@ -542,7 +542,7 @@ def test_result_to_classification(
 
 @pytest.mark.ros
 def test_label_info_and_diagnostics(ros: SimpleNamespace) -> None:
-    from ask_expert_ros.core.diagnostics import Level, StatusRecord
+    from ask_expert_ros.core.nodes.diagnostics import Level, StatusRecord
 
     header = ros.conv.header_to_ros(Header(Stamp(1, 0)))
     info = ros.conv.label_info(('a', 'b'), header, 0.7)

@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ask_expert_ros.core.routing import (
+from ask_expert_ros.core.inference.routing import (
     CONFIDENCE_METHODS,
     RoutingConfig,
     bits_to_key,
     key_to_bits,
     route,
 )
-from ask_expert_ros.core.taxonomy import PartitionScheme, builtin_scheme
+from ask_expert_ros.core.inference.taxonomy import PartitionScheme, builtin_scheme
 
 
 def test_paper_example_top2_in_subsets_1_and_3(scheme: PartitionScheme) -> None:

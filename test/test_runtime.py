@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from ask_expert_ros import runtime
 from ask_expert_ros.cli import main
-from ask_expert_ros.core.backend import (
+from ask_expert_ros.core.errors import InferenceError
+from ask_expert_ros.core.inference import backends
+from ask_expert_ros.core.inference.backends import (
     BackendError,
     BackendUnavailableError,
     CompiledTorchBackend,
@@ -29,13 +30,12 @@ from ask_expert_ros.core.backend import (
     compile_missing,
     release_openmp_threads,
 )
-from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
-from ask_expert_ros.core.errors import InferenceError
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.models import LoadedModel, ModelConfig, create_model, load_model
-from ask_expert_ros.core.node_config import EDGE_PARAMS, EXPERT_PARAMS, resolve
-from ask_expert_ros.core.preprocess import Preprocessor
-from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.core.inference.engine import CoInferenceEngine, EdgeStage, ExpertStage
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.models import LoadedModel, ModelConfig, create_model, load_model
+from ask_expert_ros.core.inference.preprocess import Preprocessor
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, EXPERT_PARAMS, resolve
 from ask_expert_ros.runtime.onnx_export import (
     export_onnx,
     model_hash,
@@ -72,12 +72,12 @@ def tolerance(precision: str, ref: np.ndarray) -> float:
     return 1e-4 if precision == 'fp32' else 0.05 * max(1.0, float(np.abs(ref).max()))
 
 
-@pytest.mark.parametrize('kind,precision', runtime.available_backends('cpu'))
+@pytest.mark.parametrize('kind,precision', backends.available_backends('cpu'))
 def test_each_available_backend_matches_torch_fp32(kind: str, precision: str) -> None:
     model = small_vit()
     x = inputs(model)
     ref = reference(model, x)
-    backend = runtime.create_backend(model, kind, precision)  # type: ignore[arg-type]
+    backend = backends.create_backend(model, kind, precision)  # type: ignore[arg-type]
     assert (backend.kind, backend.precision, backend.device) == (kind, precision, 'cpu')
     out = backend.run(x)
     assert out.dtype == np.float32 and out.shape == ref.shape
@@ -94,7 +94,7 @@ def test_ort_fp32_on_deit_3h_at_224_px_within_1e_4() -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(variant='deit_3h', class_names=tuple(str(i) for i in range(10)))
     model = LoadedModel(model=create_model(cfg).eval(), config=cfg)
-    backend = runtime.create_backend(model, 'onnxruntime', 'fp32')
+    backend = backends.create_backend(model, 'onnxruntime', 'fp32')
     for n in (1, 3):
         x = inputs(model, n)
         np.testing.assert_allclose(backend.run(x), reference(model, x), rtol=0, atol=1e-4)
@@ -115,14 +115,14 @@ def test_export_then_load_gives_same_top1(zoo: Path, frames: np.ndarray, tmp_pat
     np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)
     assert export_onnx(model, tmp_path / 'onnx') == path  # up to date: reused
-    found = runtime.create_backend(model, 'onnxruntime', 'fp32', search_dirs=[tmp_path])
+    found = backends.create_backend(model, 'onnxruntime', 'fp32', search_dirs=[tmp_path])
     assert found.describe()['onnx'] == str(path)
 
 
 def test_engine_on_onnxruntime_matches_engine_on_torch(zoo: Path, frames: np.ndarray) -> None:
     """Edge, router and every lazily loaded expert through ORT: same labels, same sources."""
     results = []
-    for factory in (None, runtime.backend_factory('onnxruntime', 'fp32')):
+    for factory in (None, backends.backend_factory('onnxruntime', 'fp32')):
         library = ExpertLibrary(zoo, backend_factory=factory)
         edge = library.load_edge()
         backend = factory(edge) if factory else None
@@ -163,7 +163,7 @@ def test_compiled_backend_builds_both_graphs_at_start_and_never_recompiles(
     environment is left as it was."""
     from torch._dynamo.utils import counters
 
-    from ask_expert_ros.core import backend as backend_module
+    from ask_expert_ros.core.inference.backends import torch_backend as backend_module
 
     monkeypatch.setattr(backend_module, '_user_inductor_cache', lambda: None)
     env_before = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
@@ -172,7 +172,7 @@ def test_compiled_backend_builds_both_graphs_at_start_and_never_recompiles(
         EDGE_PARAMS,
         {'backend': 'torch_compile', 'precision': 'fp32', 'cache_dir': str(tmp_path)},
     )
-    backend = runtime.factory_from_params(values)(model)
+    backend = backends.factory_from_params(values)(model)
     assert isinstance(backend, CompiledTorchBackend)
     assert backend.describe()['graphs_built'] == ['batch-1', 'dynamic-batch']
     assert backend.max_autotune  # the default on CPU: inductor timed its own matmuls
@@ -214,34 +214,34 @@ def test_torch_compile_without_a_compiler_says_what_to_install(
     monkeypatch.setenv('PATH', str(tmp_path))
     monkeypatch.setenv('CXX', 'no-such-c++')
     assert 'C++ compiler' in str(compile_missing('cpu'))
-    assert all(kind != 'torch_compile' for kind, _ in runtime.available_backends('cpu'))
+    assert all(kind != 'torch_compile' for kind, _ in backends.available_backends('cpu'))
     with pytest.raises(BackendUnavailableError, match='apt-get install g'):
-        runtime.create_backend(small_vit(), 'torch_compile', 'fp32')
+        backends.create_backend(small_vit(), 'torch_compile', 'fp32')
 
 
 def test_default_without_cuda_is_a_cpu_backend_and_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    choice = runtime.pick_default('cpu')
-    assert (choice.kind, choice.precision) in runtime.available_backends('cpu')
-    expected = ('torch', 'bf16') if runtime.cpu_has_bf16() else ('onnxruntime', 'fp32')
+    choice = backends.pick_default('cpu')
+    assert (choice.kind, choice.precision) in backends.available_backends('cpu')
+    expected = ('torch', 'bf16') if backends.cpu_has_bf16() else ('onnxruntime', 'fp32')
     assert (choice.kind, choice.precision) == expected
-    exact = runtime.pick_default('cpu', precision='fp32')
+    exact = backends.pick_default('cpu', precision='fp32')
     assert (exact.kind, exact.precision) == ('onnxruntime', 'fp32')
-    compiled = runtime.pick_default('cpu', kind='torch_compile')  # asked for by name only
-    assert compiled.precision == ('bf16' if runtime.cpu_has_bf16() else 'fp32')
-    if ('torch_compile', 'bf16') in runtime.available_backends('cpu'):
+    compiled = backends.pick_default('cpu', kind='torch_compile')  # asked for by name only
+    assert compiled.precision == ('bf16' if backends.cpu_has_bf16() else 'fp32')
+    if ('torch_compile', 'bf16') in backends.available_backends('cpu'):
         assert 'ask for backend torch_compile' in choice.reason  # the faster one is named
-    with caplog.at_level(logging.INFO, logger='ask_expert_ros.runtime'):
-        backend = runtime.create_backend(small_vit())
+    with caplog.at_level(logging.INFO, logger='ask_expert_ros'):
+        backend = backends.create_backend(small_vit())
     assert backend.device == 'cpu'
     assert f'backend auto -> {choice.kind} {choice.precision} on cpu' in caplog.text
 
 
 @pytest.mark.skipif(HAS_CUDA, reason='checks the machine without CUDA')
 def test_cuda_backends_absent_without_cuda() -> None:
-    assert runtime.available_backends('cuda') == []
-    assert all(kind != 'tensorrt' for kind, _ in runtime.available_backends())
+    assert backends.available_backends('cuda') == []
+    assert all(kind != 'tensorrt' for kind, _ in backends.available_backends())
 
 
 @pytest.mark.parametrize(
@@ -255,17 +255,17 @@ def test_cuda_backends_absent_without_cuda() -> None:
 )
 def test_bad_backend_options_say_what_to_do(kind: str, precision: str, message: str) -> None:
     with pytest.raises(BackendError, match=message):
-        runtime.create_backend(small_vit(), kind, precision)  # type: ignore[arg-type]
+        backends.create_backend(small_vit(), kind, precision)  # type: ignore[arg-type]
 
 
 def test_bad_device_is_a_clear_error() -> None:
     for device in ('gpu', 'mps'):
         with pytest.raises(BackendError, match="device must be 'cpu', 'cuda'"):
-            runtime.create_backend(small_vit(), device=device)
+            backends.create_backend(small_vit(), device=device)
 
 
 def test_bad_input_is_a_clear_error() -> None:
-    backend = runtime.create_backend(small_vit(), 'onnxruntime', 'fp32')
+    backend = backends.create_backend(small_vit(), 'onnxruntime', 'fp32')
     with pytest.raises(BackendError, match=r'expected input \[N, 3, 32, 32\]'):
         backend.run(np.zeros((1, 1, 32, 32), np.float32))
     with pytest.raises(BackendError, match='float32'):
@@ -310,7 +310,7 @@ def test_releasing_the_idle_openmp_pool_leaves_torch_working() -> None:
 def test_ort_failure_mid_run_is_an_inference_error_the_nodes_catch() -> None:
     """ORT's own errors derive from Exception only; the nodes answer a failed batch by
     catching RuntimeError (torch's failures), so the backend re-raises ORT's as one."""
-    backend = runtime.create_backend(small_vit(), 'onnxruntime', 'fp32')
+    backend = backends.create_backend(small_vit(), 'onnxruntime', 'fp32')
     with pytest.raises(InferenceError, match='onnxruntime failed on a batch of 1') as info:
         backend._run(np.zeros((1, 3, 16, 16), np.float32))  # past the input check
     assert isinstance(info.value, RuntimeError)
@@ -328,7 +328,7 @@ def test_node_backend_parameters_are_validated(specs: tuple) -> None:
 
 def test_node_backend_factory_runs_the_named_backend(zoo: Path) -> None:
     values = resolve(EDGE_PARAMS, {'library': str(zoo), 'backend': 'onnxruntime'})
-    backend = runtime.factory_from_params(values)(load_model(zoo.parent / 'edge.safetensors'))
+    backend = backends.factory_from_params(values)(load_model(zoo.parent / 'edge.safetensors'))
     assert (backend.kind, backend.precision) == ('onnxruntime', 'fp32')
 
 
@@ -358,7 +358,7 @@ def test_tensorrt_missing_names_what_and_leaves_the_onnx(tmp_path: Path) -> None
     onnx_files = list(tmp_path.glob('*.onnx'))
     assert len(onnx_files) == 1 and str(onnx_files[0]) in str(info.value)
     with pytest.raises(BackendUnavailableError):
-        runtime.create_backend(small_vit(), 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
+        backends.create_backend(small_vit(), 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
 
 
 @pytest.mark.skipif(TRT_MISSING is not None, reason=f'TensorRT unusable here: {TRT_MISSING}')
@@ -367,9 +367,9 @@ def test_tensorrt_fp16_matches_torch(tmp_path: Path) -> None:
     x = inputs(model)
     ref = reference(model, x)
     model.model.cuda()
-    backend = runtime.create_backend(model, 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
+    backend = backends.create_backend(model, 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
     np.testing.assert_allclose(backend.run(x), ref, rtol=0, atol=tolerance('fp16', ref))
-    again = runtime.create_backend(model, 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
+    again = backends.create_backend(model, 'tensorrt', 'fp16', device='cuda', cache_dir=tmp_path)
     assert again.describe()['engine'] == backend.describe()['engine']  # cache hit
 
 
@@ -386,10 +386,10 @@ def test_export_cli_writes_every_model_and_a_library_nodes_can_use(
         config, _ = read_onnx_metadata(onnx_file)
         assert onnx_file.name.startswith('edge.' if config.expert_key is None else 'expert_')
     values = resolve(EDGE_PARAMS, {'library': str(out), 'backend': 'onnxruntime'})
-    factory = runtime.factory_from_params(values)
+    factory = backends.factory_from_params(values)
     exported = ExpertLibrary(out, backend_factory=factory)
     edge = exported.load_edge()
-    with caplog.at_level(logging.INFO, logger='ask_expert_ros.runtime'):
+    with caplog.at_level(logging.INFO, logger='ask_expert_ros'):
         stage = EdgeStage(edge, exported.scheme, RoutingConfig(tau=1.01, k=2), factory(edge))
         result = CoInferenceEngine(stage, ExpertStage(exported)).infer(frames)
     assert 'exported' not in caplog.text.replace(str(out), '')  # loaded, not re-exported

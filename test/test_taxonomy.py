@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ask_expert_ros.core.errors import PartitionError
-from ask_expert_ros.core.taxonomy import (
+from ask_expert_ros.core.inference.taxonomy import (
     PartitionScheme,
     builtin_scheme,
     config_dir,
@@ -135,8 +135,8 @@ def test_key_outside_scheme_rejected() -> None:
 
 
 def test_fashion_mnist_schemes_match_the_data_set_classes() -> None:
-    from ask_expert_ros.core.datasets import FASHION_MNIST_NAMES
-    from ask_expert_ros.core.taxonomy import builtin_scheme
+    from ask_expert_ros.core.inference.taxonomy import builtin_scheme
+    from ask_expert_ros.core.training.datasets import FASHION_MNIST_NAMES
 
     sizes = {}
     for name in ('s3', 's4', 's3_random', 's4_random'):

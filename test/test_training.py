@@ -7,9 +7,14 @@ import itertools
 import pytest
 import torch
 
-from ask_expert_ros.core import training
-from ask_expert_ros.core.models import ModelConfig, create_model
-from ask_expert_ros.core.training import TrainConfig, lr_at, random_shift, train_classifier
+from ask_expert_ros.core.inference.models import ModelConfig, create_model
+from ask_expert_ros.core.training import training
+from ask_expert_ros.core.training.training import (
+    TrainConfig,
+    lr_at,
+    random_shift,
+    train_classifier,
+)
 
 
 def tiny(class_names: tuple[str, ...]) -> ModelConfig:
@@ -165,7 +170,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
 def _frames_dataset(n: int = 40, seed: int = 0):
     import numpy as np
 
-    from ask_expert_ros.core.augment import AugmentConfig, FrameDataset, train_transform
+    from ask_expert_ros.core.training.augment import AugmentConfig, FrameDataset, train_transform
 
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 256, size=(n, 6, 6), dtype=np.uint8)
@@ -215,7 +220,7 @@ def test_augmented_frames_resume_to_the_same_weights(tmp_path, monkeypatch) -> N
 
 def test_mixup_and_label_smoothing_train() -> None:
     """DeiT's generalist recipe (Mixup/CutMix + smoothing) runs on full, even batches."""
-    from ask_expert_ros.core.augment import AugmentConfig
+    from ask_expert_ros.core.training.augment import AugmentConfig
 
     config, dataset = _frames_dataset(n=36)
     model = create_model(config)

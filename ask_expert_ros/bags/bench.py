@@ -2,7 +2,7 @@
 
 Offline (:func:`bench_bag`): the frames of the bag go through the engine in this
 process once per τ and offload configuration (frame mode, patch selections:
-:func:`ask_expert_ros.core.benchmark.run_bench`); the bytes on the link are the real
+:func:`ask_expert_ros.core.evaluation.benchmark.run_bench`); the bytes on the link are the real
 CDR size of the ``ExpertRequest`` each offloaded frame would be sent in, built as the
 edge node builds it (at the expert's input size; the recorded bytes when they already
 are). Live (:func:`live_bench`): the frames drive the two-process Cyclone DDS graph
@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from ask_expert_ros.bags.reader import BagContents, BagError, read_bag
-from ask_expert_ros.core.bench_plots import write_plots
-from ask_expert_ros.core.benchmark import BenchConfig, offload_fields, run_bench
-from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.messages import OffloadRequest
-from ask_expert_ros.core.patches import PatchSelection
-from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.core.evaluation.bench_plots import write_plots
+from ask_expert_ros.core.evaluation.benchmark import BenchConfig, offload_fields, run_bench
+from ask_expert_ros.core.inference.engine import CoInferenceEngine, EdgeStage, ExpertStage
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.patches import PatchSelection
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.nodes.messages import OffloadRequest
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def _names(allowed: tuple[str, ...]) -> Any:
 
 def _cmd_make_bag(args: argparse.Namespace) -> int:
     from ask_expert_ros.bags.writer import BagWriteConfig, make_bag
-    from ask_expert_ros.core.datasets import load_dataset
+    from ask_expert_ros.core.training.datasets import load_dataset
 
     data = load_dataset(args.dataset, seed=args.seed)
     images = data.test_images if args.split == 'test' else data.train_images
@@ -97,7 +97,7 @@ def _print_offline(report: dict[str, Any]) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ask_expert_ros.bags.bench import REPORT_NAME, bench_bag, live_bench
-    from ask_expert_ros.core.benchmark import BenchConfig, offload_configs
+    from ask_expert_ros.core.evaluation.benchmark import BenchConfig, offload_configs
 
     offloads = offload_configs(
         args.offload, args.keep_ratio, args.attention_mass, args.selection, args.attention_source

@@ -25,7 +25,7 @@ from rosbags.serde import SerdeError
 
 from ask_expert_ros.bags.types import CLASSIFICATION, COMPRESSED_IMAGE, IMAGE, typestore
 from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
-from ask_expert_ros.core.messages import ImageData
+from ask_expert_ros.core.nodes.messages import ImageData
 from ask_expert_ros.message_conversions import compressed_msg_to_frame, image_msg_to_frame
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from ask_expert_ros.bags.types import CLASSIFICATION, COMPRESSED_IMAGE, IMAGE, typestore
-from ask_expert_ros.core.image_codec import encode_compressed
+from ask_expert_ros.core.inference.image_codec import encode_compressed
 
 Storage = Literal['mcap', 'sqlite3']
 Encoding = Literal['rgb8', 'bgr8', 'mono8', 'rgba8', 'bgra8']

@@ -42,26 +42,26 @@ import numpy as np
 import torch
 
 from ask_expert_ros.bench.speed import machine_info
-from ask_expert_ros.core.backend import Backend, TorchBackend
-from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams, OffloadMode, Transport
-from ask_expert_ros.core.engine import (
+from ask_expert_ros.core.inference.backends import Backend, TorchBackend
+from ask_expert_ros.core.inference.engine import (
     EdgeStage,
     ExpertStage,
     FrameBatch,
     ResultSource,
 )
-from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
-from ask_expert_ros.core.library import ExpertLibrary
-from ask_expert_ros.core.messages import FinalResult, Frame, Header, OffloadRequest, Stamp
-from ask_expert_ros.core.models import LoadedModel, ModelConfig, create_model
-from ask_expert_ros.core.patches import (
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.models import LoadedModel, ModelConfig, create_model
+from ask_expert_ros.core.inference.patches import (
     PatchSelection,
     keep_count,
     model_grid,
     resample_scores,
     select_patches,
 )
-from ask_expert_ros.core.routing import RoutingConfig
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic, EdgeParams, OffloadMode, Transport
+from ask_expert_ros.core.nodes.expert_logic import ExpertLogic, ExpertParams
+from ask_expert_ros.core.nodes.messages import FinalResult, Frame, Header, OffloadRequest, Stamp
 
 logger = logging.getLogger(__name__)
 
@@ -400,7 +400,7 @@ def _select(
     rng: np.random.Generator,
     batch: int,
 ) -> list[np.ndarray]:
-    """What :func:`ask_expert_ros.core.engine.choose_patches` does: the scores onto the
+    """What :func:`ask_expert_ros.core.inference.engine.choose_patches` does: the scores onto the
     expert's grid (attention only), then the rule."""
     mapped = resample_scores(scores, grid, target) if sel.method == 'attention' else None
     return select_patches(mapped, sel, target, rng, batch=batch)
@@ -574,7 +574,7 @@ class RealTokenConfig:
 
 def _backends(loaded: LoadedModel) -> list[Backend]:
     """The backend ``'auto'`` picks on this CPU when it is a torch one, and torch fp32."""
-    from ask_expert_ros.runtime import pick_default
+    from ask_expert_ros.core.inference.backends import pick_default
 
     choice = pick_default('cpu')
     out: list[Backend] = []

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any, get_args
 
-from ask_expert_ros.core.models import VariantName
+from ask_expert_ros.core.inference.models import VariantName
 
 
 def _variants(text: str) -> tuple[Any, ...]:

@@ -14,7 +14,7 @@ what the node logic answers:
   gets exactly one reply, an error status for a malformed one.
 * ``cdr_response``: an ``ExpertResponse`` payload -> the edge logic with 64 frames
   waiting for the expert. Contract: each of those frames gets exactly one result.
-* ``decode_raw``: :func:`~ask_expert_ros.core.image_codec.decode_image` on hostile
+* ``decode_raw``: :func:`~ask_expert_ros.core.inference.image_codec.decode_image` on hostile
   dimensions, step, encoding, endianness and data length; ``decode_compressed``: the
   JPEG/PNG decoder on mutated files (bit flips, truncation, header sizes blown up).
 * ``patch_request``: patch-mode requests (``FRAME_PATCHES_RAW``/``_COMPRESSED``) with
@@ -58,19 +58,23 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from ask_expert_ros.bags.reader import read_bag
 from ask_expert_ros.bags.types import CLASSIFICATION, COMPRESSED_IMAGE, IMAGE, typestore
-from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
-from ask_expert_ros.core.engine import EdgeStage, ExpertStage
 from ask_expert_ros.core.errors import UnsupportedImageError
-from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
-from ask_expert_ros.core.image_codec import (
+from ask_expert_ros.core.inference.engine import EdgeStage, ExpertStage
+from ask_expert_ros.core.inference.image_codec import (
     MAX_COMPRESSED_PIXELS,
     SUPPORTED_ENCODINGS,
     decode_compressed,
     decode_image,
     encode_compressed,
 )
-from ask_expert_ros.core.library import ExpertLibrary, write_manifest
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.inference.library import ExpertLibrary, write_manifest
+from ask_expert_ros.core.inference.models import ModelConfig, create_model, save_model
+from ask_expert_ros.core.inference.patches import PatchSelection, mosaic_shape
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.inference.taxonomy import PartitionScheme, key_slug
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic, EdgeParams
+from ask_expert_ros.core.nodes.expert_logic import ExpertLogic, ExpertParams
+from ask_expert_ros.core.nodes.messages import (
     ExpertReply,
     Frame,
     FrameFormat,
@@ -81,10 +85,6 @@ from ask_expert_ros.core.messages import (
     Stamp,
     Status,
 )
-from ask_expert_ros.core.models import ModelConfig, create_model, save_model
-from ask_expert_ros.core.patches import PatchSelection, mosaic_shape
-from ask_expert_ros.core.routing import RoutingConfig
-from ask_expert_ros.core.taxonomy import PartitionScheme, key_slug
 from ask_expert_ros.dds import conversions as conv
 from ask_expert_ros.dds import msgs
 
@@ -700,7 +700,7 @@ def fuzz(target: Target, inputs: int, seed: int = 0, spike_mb: float = 1024.0) -
     A chunk that raises the process's peak RSS by more than ``spike_mb`` counts as a
     crash too (a memory bomb: a small input that makes a parser allocate gigabytes).
     The default is twice what the largest frame accepted costs through the edge
-    (:data:`~ask_expert_ros.core.image_codec.MAX_COMPRESSED_PIXELS`: about 0.5 GB).
+    (:data:`~ask_expert_ros.core.inference.image_codec.MAX_COMPRESSED_PIXELS`: about 0.5 GB).
     """
     rng = np.random.default_rng([seed, sum(map(ord, target.name))])
     report = TargetReport(target.name, target.parser, rss_before_mb=rss_mb())

@@ -47,8 +47,8 @@ def _cmd_bench_patches(args: argparse.Namespace) -> int:
         with_overrides,
         write_report,
     )
-    from ask_expert_ros.core.datasets import load_dataset
-    from ask_expert_ros.core.library import ExpertLibrary
+    from ask_expert_ros.core.inference.library import ExpertLibrary
+    from ask_expert_ros.core.training.datasets import load_dataset
 
     if args.library is None and not args.real_tokens:
         raise ValueError('give --library (a zoo to run the rows on) and/or --real-tokens')

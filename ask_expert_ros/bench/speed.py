@@ -49,13 +49,23 @@ from typing import Any, get_args
 import numpy as np
 import torch
 
-from ask_expert_ros.core.backend import Backend
-from ask_expert_ros.core.edge_logic import EdgeLogic, EdgeParams
-from ask_expert_ros.core.engine import EdgeStage, ExpertStage
-from ask_expert_ros.core.expert_logic import ExpertLogic, ExpertParams
-from ask_expert_ros.core.image_codec import encode_image
-from ask_expert_ros.core.library import ExpertLibrary, write_manifest
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.inference.backends import Backend
+from ask_expert_ros.core.inference.engine import EdgeStage, ExpertStage
+from ask_expert_ros.core.inference.image_codec import encode_image
+from ask_expert_ros.core.inference.library import ExpertLibrary, write_manifest
+from ask_expert_ros.core.inference.models import (
+    LoadedModel,
+    ModelConfig,
+    VariantName,
+    create_model,
+    save_model,
+)
+from ask_expert_ros.core.inference.preprocess import Preprocessor
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.inference.taxonomy import ExpertKey, PartitionScheme
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic, EdgeParams
+from ask_expert_ros.core.nodes.expert_logic import ExpertLogic, ExpertParams
+from ask_expert_ros.core.nodes.messages import (
     ExpertReply,
     FrameFormat,
     Header,
@@ -63,16 +73,6 @@ from ask_expert_ros.core.messages import (
     OffloadRequest,
     Stamp,
 )
-from ask_expert_ros.core.models import (
-    LoadedModel,
-    ModelConfig,
-    VariantName,
-    create_model,
-    save_model,
-)
-from ask_expert_ros.core.preprocess import Preprocessor
-from ask_expert_ros.core.routing import RoutingConfig
-from ask_expert_ros.core.taxonomy import ExpertKey, PartitionScheme
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +328,11 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
 def backends_for(loaded: LoadedModel, config: SpeedConfig) -> Iterator[tuple[Backend, float]]:
     """Every CPU backend :mod:`ask_expert_ros.runtime` offers, built and warmed up at the
     benchmark's batch sizes, with the seconds that took (a compile, an ONNX export)."""
-    from ask_expert_ros.runtime import CompiledTorchBackend, available_backends, create_backend
+    from ask_expert_ros.core.inference.backends import (
+        CompiledTorchBackend,
+        available_backends,
+        create_backend,
+    )
 
     for kind, precision in available_backends('cpu'):
         if kind == 'torch_compile' and not config.compiled:
@@ -354,7 +358,7 @@ def backends_for(loaded: LoadedModel, config: SpeedConfig) -> Iterator[tuple[Bac
 
 def auto_backend(loaded: LoadedModel, threads: int) -> Backend:
     """What the nodes run by default on this CPU (``backend=auto``), warmed up."""
-    from ask_expert_ros.runtime import create_backend
+    from ask_expert_ros.core.inference.backends import create_backend
 
     backend = create_backend(loaded, 'auto', 'auto', device='cpu', threads=threads)
     backend.warmup((1,))
@@ -507,7 +511,7 @@ def bench_edge_pipeline(config: SpeedConfig, edge: LoadedModel, scheme: Partitio
 
 
 def _batch(frames: list[Any]) -> Any:
-    from ask_expert_ros.core.engine import FrameBatch
+    from ask_expert_ros.core.inference.engine import FrameBatch
 
     return FrameBatch([f.pixels for f in frames])
 
@@ -662,7 +666,7 @@ def _serve_and_load(
     """Edge threads submit at ``1 / period_s`` each; this thread serves, as the DDS
     expert node's main thread does. Serving from another thread than the one that
     warmed the experts up is twice as slow on CPU while that thread's OpenMP pool
-    lives (:func:`~ask_expert_ros.core.backend.release_openmp_threads`); after the
+    lives (:func:`~ask_expert_ros.core.inference.backends.release_openmp_threads`); after the
     compiles of the models section even releasing it was not enough (1-edge p50 53 ms
     against a 28 ms service time)."""
     run = _Run()
@@ -718,7 +722,7 @@ def bench_expert_batching(
         keys = scheme.expert_keys(2)
         # one weight file for every key; each key still loads its own model instance
         manifest = write_manifest(tmp, scheme, 2, dict.fromkeys(keys, path))
-        from ask_expert_ros.runtime import backend_factory
+        from ask_expert_ros.core.inference.backends import backend_factory
 
         # every batch size the micro-batcher can form, run once per expert first: a new
         # shape's first call (oneDNN kernel generation) is start-up, not service time

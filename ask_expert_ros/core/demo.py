@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ask_expert_ros.core.backend import BackendFactory
 from ask_expert_ros.core.data import channel_stats, digits
-from ask_expert_ros.core.engine import CoInferenceEngine, EdgeStage, ExpertStage
-from ask_expert_ros.core.evaluation import tau_sweep
-from ask_expert_ros.core.library import ExpertLibrary, write_manifest
-from ask_expert_ros.core.models import ModelConfig, VariantName, create_model, save_model
-from ask_expert_ros.core.preprocess import Preprocessor
-from ask_expert_ros.core.routing import ConfidenceMethod, RoutingConfig
-from ask_expert_ros.core.taxonomy import builtin_scheme, key_slug
-from ask_expert_ros.core.training import TrainConfig, train_classifier
+from ask_expert_ros.core.evaluation.evaluation import tau_sweep
+from ask_expert_ros.core.inference.backends import BackendFactory
+from ask_expert_ros.core.inference.engine import CoInferenceEngine, EdgeStage, ExpertStage
+from ask_expert_ros.core.inference.library import ExpertLibrary, write_manifest
+from ask_expert_ros.core.inference.models import ModelConfig, VariantName, create_model, save_model
+from ask_expert_ros.core.inference.preprocess import Preprocessor
+from ask_expert_ros.core.inference.routing import ConfidenceMethod, RoutingConfig
+from ask_expert_ros.core.inference.taxonomy import builtin_scheme, key_slug
+from ask_expert_ros.core.training.training import TrainConfig, train_classifier
 
 logger = logging.getLogger(__name__)
 

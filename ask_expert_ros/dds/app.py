@@ -12,7 +12,8 @@ from typing import Any
 
 from cyclonedds.domain import Domain, DomainParticipant
 
-from ask_expert_ros.core.node_config import (
+from ask_expert_ros.core.inference.backends import factory_from_params
+from ask_expert_ros.core.nodes.node_config import (
     build_edge_logic,
     build_expert_logic,
     load_params_file,
@@ -20,7 +21,6 @@ from ask_expert_ros.core.node_config import (
 )
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.nodes import EdgeRunner, EdgeTopics, ExpertRunner, ExpertTopics
-from ask_expert_ros.runtime import factory_from_params
 
 logger = logging.getLogger(__name__)
 

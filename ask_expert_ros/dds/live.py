@@ -27,8 +27,8 @@ from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
-from ask_expert_ros.core.live_metrics import LiveRecorder
-from ask_expert_ros.core.messages import Header, Stamp
+from ask_expert_ros.core.nodes.live_metrics import LiveRecorder
+from ask_expert_ros.core.nodes.messages import Header, Stamp
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.conversions import frame_to_image

@@ -33,12 +33,12 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
-from ask_expert_ros.core.annotate import annotate
-from ask_expert_ros.core.diagnostics import HealthMonitor, offload_settings
-from ask_expert_ros.core.edge_logic import EdgeLogic
 from ask_expert_ros.core.errors import UnsupportedImageError
-from ask_expert_ros.core.expert_logic import ExpertLogic
-from ask_expert_ros.core.messages import FinalResult, Frame, Header, Stamp
+from ask_expert_ros.core.nodes.annotate import annotate
+from ask_expert_ros.core.nodes.diagnostics import HealthMonitor, offload_settings
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic
+from ask_expert_ros.core.nodes.expert_logic import ExpertLogic
+from ask_expert_ros.core.nodes.messages import FinalResult, Frame, Header, Stamp
 from ask_expert_ros.dds import conversions as conv
 from ask_expert_ros.dds import msgs
 

@@ -30,8 +30,8 @@ from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
-from ask_expert_ros.core.datasets import load_dataset
-from ask_expert_ros.core.messages import Header, Stamp
+from ask_expert_ros.core.nodes.messages import Header, Stamp
+from ask_expert_ros.core.training.datasets import load_dataset
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.conversions import frame_to_image
 from ask_expert_ros.dds.nodes import reliable_qos, take_valid

@@ -1,11 +1,11 @@
 """ROS 2 messages (rclpy) <-> the core's transport-free dataclasses; params and QoS.
 
 The pixel rules (row padding in ``step``, 16-bit endianness, BGR(A) reordering,
-JPEG/PNG) live once in :mod:`ask_expert_ros.core.image_codec`, shared with the
+JPEG/PNG) live once in :mod:`ask_expert_ros.core.inference.image_codec`, shared with the
 Cyclone DDS adapter. ``cv_bridge``, when importable, only widens the set of accepted
 camera encodings (YUV, Bayer ...) to whatever it can turn into ``rgb8``.
 
-The node parameters declared in :mod:`ask_expert_ros.core.node_config` become ROS
+The node parameters declared in :mod:`ask_expert_ros.core.nodes.node_config` become ROS
 parameters here (descriptor with description, range, choices, read-only), and the
 QoS parameter strings become QoS profiles, so both nodes share one rule for each.
 
@@ -35,18 +35,18 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header as HeaderMsg
 from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
 
-from ask_expert_ros.core.diagnostics import StatusRecord
 from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
-from ask_expert_ros.core.image_codec import (
+from ask_expert_ros.core.inference.image_codec import (
     SUPPORTED_ENCODINGS,
     encode_image,
 )
-from ask_expert_ros.core.messages import (
+from ask_expert_ros.core.nodes.diagnostics import StatusRecord
+from ask_expert_ros.core.nodes.messages import (
     Frame,
     FrameFormat,
     ImageData,
 )
-from ask_expert_ros.core.node_config import ParamSpec, resolve
+from ask_expert_ros.core.nodes.node_config import ParamSpec, resolve
 from ask_expert_ros.message_conversions import MessageConverter, MessageTypes
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 
@@ -143,8 +143,8 @@ def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
         description=spec.description,
         read_only=not spec.dynamic,
     )
-    if spec.choices:
-        descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if spec.allowed():
+        descriptor.additional_constraints = 'one of: ' + ', '.join(spec.allowed())
     if kind == Parameter.Type.DOUBLE and (spec.low is not None or spec.high is not None):
         descriptor.floating_point_range = [
             FloatingPointRange(

@@ -19,11 +19,11 @@ Topics (relative; remap them at launch):
   budget, measured Mbit/s), and the expert's health (up/down, answer rate, round trip,
   outages and recovery times).
 
-What happens to a frame is decided by :class:`~ask_expert_ros.core.edge_logic.EdgeLogic`;
+What happens to a frame is decided by :class:`~ask_expert_ros.core.nodes.edge_logic.EdgeLogic`;
 this node converts, calls it and publishes. Threads:
 
 * camera callbacks (one mutually exclusive group) decode frames and queue them for
-  the inference thread (:class:`~ask_expert_ros.core.batch_worker.BatchWorker`), which
+  the inference thread (:class:`~ask_expert_ros.core.nodes.batch_worker.BatchWorker`), which
   runs the model on everything queued as one batch. One thread, because a model called
   from the executor's rotating threads ran at half speed on CPU (OpenMP pools; numbers
   in that module). While ``image_qos_depth`` frames wait, the camera callback blocks,
@@ -31,7 +31,7 @@ this node converts, calls it and publishes. Threads:
 * expert responses and the diagnostics timer run in another group, so a reply is never
   stuck behind a forward pass;
 * deadlines are watched by a thread that sleeps until
-  :meth:`~ask_expert_ros.core.edge_logic.EdgeLogic.next_deadline_ns` (woken when a
+  :meth:`~ask_expert_ros.core.nodes.edge_logic.EdgeLogic.next_deadline_ns` (woken when a
   request goes out): the fallback goes out on time, and an idle node costs nothing,
   where a 5 ms rclpy timer cost about a fifth of a CPU core doing nothing.
 """
@@ -54,16 +54,15 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header as HeaderMsg
 from vision_msgs.msg import Classification, LabelInfo
 
-from ask_expert_ros.core.annotate import annotate
-from ask_expert_ros.core.backend import release_openmp_threads
-from ask_expert_ros.core.batch_worker import BatchWorker
-from ask_expert_ros.core.diagnostics import HealthMonitor, offload_settings
 from ask_expert_ros.core.errors import UnsupportedImageError
-from ask_expert_ros.core.messages import FinalResult, Frame, Header, OffloadRequest
-from ask_expert_ros.core.node_config import EDGE_PARAMS, build_edge_logic, edge_params
+from ask_expert_ros.core.inference.backends import release_openmp_threads
+from ask_expert_ros.core.nodes.annotate import annotate
+from ask_expert_ros.core.nodes.batch_worker import BatchWorker
+from ask_expert_ros.core.nodes.diagnostics import HealthMonitor, offload_settings
+from ask_expert_ros.core.nodes.messages import FinalResult, Frame, Header, OffloadRequest
+from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, build_edge_logic, edge_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
-from ask_expert_ros.runtime import factory_from_params
 
 NODE_NAME = 'edge'
 # The deadline watcher wakes at least this often with nothing pending, to notice shutdown.
@@ -83,7 +82,7 @@ class EdgeNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._values = conv.declare_parameters(self, EDGE_PARAMS)
-        self.logic = build_edge_logic(self._values, factory_from_params(self._values))
+        self.logic = build_edge_logic(self._values)
         self.get_logger().info(f'edge model runs on {self.logic.stage.backend.describe()}')
         self._values['edge_id'] = self.logic.params.edge_id
         values = self._values

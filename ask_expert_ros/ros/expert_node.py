@@ -8,10 +8,10 @@ Topics (relative; remap them at launch):
 * out ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every ``diagnostics_period_s``.
 
 Validation, the per-key queues and micro-batching are
-:class:`~ask_expert_ros.core.expert_logic.ExpertLogic`'s. The request callback converts
+:class:`~ask_expert_ros.core.nodes.expert_logic.ExpertLogic`'s. The request callback converts
 and queues (a request that cannot be served is answered at once); a worker thread runs
 each key's micro-batch when it is full or its oldest request has waited ``max_wait_ms``
-(:meth:`~ask_expert_ros.core.expert_logic.ExpertLogic.next_due_ns`), so inference never
+(:meth:`~ask_expert_ros.core.nodes.expert_logic.ExpertLogic.next_due_ns`), so inference never
 blocks the reception of requests.
 """
 
@@ -29,14 +29,13 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header as HeaderMsg
 
-from ask_expert_ros.core.backend import release_openmp_threads
-from ask_expert_ros.core.diagnostics import HealthMonitor
 from ask_expert_ros.core.errors import UnsupportedImageError, format_key
-from ask_expert_ros.core.messages import ExpertReply
-from ask_expert_ros.core.node_config import EXPERT_PARAMS, build_expert_logic, expert_params
+from ask_expert_ros.core.inference.backends import release_openmp_threads
+from ask_expert_ros.core.nodes.diagnostics import HealthMonitor
+from ask_expert_ros.core.nodes.messages import ExpertReply
+from ask_expert_ros.core.nodes.node_config import EXPERT_PARAMS, build_expert_logic, expert_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
-from ask_expert_ros.runtime import factory_from_params
 
 NODE_NAME = 'expert'
 # The worker wakes at least this often with nothing queued, to notice shutdown.
@@ -55,7 +54,7 @@ class ExpertNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._values = conv.declare_parameters(self, EXPERT_PARAMS)
-        self.logic = build_expert_logic(self._values, factory_from_params(self._values))
+        self.logic = build_expert_logic(self._values)
         library = self.logic.stage.library
         runs_on = sorted({str(library.backend(k).describe()) for k in library.loaded_keys})
         self.get_logger().info(

@@ -11,7 +11,7 @@ Topics (relative; remap them at launch):
 * in ``ground_truth`` (vision_msgs/Classification, optional): labels by stamp, e.g.
   the bag's ground-truth topic played alongside the camera.
 
-Matching and arithmetic are :class:`ask_expert_ros.core.live_metrics.LiveRecorder`'s,
+Matching and arithmetic are :class:`ask_expert_ros.core.nodes.live_metrics.LiveRecorder`'s,
 the same that ``ask-expert bench --live`` uses; the JSON has the same keys as that
 report's ``live`` section. It is rewritten every ``write_period_s`` and at shutdown.
 
@@ -32,7 +32,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Classification
 
-from ask_expert_ros.core.live_metrics import LiveRecorder
+from ask_expert_ros.core.nodes.live_metrics import LiveRecorder
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
 

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ask_expert_ros.core.backend import BACKEND_KINDS, PRECISIONS
+from ask_expert_ros.core.inference.backends import PRECISIONS, backend_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """``--backend`` / ``--precision`` for commands that build an engine."""
     parser.add_argument(
         '--backend',
-        choices=BACKEND_KINDS,
+        choices=backend_kinds(),
         default='auto',
         help='inference runtime (default auto: fastest here, logged)',
     )

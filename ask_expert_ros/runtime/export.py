@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import yaml
 
-from ask_expert_ros.core.backend import BackendUnavailableError, Precision
 from ask_expert_ros.core.errors import ModelConfigError
-from ask_expert_ros.core.library import MANIFEST_NAME, ExpertLibrary, write_manifest
-from ask_expert_ros.core.models import load_model
-from ask_expert_ros.core.taxonomy import key_slug
+from ask_expert_ros.core.inference.backends import BackendUnavailableError, Precision
+from ask_expert_ros.core.inference.library import MANIFEST_NAME, ExpertLibrary, write_manifest
+from ask_expert_ros.core.inference.models import load_model
+from ask_expert_ros.core.inference.taxonomy import key_slug
 from ask_expert_ros.runtime.onnx_export import DEFAULT_OPSET, export_onnx, model_hash
 from ask_expert_ros.runtime.tensorrt import DEFAULT_MAX_BATCH, build_engine
 

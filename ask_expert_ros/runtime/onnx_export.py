@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ask_expert_ros.core.backend import BackendError
-from ask_expert_ros.core.models import LoadedModel, ModelConfig
+from ask_expert_ros.core.inference.backends import BackendError
+from ask_expert_ros.core.inference.models import LoadedModel, ModelConfig
 
 logger = logging.getLogger(__name__)
 

@@ -14,15 +14,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from ask_expert_ros.core.backend import (
+from ask_expert_ros.core.errors import InferenceError
+from ask_expert_ros.core.inference.backends import (
     Backend,
     BackendError,
+    BackendOptions,
     BackendUnavailableError,
     Precision,
 )
-from ask_expert_ros.core.errors import InferenceError
-from ask_expert_ros.core.models import ModelConfig
-from ask_expert_ros.runtime.onnx_export import INPUT_NAME
+from ask_expert_ros.core.inference.models import LoadedModel, ModelConfig
+from ask_expert_ros.runtime.onnx_export import (
+    INPUT_NAME,
+    export_onnx,
+    export_onnx_bytes,
+    find_cached,
+    model_hash,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +161,41 @@ class OrtBackend(Backend):
             'intra_op_threads': self.threads,
             'onnx': self.source,
         }
+
+
+def ort_precisions(device: str) -> tuple[str, ...]:
+    """Precisions ONNX Runtime runs on ``device`` here (the registry's probe):
+    fp32 on the CPU or CUDA provider, fp16 through the TensorRT provider."""
+    providers = ort_providers()
+    dev = torch.device(device)
+    if dev.type == 'cpu':
+        return ('fp32',) if 'CPUExecutionProvider' in providers else ()
+    if dev.type != 'cuda' or not torch.cuda.is_available():
+        return ()
+    out = ['fp32'] if 'CUDAExecutionProvider' in providers else []
+    return (*out, 'fp16') if 'TensorrtExecutionProvider' in providers else tuple(out)
+
+
+def create_ort_backend(model: LoadedModel, precision: str, options: BackendOptions) -> OrtBackend:
+    """The registered ``'onnxruntime'`` builder: an exported ONNX file of this model found
+    in ``search_dirs`` or ``cache_dir`` (by model hash), else exported there, else in memory."""
+    sha = model_hash(model)
+    cache_dir = options.cache_dir
+    dirs = [*options.search_dirs, *([cache_dir] if cache_dir else [])]
+    found = next((p for p in (find_cached(d, sha) for d in dirs) if p is not None), None)
+    source: Path | bytes
+    if found is not None:
+        logger.info('ONNX Runtime loads %s', found)
+        source = found
+    elif cache_dir is not None:
+        source = export_onnx(model, cache_dir)
+    else:
+        source = export_onnx_bytes(model)
+    return OrtBackend(
+        source,
+        model.config,
+        device=options.device,
+        precision=precision,  # type: ignore[arg-type]
+        threads=options.threads,
+        cache_dir=cache_dir,
+    )

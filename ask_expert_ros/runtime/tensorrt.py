@@ -21,14 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ask_expert_ros.core.backend import (
+from ask_expert_ros.core.errors import InferenceError
+from ask_expert_ros.core.inference.backends import (
     Backend,
     BackendError,
+    BackendOptions,
     BackendUnavailableError,
     Precision,
+    default_cache_dir,
 )
-from ask_expert_ros.core.errors import InferenceError
-from ask_expert_ros.core.models import LoadedModel
+from ask_expert_ros.core.inference.models import LoadedModel
 from ask_expert_ros.runtime.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, model_hash
 
 logger = logging.getLogger(__name__)
@@ -236,3 +238,20 @@ class TensorRTBackend(Backend):
             'engine': str(self.engine_path),
             'max_batch': self.max_batch,
         }
+
+
+def tensorrt_precisions(device: str) -> tuple[str, ...]:
+    """Precisions a TensorRT engine runs at on ``device`` here (the registry's probe)."""
+    return ('fp16', 'fp32') if tensorrt_missing(device) is None else ()
+
+
+def create_tensorrt_backend(
+    model: LoadedModel, precision: str, options: BackendOptions
+) -> TensorRTBackend:
+    """The registered ``'tensorrt'`` builder: the engine cached under ``cache_dir``."""
+    return TensorRTBackend(
+        model,
+        options.cache_dir if options.cache_dir is not None else default_cache_dir(),
+        device=options.device,
+        precision=precision,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,207 @@
+"""Evaluation of a trained zoo: the paper's Table 2/3/5 columns and the tau sweep of Fig. 4.
+
+Reads only what is on disk (the zoo directory) and the test split, and writes
+``eval.json`` plus ``eval.md`` (Markdown tables) beside the models.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ask_expert_ros.core.data import LabelledImages
+from ask_expert_ros.core.evaluation.evaluation import tau_sweep, topk_accuracy
+from ask_expert_ros.core.inference.engine import CoInferenceEngine, EdgeStage, ExpertStage
+from ask_expert_ros.core.inference.library import ExpertLibrary
+from ask_expert_ros.core.inference.models import LoadedModel, load_model
+from ask_expert_ros.core.inference.preprocess import Preprocessor
+from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.inference.taxonomy import format_key, key_slug
+
+
+@torch.inference_mode()
+def predict_logits(model: LoadedModel, frames: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits ``[N, C]`` of a stored model on ``uint8`` frames, with its own preprocessing."""
+    device = next(model.model.parameters()).device
+    prep = Preprocessor(model.config, device)
+    out = [
+        model.model(prep(frames[i : i + batch_size])).float().cpu().numpy()
+        for i in range(0, len(frames), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_classes))
+
+
+def _topk(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    acc = {f'top{k}': topk_accuracy(logits, labels, k) for k in (1, 2, 3)}
+    acc['recall_gap_2_1'] = acc['top2'] - acc['top1']
+    acc['recall_gap_3_1'] = acc['top3'] - acc['top1']
+    return acc
+
+
+def _target_overall(
+    logits: np.ndarray, labels: np.ndarray, mask: np.ndarray
+) -> tuple[float, float]:
+    pred = logits.argmax(axis=1)
+    return float((pred[mask] == labels[mask]).mean()), float((pred == labels).mean())
+
+
+def evaluate_zoo(
+    zoo: str | Path,
+    data: LabelledImages,
+    taus: tuple[float, ...] = (0.99, 0.9, 0.8, 0.7, 0.6, 0.5),
+    batch_size: int = 10,
+) -> dict[str, Any]:
+    """Generalists' Top-k, experts' target/overall accuracy, co-inference across tau."""
+    zoo = Path(zoo)
+    library = ExpertLibrary(zoo)
+    scheme = library.scheme
+    frames, labels = data.test_images, data.test_labels
+    report: dict[str, Any] = {
+        'zoo': str(zoo),
+        'test_frames': len(labels),
+        'partition': scheme.name,
+        'k': library.k,
+        'generalists': {},
+    }
+    named = {'edge': library.edge_path, 'generalist': library.generalist_path}
+    if (zoo / 'teacher.safetensors').is_file():
+        named['teacher'] = zoo / 'teacher.safetensors'
+    general_logits = None
+    for name, path in named.items():
+        if path is None:
+            continue
+        model = load_model(path)
+        logits = predict_logits(model, frames)
+        report['generalists'][name] = {'variant': model.config.variant, **_topk(logits, labels)}
+        if name == 'generalist':
+            general_logits = logits
+    static_dir = zoo / 'static'
+    static = ExpertLibrary(static_dir) if (static_dir / 'library.yaml').is_file() else None
+    rows = []
+    for key in library.keys:
+        mask = scheme.class_mask(key)[labels]
+        row: dict[str, Any] = {'key': format_key(key), 'target_frames': int(mask.sum())}
+        progressive = library.get(key)
+        row['variant'] = progressive.config.variant
+        row['progressive'] = _target_overall(predict_logits(progressive, frames), labels, mask)
+        if static is not None and key in static:
+            row['static'] = _target_overall(predict_logits(static.get(key), frames), labels, mask)
+        if general_logits is not None:
+            row['generalist'] = _target_overall(general_logits, labels, mask)
+        teacher = zoo / 'teachers' / f'teacher_{key_slug(key)}.safetensors'
+        if teacher.is_file():
+            row['teacher'] = _target_overall(
+                predict_logits(load_model(teacher), frames), labels, mask
+            )
+        rows.append(row)
+    report['experts'] = rows
+    report['experts_mean'] = {
+        name: [float(np.mean([r[name][i] for r in rows])) for i in (0, 1)]
+        for name in ('progressive', 'static', 'generalist', 'teacher')
+        if rows and all(name in r for r in rows)
+    }
+    routing = RoutingConfig(tau=max(taus), k=library.k)
+    edge = EdgeStage(library.load_edge(), scheme, routing)
+    engine = CoInferenceEngine(edge, ExpertStage(library))
+    baseline = None
+    if library.generalist_path is not None:
+        baseline = CoInferenceEngine(
+            EdgeStage(edge.model, scheme, routing), ExpertStage(library.generalist_library())
+        )
+    sweep = tau_sweep(engine, frames, labels, taus, batch_size, generalist=baseline)
+    if static is not None and not static.missing_keys():
+        static_engine = CoInferenceEngine(
+            EdgeStage(edge.model, scheme, replace(routing)), ExpertStage(static)
+        )
+        static_sweep = tau_sweep(static_engine, frames, labels, taus, batch_size)
+        for row, other in zip(sweep['sweep'], static_sweep['sweep'], strict=True):
+            row['static_co_inference_accuracy'] = other['co_inference_accuracy']
+            row['static_expert_only_accuracy'] = other['expert_only_accuracy']
+    report['sweep'] = sweep['sweep']
+    return report
+
+
+def _pct(value: float) -> str:
+    return f'{100 * value:.2f}'
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables (Table 2/5, Table 3, Table 4 + Fig. 4 as numbers)."""
+    lines = [
+        f'# Evaluation of `{report["zoo"]}`',
+        '',
+        f'{report["test_frames"]} test frames, partition `{report["partition"]}`, '
+        f'k = {report["k"]}. Accuracies in %.',
+        '',
+        '## Generalists (Table 2 / Table 5)',
+        '',
+        '| model | variant | Top-1 | Top-2 | Top-3 | gap 2-1 | gap 3-1 |',
+        '|---|---|---:|---:|---:|---:|---:|',
+    ]
+    for name, g in report['generalists'].items():
+        lines.append(
+            f'| {name} | {g["variant"]} | {_pct(g["top1"])} | {_pct(g["top2"])} | '
+            f'{_pct(g["top3"])} | {_pct(g["recall_gap_2_1"])} | {_pct(g["recall_gap_3_1"])} |'
+        )
+    cols = [
+        c
+        for c in ('static', 'progressive', 'generalist', 'teacher')
+        if c in report['experts_mean']
+    ]
+    lines += [
+        '',
+        '## Experts on their target subset and overall (Table 3)',
+        '',
+        '| key | target frames | ' + ' | '.join(f'{c} target | {c} overall' for c in cols) + ' |',
+        '|---|---:|' + '---:|' * (2 * len(cols)),
+    ]
+    for row in report['experts']:
+        cells = ' | '.join(f'{_pct(row[c][0])} | {_pct(row[c][1])}' for c in cols if c in row)
+        lines.append(f'| {row["key"]} | {row["target_frames"]} | {cells} |')
+    mean = report['experts_mean']
+    lines.append(
+        '| **mean** | | '
+        + ' | '.join(f'**{_pct(mean[c][0])}** | **{_pct(mean[c][1])}**' for c in cols)
+        + ' |'
+    )
+    has_static = any('static_co_inference_accuracy' in r for r in report['sweep'])
+    has_general = any('generalist_co_inference_accuracy' in r for r in report['sweep'])
+    head = '| tau | offload ratio | specialist co-inf.'
+    rule = '|---:|---:|---:'
+    if has_general:
+        head += ' | generalist co-inf.'
+        rule += '|---:'
+    if has_static:
+        head += ' | static co-inf.'
+        rule += '|---:'
+    head += ' | edge only | near-edge only | expert only |'
+    rule += '|---:|---:|---:|'
+    lines += ['', '## Co-inference across tau (Table 4, Fig. 4)', '', head, rule]
+    for r in report['sweep']:
+        row_cells = [f'{r["tau"]:.2f}', _pct(r['offload_ratio']), _pct(r['co_inference_accuracy'])]
+        if has_general:
+            row_cells.append(_pct(r['generalist_co_inference_accuracy']))
+        if has_static:
+            row_cells.append(_pct(r['static_co_inference_accuracy']))
+        near = r.get('near_edge_only_accuracy')
+        row_cells += [
+            _pct(r['edge_only_accuracy']),
+            _pct(near) if near is not None else '-',
+            _pct(r['expert_only_accuracy']),
+        ]
+        lines.append('| ' + ' | '.join(row_cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    json_path = out / 'eval.json'
+    json_path.write_text(json.dumps(report, indent=2) + '\n', encoding='utf-8')
+    md_path = out / 'eval.md'
+    md_path.write_text(format_markdown(report), encoding='utf-8')
+    return json_path, md_path
