@@ -2,7 +2,8 @@
 
 Given the frames of a recording (and their ground truth, when there is one), this runs
 the co-inference engine once per τ (through
-:func:`~ask_expert_ros.core.evaluation.evaluation.tau_sweep`) and turns what it measured into the series of the paper's evaluation:
+:func:`~ask_expert_ros.core.evaluation.evaluation.tau_sweep`) and turns what it measured
+into the series of the paper's evaluation:
 
 * accuracy vs τ for edge-only, near-edge-only (the generalist on the accelerator for
   every frame), generalist co-inference and specialist co-inference (Fig. 4);
