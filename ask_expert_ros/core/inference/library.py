@@ -89,6 +89,29 @@ def write_manifest(
     return path
 
 
+def read_manifest(manifest: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The path and contents of a ``library.yaml``, checked: its format and a version
+    this code reads. Every reader of a manifest goes through here.
+
+    Args:
+        manifest: ``library.yaml`` or the directory holding it.
+
+    Raises:
+        ModelConfigError: No manifest there, not a manifest, or a newer version.
+    """
+    path = Path(manifest)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise ModelConfigError(f'no expert library manifest at {path}')
+    data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    if not isinstance(data, dict) or data.get('format') != MANIFEST_FORMAT:
+        raise ModelConfigError(f'{path} is not an {MANIFEST_FORMAT} manifest')
+    if int(data.get('version', 0)) > MANIFEST_VERSION:
+        raise ModelConfigError(f'{path}: manifest version {data["version"]} is too new')
+    return path, data
+
+
 class ExpertLibrary:
     """Expert models by key, loaded on demand from a manifest.
 
@@ -106,16 +129,7 @@ class ExpertLibrary:
         max_resident: int | None = None,
         backend_factory: BackendFactory | None = None,
     ) -> None:
-        path = Path(manifest)
-        if path.is_dir():
-            path = path / MANIFEST_NAME
-        if not path.is_file():
-            raise ModelConfigError(f'no expert library manifest at {path}')
-        data = yaml.safe_load(path.read_text(encoding='utf-8'))
-        if not isinstance(data, dict) or data.get('format') != MANIFEST_FORMAT:
-            raise ModelConfigError(f'{path} is not an {MANIFEST_FORMAT} manifest')
-        if int(data.get('version', 0)) > MANIFEST_VERSION:
-            raise ModelConfigError(f'{path}: manifest version {data["version"]} is too new')
+        path, data = read_manifest(manifest)
         if max_resident is not None and max_resident < 1:
             raise ValueError(f'max_resident must be >= 1 or None, got {max_resident}')
         self.path = path

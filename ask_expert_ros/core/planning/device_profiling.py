@@ -21,9 +21,8 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
-import yaml
 
-from ask_expert_ros.core.inference.library import MANIFEST_FORMAT, MANIFEST_NAME
+from ask_expert_ros.core.inference.library import read_manifest
 from ask_expert_ros.core.inference.models import (
     VARIANTS,
     ModelConfig,
@@ -54,14 +53,7 @@ def configs_for_variants(
 def configs_from_library(manifest: str | Path) -> dict[str, ModelConfig]:
     """The distinct variants of a model zoo's ``library.yaml`` (edge, generalist, experts),
     each with the config (input size, channels, classes) of its first model file."""
-    path = Path(manifest)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f'no model library manifest at {path}')
-    data = yaml.safe_load(path.read_text(encoding='utf-8'))
-    if not isinstance(data, dict) or data.get('format') != MANIFEST_FORMAT:
-        raise ValueError(f'{path} is not an {MANIFEST_FORMAT} manifest')
+    path, data = read_manifest(manifest)
     files = [data.get('edge'), data.get('generalist'), *(data.get('experts') or {}).values()]
     out: dict[str, ModelConfig] = {}
     for name in files:

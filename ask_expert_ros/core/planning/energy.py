@@ -118,6 +118,35 @@ class _Sampler:
         self._thread.join()
 
 
+def _check_period(period_s: float) -> None:
+    """ValueError unless a sampling period is positive."""
+    if period_s <= 0:
+        raise ValueError(f'period_s must be > 0, got {period_s}')
+
+
+@contextmanager
+def _sampling(
+    meter: str, sample: Callable[[], None], period_s: float, finish: Callable[[], None]
+) -> Iterator[None]:
+    """``sample()`` every ``period_s`` in a thread while the block runs and once at its
+    end, then ``finish()`` (which totals the samples), even when the block raised.
+
+    Raises:
+        MeterUnavailableError: A sample failed mid-way (the meter went away); the
+            totals still cover what was read.
+    """
+    sampler = _Sampler(sample, period_s)
+    sampler.start()
+    try:
+        yield
+    finally:
+        sampler.stop()
+        sample()
+        finish()
+        if sampler.error is not None:
+            raise MeterUnavailableError(f'{meter} failed while sampling: {sampler.error}')
+
+
 class PowerMeter(ABC):
     """Something that reports electrical power; see the module docstring."""
 
@@ -152,8 +181,7 @@ class PowerMeter(ABC):
         Samples are also taken at the block's start and end so the trace spans it.
         """
         self._require()
-        if period_s <= 0:
-            raise ValueError(f'period_s must be > 0, got {period_s}')
+        _check_period(period_s)
         result = Measurement(meter=self.name)
         rails: list[tuple[float, dict[str, float]]] = []
         lock = threading.Lock()
@@ -164,25 +192,20 @@ class PowerMeter(ABC):
             with lock:
                 rails.append((time.monotonic() - t0, watts))
 
-        sample()
-        sampler = _Sampler(sample, period_s)
-        sampler.start()
-        try:
-            yield result
-        finally:
-            sampler.stop()
-            sample()
+        def finish() -> None:
             start = rails[0][0]  # the first read took a moment: the trace starts there
-            rails = [(t - start, w) for t, w in rails]
-            result.duration_s = rails[-1][0]
-            result.trace = [(t, w.get(TOTAL, math.nan)) for t, w in rails]
+            shifted = [(t - start, w) for t, w in rails]
+            result.duration_s = shifted[-1][0]
+            result.trace = [(t, w.get(TOTAL, math.nan)) for t, w in shifted]
             result.joules = integrate_trace(result.trace)
-            names = set().union(*(w for _, w in rails)) - {TOTAL}
+            names = set().union(*(w for _, w in shifted)) - {TOTAL}
             result.rail_joules = {
-                n: integrate_trace([(t, w.get(n, 0.0)) for t, w in rails]) for n in sorted(names)
+                n: integrate_trace([(t, w.get(n, 0.0)) for t, w in shifted]) for n in sorted(names)
             }
-            if sampler.error is not None:
-                raise MeterUnavailableError(f'{self.name} failed while sampling: {sampler.error}')
+
+        sample()
+        with _sampling(self.name, sample, period_s, finish):
+            yield result
 
 
 # --------------------------------------------------------------------------- jtop
@@ -366,8 +389,7 @@ class RaplMeter(PowerMeter):
         most one wrap-around (a counter wraps after minutes at full load).
         """
         self._require()
-        if period_s <= 0:
-            raise ValueError(f'period_s must be > 0, got {period_s}')
+        _check_period(period_s)
         result = Measurement(meter=self.name)
         ranges = {z.name: z.max_range_uj for z in self.zones}
         lock = threading.Lock()
@@ -388,20 +410,15 @@ class RaplMeter(PowerMeter):
                     result.trace.append((t, watts))
                 state['t'], state['e'] = t, e
 
-        sampler = _Sampler(sample, period_s)
-        sampler.start()
-        try:
-            yield result
-        finally:
-            sampler.stop()
-            sample()
+        def finish() -> None:
             result.duration_s = state['t']
             result.rail_joules = {n: uj / 1e6 for n, uj in totals.items()}
             result.joules = self._total(result.rail_joules)
             if len(result.trace) > 1:  # the first point has no interval yet
                 result.trace[0] = (0.0, result.trace[1][1])
-            if sampler.error is not None:
-                raise MeterUnavailableError(f'{self.name} failed while sampling: {sampler.error}')
+
+        with _sampling(self.name, sample, period_s, finish):
+            yield result
 
 
 # --------------------------------------------------------------------------- profile

@@ -601,21 +601,35 @@ def _prune_batches(
     return DataLoader(torch.utils.data.TensorDataset(x, y, w), batch_size=64)
 
 
+def _student(
+    ctx: _Context,
+    name: str,
+    teacher: Any,
+    t_cfg: ModelConfig,
+    variant: VariantName,
+    key: ExpertKey | None = None,
+    progressive: bool = False,
+) -> tuple[torch.nn.Module, ModelConfig]:
+    """The student ``name`` starts from: pruned from ``teacher`` (on batches weighted like
+    the student's training: a specialist's on D_I alone unless ``progressive``), or, when
+    its checkpoint exists (a resumed run), a fresh model of the pruned shape that the
+    checkpoint's weights fill."""
+    if _checkpoint(ctx, name).is_file():
+        config = student_config(t_cfg, variant)
+        return create_model(config), config
+    only_d_i = key is not None and not progressive
+    batches = _prune_batches(ctx, t_cfg, key, progressive, only_d_i)
+    student, config, _ = prune_to_variant(
+        teacher, t_cfg, variant, batches, max_batches=ctx.config.prune_batches
+    )
+    return student, config
+
+
 def _train_student(
     ctx: _Context, name: str, teacher_path: Path, variant: VariantName
 ) -> tuple[Any, ModelConfig, Any]:
     teacher, t_cfg = _load(ctx, teacher_path)
-    if _checkpoint(ctx, name).is_file():  # resuming: the checkpoint holds the weights
-        config = student_config(t_cfg, variant)
-        student: torch.nn.Module = create_model(config)
-    else:
-        student, config, _ = prune_to_variant(
-            teacher,
-            t_cfg,
-            variant,
-            _prune_batches(ctx, t_cfg, None, False, False),
-            max_batches=ctx.config.prune_batches,
-        )
+    student, config = _student(ctx, name, teacher, t_cfg, variant)
     stage = ctx.config.stage('generalist' if name == 'generalist' else 'student')
     history = _fit(ctx, name, stage, student, config, teacher=teacher)
     return student, config, history
@@ -651,17 +665,7 @@ def _train_specialist_student(
     name = f'expert_{key_slug(key)}' if progressive else f'static_{key_slug(key)}'
     teacher, t_cfg = _load(ctx, teacher_path)
     variant = ctx.config.expert_variant
-    if _checkpoint(ctx, name).is_file():
-        config = student_config(t_cfg, variant)
-        student: torch.nn.Module = create_model(config)
-    else:
-        student, config, _ = prune_to_variant(
-            teacher,
-            t_cfg,
-            variant,
-            _prune_batches(ctx, t_cfg, key, progressive, not progressive),
-            max_batches=ctx.config.prune_batches,
-        )
+    student, config = _student(ctx, name, teacher, t_cfg, variant, key, progressive)
     history = _fit(
         ctx,
         name,

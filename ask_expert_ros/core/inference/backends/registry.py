@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 import torch
 
@@ -31,19 +31,22 @@ BackendKind = Literal['auto', 'torch', 'torch_compile', 'onnxruntime', 'tensorrt
 """The kinds this package registers, and ``'auto'``; :func:`backend_kinds` has the rest."""
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 
+_T = TypeVar('_T')
+
 
 PrecisionProbe = Callable[[str], Sequence[str]]
-"""``device -> precisions`` this kind runs there on this machine, fastest last."""
+"""``device -> precisions`` this kind runs there on this machine."""
 
 
-def _resolve(target: Callable[..., object] | str) -> Callable[..., object]:
+def _resolve(target: _T | str) -> _T:
+    """``target`` itself, or the object a ``'module:name'`` string names (imported now)."""
     if not isinstance(target, str):
         return target
     module, _, name = target.partition(':')
     obj = getattr(importlib.import_module(module), name)
     if not callable(obj):
         raise BackendError(f'{target} is not callable')
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class BackendEntry:
 
     def builder(self) -> BackendBuilder:
         """The build function (imported now if named by a string)."""
-        return _resolve(self.build)  # type: ignore[return-value]
+        return _resolve(self.build)
 
     def usable(self, device: str) -> tuple[str, ...]:
         """Precisions this kind runs on ``device`` here; () if its module does not import."""
@@ -72,7 +75,7 @@ class BackendEntry:
             probe = _resolve(self.precisions)
         except ImportError:
             return ()
-        return tuple(probe(device))  # type: ignore[call-overload]
+        return tuple(probe(device))
 
 
 _REGISTRY: dict[str, BackendEntry] = {}
