@@ -12,7 +12,7 @@ from typing import Any
 
 from cyclonedds.domain import Domain, DomainParticipant
 
-from ask_expert_ros.core.inference.backends import factory_from_params
+from ask_expert_ros.core.inference.backends.factory import factory_from_params
 from ask_expert_ros.core.nodes.node_config import (
     build_edge_logic,
     build_expert_logic,

@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import array
 import math
-import signal
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -35,7 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header as HeaderMsg
 from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
 
-from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
+from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.inference.image_codec import (
     SUPPORTED_ENCODINGS,
     encode_image,
@@ -231,28 +227,3 @@ def latched_qos() -> QoSProfile:
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
     )
-
-
-def run_node(node_class: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
-    """The ``main()`` of both nodes: init, construct (bad config: exit 1), spin, clean up."""
-    rclpy.init(args=args)
-    try:
-        node = node_class()
-    except (ParameterException, ValueError, AskExpertError, OSError) as exc:
-        rclpy.logging.get_logger(name).error(f'cannot start: {exc}')
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        # Ctrl-C in a terminal reaches this process twice (the terminal's and the one
-        # ros2 launch forwards): the second must not cut the clean-up short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0

@@ -63,6 +63,7 @@ from ask_expert_ros.core.nodes.messages import FinalResult, Frame, Header, Offlo
 from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, build_edge_logic, edge_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
+from ask_expert_ros.ros.node_main import run_node
 
 NODE_NAME = 'edge'
 # The deadline watcher wakes at least this often with nothing pending, to notice shutdown.
@@ -270,4 +271,4 @@ class EdgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return conv.run_node(EdgeNode, NODE_NAME, args)
+    return run_node(EdgeNode, NODE_NAME, args)

@@ -36,6 +36,7 @@ from ask_expert_ros.core.nodes.messages import ExpertReply
 from ask_expert_ros.core.nodes.node_config import EXPERT_PARAMS, build_expert_logic, expert_params
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
+from ask_expert_ros.ros.node_main import run_node
 
 NODE_NAME = 'expert'
 # The worker wakes at least this often with nothing queued, to notice shutdown.
@@ -167,4 +168,4 @@ class ExpertNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return conv.run_node(ExpertNode, NODE_NAME, args)
+    return run_node(ExpertNode, NODE_NAME, args)

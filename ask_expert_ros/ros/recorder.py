@@ -35,6 +35,7 @@ from vision_msgs.msg import Classification
 from ask_expert_ros.core.nodes.live_metrics import LiveRecorder
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
+from ask_expert_ros.ros.node_main import run_node
 
 NODE_NAME = 'recorder'
 
@@ -122,4 +123,4 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return conv.run_node(RecorderNode, NODE_NAME, args)
+    return run_node(RecorderNode, NODE_NAME, args)

@@ -58,7 +58,7 @@ def create_backend(
     Raises:
         BackendError: A bad option; BackendUnavailableError: it cannot run here.
     """
-    choice = pick_default(device, check_kind(kind), check_precision(precision))
+    choice = pick_default(device, kind, precision)  # checks all three
     if kind == 'auto' or precision == 'auto':
         logger.info(
             'backend auto -> %s %s on %s (%s)',
