@@ -51,7 +51,7 @@ def config_dir() -> Path:
     A wheel or a colcon install puts ``config/`` inside the Python package; a source
     checkout (or an editable install) has it beside the package.
     """
-    package_dir = Path(__file__).resolve().parents[1]
+    package_dir = Path(__file__).resolve().parents[2]  # core/inference/ -> ask_expert_ros/
     for candidate in (package_dir / _CONFIG_DIR_NAME, package_dir.parent / _CONFIG_DIR_NAME):
         if candidate.is_dir():
             return candidate
