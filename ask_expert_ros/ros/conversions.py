@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import array
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -194,6 +199,32 @@ def updated_values(
         if spec is not None:
             values[parameter.name] = spec.check(parameter.value)
     return values
+
+
+def add_parameter_callbacks(
+    node: Node,
+    check: Callable[[list[Parameter]], SetParametersResult],
+    apply: Callable[[list[Parameter]], None],
+) -> None:
+    """``check`` a parameter change in the on-set callback and ``apply`` it in the post-set
+    one, once rclpy has accepted it (ros2/demos' ``set_parameters_callback.py``).
+
+    rclpy before Iron (Humble) has no post-set callback: there ``apply`` runs right after
+    a ``check`` that succeeded, in the on-set callback.
+    """
+    add_post = getattr(node, 'add_post_set_parameters_callback', None)
+    if add_post is not None:
+        node.add_on_set_parameters_callback(check)
+        add_post(apply)
+        return
+
+    def check_then_apply(parameters: list[Parameter]) -> SetParametersResult:
+        result = check(parameters)
+        if result.successful:
+            apply(parameters)
+        return result
+
+    node.add_on_set_parameters_callback(check_then_apply)
 
 
 # ---------------------------------------------------------------- QoS from parameters

@@ -136,7 +136,7 @@ class EdgeNode(Node):
             values['diagnostics_period_s'], self._on_diagnostics_timer, callback_group=io_group
         )
         self._publish_label_info()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        conv.add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
         # the model was warmed up on this thread; the inference thread runs it: without
         # this, this thread's idle OpenMP pool makes its every op wait (2.5x slower)
         release_openmp_threads()
@@ -188,19 +188,23 @@ class EdgeNode(Node):
         record = self._monitor.update(counters, time.monotonic(), settings)
         self._diagnostics.publish(conv.diagnostics_to_ros([record], self._now_header()))
 
-    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Validate the whole change, then swap the typed settings in one assignment."""
+    def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """On-set: validate the whole change; nothing changes yet (rclpy may still refuse)."""
         try:
-            values = conv.updated_values(EDGE_PARAMS, self._values, parameters)
-            params = edge_params(values)
+            edge_params(conv.updated_values(EDGE_PARAMS, self._values, parameters))
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+        """Post-set: the change is accepted; swap the typed settings in one assignment."""
+        values = conv.updated_values(EDGE_PARAMS, self._values, parameters)
+        params = edge_params(values)
         threshold_changed = params.routing.threshold != self.logic.params.routing.threshold
         self.logic.params = params
         self._values = values
         if threshold_changed:
             self._publish_label_info()
-        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------ deadlines
 

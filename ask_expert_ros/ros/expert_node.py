@@ -84,7 +84,7 @@ class ExpertNode(Node):
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._monitor = HealthMonitor('ask_expert: expert', socket.gethostname())
         self.create_timer(values['diagnostics_period_s'], self._on_diagnostics_timer)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        conv.add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
 
         self._arrived = threading.Event()
         self._stop = threading.Event()
@@ -122,17 +122,20 @@ class ExpertNode(Node):
         header = HeaderMsg(stamp=self.get_clock().now().to_msg())
         self._diagnostics.publish(conv.diagnostics_to_ros([record], header))
 
-    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Validate the whole change, then swap the typed settings in one assignment."""
+    def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """On-set: validate the whole change; nothing changes yet (rclpy may still refuse)."""
         try:
-            values = conv.updated_values(EXPERT_PARAMS, self._values, parameters)
-            params = expert_params(values)
+            expert_params(conv.updated_values(EXPERT_PARAMS, self._values, parameters))
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        self.logic.params = params
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+        """Post-set: the change is accepted; swap the typed settings in one assignment."""
+        values = conv.updated_values(EXPERT_PARAMS, self._values, parameters)
+        self.logic.params = expert_params(values)
         self._values = values
         self._arrived.set()  # a smaller max_batch or max_wait_ms may make a batch due now
-        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------ worker
 
