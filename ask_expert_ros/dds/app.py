@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from ask_expert_ros.core.node_config import (
 )
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.nodes import EdgeRunner, EdgeTopics, ExpertRunner, ExpertTopics
+from ask_expert_ros.dds.security import SecurityRequest, resolve_request, secure_participant
 from ask_expert_ros.runtime import factory_from_params
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,25 @@ def node_values(
     return resolved
 
 
-def participant(domain_id: int, loopback: bool) -> tuple[DomainParticipant, Domain | None]:
-    """A participant; with ``loopback`` all traffic stays on 127.0.0.1 (keep the Domain)."""
+def participant(
+    domain_id: int, loopback: bool, security: SecurityRequest | None = None
+) -> tuple[DomainParticipant, Domain | None]:
+    """A participant (keep the Domain too).
+
+    Args:
+        domain_id: DDS domain id.
+        loopback: All traffic stays on 127.0.0.1.
+        security: Authenticate as this enclave and apply its permissions; the
+            security settings extend the loopback ones, or else ``$CYCLONEDDS_URI``.
+
+    Raises:
+        SecurityConfigError: The enclave's files are missing (strategy Enforce).
+        SecurityUnavailableError: Cyclone here cannot run a secured participant.
+    """
+    files = resolve_request(security) if security is not None else None
+    if files is not None:
+        base = loopback_config() if loopback else os.environ.get('CYCLONEDDS_URI')
+        return secure_participant(domain_id, files, base)
     domain = Domain(domain_id, loopback_config()) if loopback else None
     return DomainParticipant(domain_id), domain
 
@@ -70,9 +89,10 @@ def run_node(
     loopback: bool,
     namespace: str,
     remaps: Mapping[str, str] | None = None,
+    security: SecurityRequest | None = None,
 ) -> int:
     """Build the ``'edge'`` or ``'expert'`` node from its parameters and spin it."""
-    dp, _domain = participant(domain_id, loopback)
+    dp, _domain = participant(domain_id, loopback, security)
     runner: EdgeRunner | ExpertRunner
     if node == 'edge':
         topics = remapped(EdgeTopics(), remaps or {})
