@@ -530,3 +530,34 @@ def test_only_enrolled_participants_see_or_reach_the_expert(zoo: Path, tmp_path:
         assert got[who]['responses'] == [], got[who]
         assert got[who]['other_request_readers'] == 0, got[who]
         assert all(edge_id != who for edge_id, _ in answered)
+
+
+# ============================================================ launch files
+
+
+def test_launch_security_settings_set_what_rcl_reads() -> None:
+    from ask_expert_ros.ros.security import security_settings
+
+    assert security_settings('', 'Enforce', '/ask_expert/edge') == ({}, [])
+    env, args = security_settings('/ks', 'Enforce', '/ask_expert/edge')
+    assert env == {
+        'ROS_SECURITY_KEYSTORE': '/ks',
+        'ROS_SECURITY_ENABLE': 'true',
+        'ROS_SECURITY_STRATEGY': 'Enforce',
+    }
+    assert args == ['--enclave', '/ask_expert/edge']
+    with pytest.raises(ValueError, match='Enforce or Permissive'):
+        security_settings('/ks', 'enforce', '/ask_expert/edge')
+    with pytest.raises(ValueError, match='absolute'):
+        security_settings('/ks', 'Enforce', 'ask_expert/edge')
+
+
+@pytest.mark.parametrize('name', ['edge', 'expert'])
+def test_launch_files_declare_the_security_arguments(name: str) -> None:
+    text = (ROOT / 'launch' / f'{name}.launch.py').read_text()
+    for arg in ('keystore', 'security_strategy', 'enclave'):
+        assert f"'{arg}'," in text
+    assert f"default_value='/ask_expert/{name}'" in text
+    assert 'additional_env=security_env' in text and '*enclave_args' in text
+    both = (ROOT / 'launch' / 'both.launch.py').read_text()
+    assert f"'enclave': '{name}_enclave'" in both
