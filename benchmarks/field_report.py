@@ -112,7 +112,7 @@ def _fairness(detail: list[tuple[str, dict[str, Any]]]) -> None:
     print('|---|---|---|---|---|---|')
     for name, r in runs.items():
         shed = {
-            node.split(':')[0]: c.get('fallback_shed', 0)
+            node.rsplit(' ', 1)[-1]: c.get('fallback_shed', 0)
             for node, c in r['totals'].get('counters', {}).items()
         }
         for edge, t in sorted(r['per_edge'].items()):
@@ -127,10 +127,19 @@ def _fairness(detail: list[tuple[str, dict[str, Any]]]) -> None:
     for name, r in runs.items():
         if r is ref:
             continue
+        # the victims: every edge but a flooding one (a camera above the others' rate)
+        rates = r['rate_hz_per_edge']
+        victims = [e for e in sorted(r['per_edge']) if rates[e] <= min(rates.values())]
         ratios = [
             r['per_edge'][e]['latency_ms']['p95'] / ref['per_edge'][e]['latency_ms']['p95']
-            for e in sorted(r['per_edge'])[1:]
+            for e in victims
         ]
+        flood = r.get('flood') or {}
+        if flood.get('sent'):
+            print(
+                f'\n{name}: the flooding robot sent {flood["sent"]} requests; answers by '
+                f'status: {flood["statuses"]}'
+            )
         print(
             f"\n{name}: the other edges' p95 / reference p95: "
             + ', '.join(f'{x:.2f}' for x in ratios)

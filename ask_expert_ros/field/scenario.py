@@ -65,6 +65,8 @@ class ScenarioConfig:
         rate_hz: Camera frames per second, per edge.
         rate_factors: Factors on ``rate_hz``, edge by edge from edge0 (missing: 1): a
             flooding robot is ``(10.0,)``, edge0's camera at ten times the others'.
+        flood_rps: A robot flooding the expert without a model of its own: requests/s,
+            copies of the edges' real requests under the edge id ``flood`` (0: none).
         duration_s: How long the camera streams.
         fault_at_s / fault_s: When the fault starts (after streaming began) and lasts.
         fault_every_s: Start-to-start spacing of the faults of a combined scenario
@@ -83,6 +85,7 @@ class ScenarioConfig:
     edges: int = 1
     rate_hz: float = 30.0
     rate_factors: tuple[float, ...] = ()
+    flood_rps: float = 0.0
     duration_s: float = 30.0
     fault_at_s: float = 10.0
     fault_s: float = 5.0
@@ -247,6 +250,8 @@ def run_scenario(config: ScenarioConfig) -> dict[str, Any]:
                     '--domain', str(domain_id), '--edges', str(config.edges),
                     '--rate', str(config.rate_hz), '--duration-s', str(config.duration_s),
                     '--rate-factors', ','.join(f'{f:g}' for f in config.rate_factors),
+                    '--flood-rps', str(config.flood_rps),
+                    '--deadline-ms', str(config.deadline_ms),
                     '--dataset', config.dataset, '--ready-file', str(out / 'ready'),
                     '--out', str(out / 'observer.json'),
                     '--drain-s', str(max(1.5, 3 * config.deadline_ms / 1e3)),
@@ -308,6 +313,7 @@ def run_scenario(config: ScenarioConfig) -> dict[str, Any]:
         'rate_hz_per_edge': observed.get('rate_hz_per_edge'),
         'link_series': link_series(observed),
         'replayed_responses': observed.get('replayed_responses', 0),
+        'flood': observed.get('flood'),
         'diagnostics_last': observed['diagnostics_last'],
         'link': link,
         'qdiscs': qdiscs,
@@ -337,6 +343,8 @@ def _title(config: ScenarioConfig) -> str:
         if config.rate_factors and config.rate_factors[0] != 1
         else ''
     )
+    if config.flood_rps:
+        flood += f' + a flood of {config.flood_rps:g} requests/s'
     budget = config.edge_params.get('offload_budget_mbps')
     return (
         f'{config.scenario}, {config.profile} link, {config.edges} edge(s) at '
