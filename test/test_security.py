@@ -326,8 +326,9 @@ def test_policy_is_shipped_with_the_package() -> None:
 
 needs_security = pytest.mark.skipif(
     not security.libddsc_has_security() or shutil.which('openssl') is None,
-    reason='needs a Cyclone DDS built with DDS Security (the PyPI cyclonedds wheel is not; '
-    f'see docs/security.md, then set {security.LIB_ENV} or LD_LIBRARY_PATH to its plugins) '
+    reason='needs a Cyclone DDS built with DDS Security and cyclonedds-python built against '
+    'it (the PyPI wheel has no security; see docs/security.md: CYCLONEDDS_HOME, PYTHONPATH, '
+    f'plugins via {security.LIB_ENV} or LD_LIBRARY_PATH) '
     'and the openssl command',
 )
 
