@@ -99,7 +99,16 @@ def _node_command(args: argparse.Namespace, node: str) -> int:
     values = app.node_values(specs, node, args.params_file, overrides)
     remaps = dict(_remap(r) for r in args.remap)
     secure = security.request_from(node, args.security_keystore, args.enclave)
-    return app.run_node(node, values, args.domain, args.loopback, args.namespace, remaps, secure)
+    return app.run_node(
+        node,
+        values,
+        args.domain,
+        args.loopback,
+        args.namespace,
+        remaps,
+        secure,
+        app.WARN_AFTER_S if args.warn_no_peer_after is None else args.warn_no_peer_after,
+    )
 
 
 def _security_arguments(parser: argparse.ArgumentParser, node: str) -> None:
@@ -285,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
             action='store_true',
             help='keep DDS traffic on 127.0.0.1 (both nodes on one machine)',
         )
+        node.add_argument(
+            '--warn-no-peer-after',
+            type=float,
+            default=None,
+            metavar='SECONDS',
+            help=f'log a warning when no {"expert" if name == "edge" else "edge"} has matched '
+            'on expert/requests after this long (default 5): domain, topic and Cyclone '
+            'config to check',
+        )
         _security_arguments(node, name)
         node.set_defaults(func=_cmd_edge if name == 'edge' else _cmd_expert)
 
@@ -367,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (AskExpertError, ValueError, FileNotFoundError) as exc:
+    except (AskExpertError, ValueError, OSError) as exc:
         print(f'ask-expert: error: {exc}', file=sys.stderr)
         return 2
 
