@@ -63,6 +63,16 @@ FAIRNESS_ROWS: dict[str, list[str]] = {
         '--scenario', 'steady', '--profile', 'good', '--duration-s', '30', '--edges', '4',
         '--tau', '1.01', '--flood-rps', '300',
     ],
+} | {
+    # the same with the expert on a CPU of its own, the robot side on the other: a flood's
+    # cost on the robots' side cannot slow the expert (nor the reverse), as on two machines
+    f'fair4-{kind}-split-good': [
+        '--scenario', 'steady', '--profile', 'good', '--duration-s', '30', '--edges', '4',
+        '--tau', '1.01', '--cpu-split', *extra,
+    ]
+    for kind, extra in (
+        ('x1', []), ('x10', ['--rate-factors', '10']), ('rogue10', ['--flood-rps', '300'])
+    )
 }  # fmt: skip
 
 # bandwidth budget: 1 edge at 30 fps on the poor link; fixed tau against tau moved online

@@ -33,6 +33,7 @@ def _cmd_soak(args: argparse.Namespace) -> int:
         rate_hz=args.rate,
         rate_factors=tuple(float(f) for f in args.rate_factors.split(',') if f.strip()),
         flood_rps=args.flood_rps,
+        cpu_split=args.cpu_split,
         duration_s=args.duration_s,
         fault_at_s=args.fault_at_s,
         fault_s=args.fault_s,
@@ -86,6 +87,11 @@ def register(subparsers: Any) -> None:
         default=0.0,
         help="a robot flooding the expert with requests (copies of the edges' own, edge id "
         '"flood"), requests/s (default 0: none)',
+    )
+    soak.add_argument(
+        '--cpu-split',
+        action='store_true',
+        help='pin the expert to the last CPU and the robot side to the others (two machines)',
     )
     soak.add_argument('--duration-s', type=float, default=30.0, help='streaming time')
     soak.add_argument('--fault-at-s', type=float, default=10.0, help='fault start')
