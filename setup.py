@@ -16,7 +16,7 @@ setup(
     package_dir={'ask_expert_ros.config': 'config'},
     package_data={
         'ask_expert_ros': ['py.typed'],
-        'ask_expert_ros.config': ['*.yaml', 'devices/*.yaml'],
+        'ask_expert_ros.config': ['*.yaml', 'devices/*.yaml', 'security/*.xml'],
     },
     install_requires=[
         'numpy>=1.24',

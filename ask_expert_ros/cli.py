@@ -90,7 +90,7 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 def _node_command(args: argparse.Namespace, node: str) -> int:
     from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, EXPERT_PARAMS
-    from ask_expert_ros.dds import app
+    from ask_expert_ros.dds import app, security
 
     overrides = _overrides(args.set)
     if args.library:
@@ -98,7 +98,35 @@ def _node_command(args: argparse.Namespace, node: str) -> int:
     specs = EDGE_PARAMS if node == 'edge' else EXPERT_PARAMS
     values = app.node_values(specs, node, args.params_file, overrides)
     remaps = dict(_remap(r) for r in args.remap)
-    return app.run_node(node, values, args.domain, args.loopback, args.namespace, remaps)
+    secure = security.request_from(node, args.security_keystore, args.enclave)
+    return app.run_node(
+        node,
+        values,
+        args.domain,
+        args.loopback,
+        args.namespace,
+        remaps,
+        secure,
+        app.WARN_AFTER_S if args.warn_no_peer_after is None else args.warn_no_peer_after,
+    )
+
+
+def _security_arguments(parser: argparse.ArgumentParser, node: str) -> None:
+    """``--security-keystore``/``--enclave``, without importing the DDS adapter here."""
+    parser.add_argument(
+        '--security-keystore',
+        type=Path,
+        default=None,
+        metavar='DIR',
+        help='SROS2 keystore: authenticate, apply its permissions and encrypt with DDS '
+        'Security, or refuse to start (docs/security.md); default: the ROS_SECURITY_* '
+        'variables as rcl reads them',
+    )
+    parser.add_argument(
+        '--enclave',
+        default=None,
+        help=f'enclave in the keystore (default /ask_expert/{node})',
+    )
 
 
 def _remap(text: str) -> tuple[str, str]:
@@ -266,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
             action='store_true',
             help='keep DDS traffic on 127.0.0.1 (both nodes on one machine)',
         )
+        node.add_argument(
+            '--warn-no-peer-after',
+            type=float,
+            default=None,
+            metavar='SECONDS',
+            help=f'log a warning when no {"expert" if name == "edge" else "edge"} has matched '
+            'on expert/requests after this long (default 5): domain, topic and Cyclone '
+            'config to check',
+        )
+        _security_arguments(node, name)
         node.set_defaults(func=_cmd_edge if name == 'edge' else _cmd_expert)
 
     train = sub.add_parser(
@@ -347,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (AskExpertError, ValueError, FileNotFoundError) as exc:
+    except (AskExpertError, ValueError, OSError) as exc:
         print(f'ask-expert: error: {exc}', file=sys.stderr)
         return 2
 

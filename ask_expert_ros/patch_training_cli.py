@@ -70,7 +70,8 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     zoos = dict(args.zoo)
     if len(zoos) != len(args.zoo):
-        raise ValueError('--zoo labels must be distinct')
+        labels = [label for label, _ in args.zoo]
+        raise ValueError(f'--zoo labels must be distinct, got {labels}')
     report = measure_patch_robustness(
         zoos,
         load_dataset(args.dataset, seed=args.seed),

@@ -143,7 +143,10 @@ def _payload(args: argparse.Namespace) -> Payload:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     if (args.report is None) == (args.alpha is None):
-        raise ValueError('give exactly one of --report REPORT.json or --alpha tau:alpha,...')
+        given = 'both' if args.report is not None else 'neither'
+        raise ValueError(
+            f'give exactly one of --report REPORT.json or --alpha tau:alpha,... (got {given})'
+        )
     if args.offload == 'frame' and (args.keep_ratio or args.attention_mass or args.selection):
         raise ValueError(
             '--keep-ratio, --attention-mass and --selection are for --offload patches'
@@ -156,7 +159,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as exc:
             raise ValueError(f'{args.report} is not valid JSON: {exc}') from exc
         if not isinstance(data, dict):
-            raise ValueError(f'{args.report}: expected a JSON object with a "sweep" list')
+            raise ValueError(
+                f'{args.report}: expected a JSON object with a "sweep" list (the report.json '
+                f'of ask-expert bench), found a JSON {type(data).__name__}'
+            )
         match = _match(args)
         alpha, report_accuracy = sweep_from_report(data, match)
         accuracy = accuracy or report_accuracy
@@ -265,7 +271,10 @@ def _bytes_json(value: float | dict[float, float]) -> float | dict[str, float]:
 
 def _cmd_profile_device(args: argparse.Namespace) -> int:
     if (args.models is None) == (args.variants is None):
-        raise ValueError('give exactly one of --models ZOO/library.yaml or --variants a,b')
+        given = 'both' if args.models is not None else 'neither'
+        raise ValueError(
+            f'give exactly one of --models ZOO/library.yaml or --variants a,b (got {given})'
+        )
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.models is not None:

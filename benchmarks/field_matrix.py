@@ -56,11 +56,28 @@ FAIRNESS_ROWS: dict[str, list[str]] = {
         '--tau', '1.01', '--rate-factors', str(factor),
     ]
     for factor in (1, 10)
+} | {
+    # a robot sending requests only (no model of its own eating these 2 cores) at 10x the
+    # 30 requests/s each edge sends
+    'fair4-rogue10-good': [
+        '--scenario', 'steady', '--profile', 'good', '--duration-s', '30', '--edges', '4',
+        '--tau', '1.01', '--flood-rps', '300',
+    ],
+} | {
+    # the same with the expert on a CPU of its own, the robot side on the other: a flood's
+    # cost on the robots' side cannot slow the expert (nor the reverse), as on two machines
+    f'fair4-{kind}-split-good': [
+        '--scenario', 'steady', '--profile', 'good', '--duration-s', '30', '--edges', '4',
+        '--tau', '1.01', '--cpu-split', *extra,
+    ]
+    for kind, extra in (
+        ('x1', []), ('x10', ['--rate-factors', '10']), ('rogue10', ['--flood-rps', '300'])
+    )
 }  # fmt: skip
 
 # bandwidth budget: 1 edge at 30 fps on the poor link; fixed tau against tau moved online
 BUDGETS_MBPS = (0.05, 0.1)
-FIXED_TAUS = (0.5, 0.7, 0.8, 0.9, 0.95)
+FIXED_TAUS = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 0.95)
 BUDGET_ROWS: dict[str, list[str]] = {
     **{
         f'budget-{b:g}-poor': [

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def _f(value: Any, fmt: str = '.0f') -> str:
     return '–' if value is None else format(value, fmt)
@@ -60,6 +62,7 @@ def main() -> int:
                 f'{t["fallback_pct"]:.1f} | {_f(lat["p50"])} / {_f(lat["p95"])} / '
                 f'{_f(lat["p99"])} | {_recovery(t)} | {_rss(r["processes"])} |'
             )
+            r['_dir'] = run
             detail.append((run.name, r))
             if args.plots:
                 args.plots.mkdir(parents=True, exist_ok=True)
@@ -112,7 +115,7 @@ def _fairness(detail: list[tuple[str, dict[str, Any]]]) -> None:
     print('|---|---|---|---|---|---|')
     for name, r in runs.items():
         shed = {
-            node.split(':')[0]: c.get('fallback_shed', 0)
+            node.rsplit(' ', 1)[-1]: c.get('fallback_shed', 0)
             for node, c in r['totals'].get('counters', {}).items()
         }
         for edge, t in sorted(r['per_edge'].items()):
@@ -127,10 +130,19 @@ def _fairness(detail: list[tuple[str, dict[str, Any]]]) -> None:
     for name, r in runs.items():
         if r is ref:
             continue
+        # the victims: every edge but a flooding one (a camera above the others' rate)
+        rates = r['rate_hz_per_edge']
+        victims = [e for e in sorted(r['per_edge']) if rates[e] <= min(rates.values())]
         ratios = [
             r['per_edge'][e]['latency_ms']['p95'] / ref['per_edge'][e]['latency_ms']['p95']
-            for e in sorted(r['per_edge'])[1:]
+            for e in victims
         ]
+        flood = r.get('flood') or {}
+        if flood.get('sent'):
+            print(
+                f'\n{name}: the flooding robot sent {flood["sent"]} requests; answers by '
+                f'status: {flood["statuses"]}'
+            )
         print(
             f"\n{name}: the other edges' p95 / reference p95: "
             + ', '.join(f'{x:.2f}' for x in ratios)
@@ -167,13 +179,39 @@ def _budget(detail: list[tuple[str, dict[str, Any]]]) -> None:
         fits = [f for f in fixed if f[1] <= budget]
         best = max(fits, key=lambda f: f[2], default=None)
         acc = r['totals']['accuracy']
+        if best is None:
+            print(f'\n{name}: no fixed tau of the sweep fits')
+            continue
         text = (
             f'best fixed tau that fits: {best[0]:g} at {100 * best[2]:.2f} %; online '
-            f'{100 * acc:.2f} % ({100 * (acc - best[2]):+.2f} pt)'
-            if best
-            else 'no fixed tau of the sweep fits'
+            f'{100 * acc:.2f} % ({100 * (acc - best[2]):+.2f} pt'
         )
-        print(f'\n{name}: {text}')
+        fixed_run = next(n for n, x in runs.items() if x['config']['tau'] == best[0] and n != name)
+        low, high = _paired_interval(r['_dir'], runs[fixed_run]['_dir'])
+        print(f'\n{name}: {text}, 95 % paired bootstrap [{low:+.2f}, {high:+.2f}] pt)')
+
+
+DIGITS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
+
+
+def _correct(run: Path) -> np.ndarray:
+    """Per frame in camera order: its result's label was the truth (no result: wrong)."""
+    report = json.loads((run / 'report.json').read_text())
+    names = report.get('class_names') or DIGITS  # runs before class_names was kept: digits
+    rows = sorted(json.loads((run / 'frames.json').read_text()), key=lambda r: r['stamp_ns'])
+    return np.array([r.get('label') == names[r['truth']] for r in rows], dtype=np.float64)
+
+
+def _paired_interval(a: Path, b: Path, n: int = 4000) -> tuple[float, float]:
+    """95 % bootstrap interval (pt) of accuracy(a) - accuracy(b), frames paired by their
+    index in the stream: both runs' cameras send the same images in the same order."""
+    x, y = _correct(a), _correct(b)
+    m = min(len(x), len(y))
+    diff = x[:m] - y[:m]
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, m, size=(n, m))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return 100 * float(low), 100 * float(high)
 
 
 if __name__ == '__main__':

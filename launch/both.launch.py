@@ -1,6 +1,10 @@
 """Edge and expert node on one machine (development, benchmarks, a single big board).
 
     ros2 launch ask_expert_ros both.launch.py library:=/path/to/zoo/library.yaml
+    ros2 launch ask_expert_ros both.launch.py library:=... keystore:=/path/to/keystore
+
+With ``keystore`` both nodes run with DDS Security (SROS2) in their enclaves
+(``edge_enclave``, ``expert_enclave``); see docs/security.md.
 
 Includes ``edge.launch.py`` and ``expert.launch.py`` in the same namespace, so the
 edge's ``expert/requests`` and ``expert/responses`` meet the expert's.
@@ -43,7 +47,13 @@ def generate_launch_description() -> LaunchDescription:
             [IncludeLaunchDescription(source, launch_arguments=values.items())], scoped=True
         )
 
-    common = {'library': 'library', 'namespace': 'namespace', 'log_level': 'log_level'}
+    common = {
+        'library': 'library',
+        'namespace': 'namespace',
+        'log_level': 'log_level',
+        'keystore': 'keystore',
+        'security_strategy': 'security_strategy',
+    }
     return LaunchDescription(
         [
             DeclareLaunchArgument(
@@ -175,6 +185,28 @@ def generate_launch_description() -> LaunchDescription:
                 description='Camera sensor_msgs/Image topic the edge classifies.',
             ),
             DeclareLaunchArgument(
+                'keystore',
+                default_value='',
+                description='SROS2 keystore (scripts/create_security_keystore): both nodes run '
+                'with DDS Security in their enclaves; empty: security off.',
+            ),
+            DeclareLaunchArgument(
+                'security_strategy',
+                default_value='Enforce',
+                description='With a keystore: Enforce refuses to start without the enclaves, '
+                'Permissive runs unsecured (ROS_SECURITY_STRATEGY).',
+            ),
+            DeclareLaunchArgument(
+                'edge_enclave',
+                default_value='/ask_expert/edge',
+                description='SROS2 enclave of the edge node in the keystore.',
+            ),
+            DeclareLaunchArgument(
+                'expert_enclave',
+                default_value='/ask_expert/expert',
+                description='SROS2 enclave of the expert node in the keystore.',
+            ),
+            DeclareLaunchArgument(
                 'log_level',
                 default_value='info',
                 description='Log level of both nodes: debug, info, warn, error or fatal.',
@@ -193,6 +225,7 @@ def generate_launch_description() -> LaunchDescription:
                 common
                 | {
                     'params_file': 'expert_params_file',
+                    'enclave': 'expert_enclave',
                     'device': 'expert_device',
                     'backend': 'expert_backend',
                     'precision': 'expert_precision',
@@ -206,6 +239,7 @@ def generate_launch_description() -> LaunchDescription:
                 common
                 | {
                     'params_file': 'edge_params_file',
+                    'enclave': 'edge_enclave',
                     'device': 'edge_device',
                     'backend': 'edge_backend',
                     'precision': 'edge_precision',

@@ -29,6 +29,8 @@ from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from ask_expert_ros.ros.security import security_settings
+
 PACKAGE = 'ask_expert_ros'
 NODE = 'edge'
 # launch arguments that set the node parameter of the same name (empty: the params
@@ -77,6 +79,9 @@ def edge_node(context: LaunchContext) -> list[Node]:
     if overrides:
         parameters.append(overrides)
     image = arg('image_topic')
+    security_env, enclave_args = security_settings(
+        arg('keystore'), arg('security_strategy'), arg('enclave')
+    )
     return [
         Node(
             package=PACKAGE,
@@ -92,7 +97,8 @@ def edge_node(context: LaunchContext) -> list[Node]:
                 ('expert/requests', arg('requests_topic')),
                 ('expert/responses', arg('responses_topic')),
             ],
-            arguments=['--ros-args', '--log-level', arg('log_level')],
+            arguments=['--ros-args', '--log-level', arg('log_level'), *enclave_args],
+            additional_env=security_env,
             output='screen',
             emulate_tty=True,
         )
@@ -228,6 +234,23 @@ def generate_launch_description() -> LaunchDescription:
                 'responses_topic',
                 default_value='expert/responses',
                 description='ExpertResponse topic (must match the expert node).',
+            ),
+            DeclareLaunchArgument(
+                'keystore',
+                default_value='',
+                description='SROS2 keystore (scripts/create_security_keystore): run the node '
+                'with DDS Security in its enclave; empty: security off.',
+            ),
+            DeclareLaunchArgument(
+                'security_strategy',
+                default_value='Enforce',
+                description='With a keystore: Enforce refuses to start without the enclave, '
+                'Permissive runs unsecured (ROS_SECURITY_STRATEGY).',
+            ),
+            DeclareLaunchArgument(
+                'enclave',
+                default_value='/ask_expert/edge',
+                description='SROS2 enclave of the node in the keystore (--enclave).',
             ),
             DeclareLaunchArgument(
                 'log_level',

@@ -22,6 +22,8 @@ from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from ask_expert_ros.ros.security import security_settings
+
 PACKAGE = 'ask_expert_ros'
 NODE = 'expert'
 # launch arguments for the integer node parameters of the same name (empty: the file's)
@@ -55,6 +57,9 @@ def expert_node(context: LaunchContext) -> list[Node]:
     overrides |= {k: kind(arg(k)) for k, kind in TYPED_OVERRIDES.items() if arg(k)}
     if overrides:
         parameters.append(overrides)
+    security_env, enclave_args = security_settings(
+        arg('keystore'), arg('security_strategy'), arg('enclave')
+    )
     return [
         Node(
             package=PACKAGE,
@@ -66,7 +71,8 @@ def expert_node(context: LaunchContext) -> list[Node]:
                 ('expert/requests', arg('requests_topic')),
                 ('expert/responses', arg('responses_topic')),
             ],
-            arguments=['--ros-args', '--log-level', arg('log_level')],
+            arguments=['--ros-args', '--log-level', arg('log_level'), *enclave_args],
+            additional_env=security_env,
             output='screen',
             emulate_tty=True,
         )
@@ -141,6 +147,23 @@ def generate_launch_description() -> LaunchDescription:
                 'responses_topic',
                 default_value='expert/responses',
                 description='ExpertResponse topic (edges keep only replies with their edge_id).',
+            ),
+            DeclareLaunchArgument(
+                'keystore',
+                default_value='',
+                description='SROS2 keystore (scripts/create_security_keystore): run the node '
+                'with DDS Security in its enclave; empty: security off.',
+            ),
+            DeclareLaunchArgument(
+                'security_strategy',
+                default_value='Enforce',
+                description='With a keystore: Enforce refuses to start without the enclave, '
+                'Permissive runs unsecured (ROS_SECURITY_STRATEGY).',
+            ),
+            DeclareLaunchArgument(
+                'enclave',
+                default_value='/ask_expert/expert',
+                description='SROS2 enclave of the node in the keystore (--enclave).',
             ),
             DeclareLaunchArgument(
                 'log_level',

@@ -52,9 +52,11 @@ def frames_and_labels(
             class the models do not know.
     """
     if not contents.frames:
+        reasons = sorted({s.reason for s in contents.skipped})
+        why = f'; why: {reasons[:3]}' if reasons else ' (the topic has no messages)'
         raise BagError(
-            f'no usable frames on {contents.topic} in {contents.path} '
-            f'({len(contents.skipped)} skipped)'
+            f'no usable frames on {contents.topic} ({contents.msgtype}) in {contents.path}: '
+            f'{len(contents.skipped)} messages skipped{why}'
         )
     shapes = {f.pixels.shape for f in contents.frames}
     if len(shapes) > 1:

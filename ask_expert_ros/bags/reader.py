@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
 
 from ask_expert_ros.bags.types import CLASSIFICATION, COMPRESSED_IMAGE, IMAGE, typestore
@@ -120,6 +120,13 @@ def _decode(msg: Any, msgtype: str) -> tuple[np.ndarray, ImageData]:
     return frame.pixels, frame.source
 
 
+def _listing(topics: dict[str, str]) -> str:
+    """``'/a' (pkg/msg/A), '/b' (pkg/msg/B)`` or ``no topics at all``."""
+    if not topics:
+        return 'no topics at all'
+    return ', '.join(f'{t!r} ({m})' for t, m in sorted(topics.items()))
+
+
 def _pick_label_topic(topics: dict[str, str], wanted: str | None) -> str | None:
     if wanted == '':
         return None
@@ -127,12 +134,15 @@ def _pick_label_topic(topics: dict[str, str], wanted: str | None) -> str | None:
         if topics.get(wanted) != CLASSIFICATION:
             raise BagError(
                 f'label topic {wanted!r} is not a {CLASSIFICATION} topic of the bag; '
-                f'its topics: {topics}'
+                f'its topics: {_listing(topics)}'
             )
         return wanted
     candidates = sorted(t for t, m in topics.items() if m == CLASSIFICATION)
     if len(candidates) > 1:
-        raise BagError(f'several ground-truth topics {candidates}; choose one with --label-topic')
+        raise BagError(
+            f'several ground-truth topics {candidates}: choose one with --label-topic '
+            "(or --label-topic '' to ignore ground truth)"
+        )
     return candidates[0] if candidates else None
 
 
@@ -152,18 +162,36 @@ def iter_bag(
     """
     path = Path(path)
     if not (path / 'metadata.yaml').is_file():
-        raise BagError(f'{path} is not a rosbag2 folder (no metadata.yaml)')
+        found = sorted(p.name for p in path.iterdir())[:10] if path.is_dir() else []
+        raise BagError(
+            f'{path} is not a rosbag2 folder: expected a folder with metadata.yaml '
+            f'(what ros2 bag record writes), found '
+            + (f'a folder with {found}' if path.is_dir() else 'no such folder')
+        )
     store = typestore()
-    with Reader(path) as reader:
-        topics = {c.topic: c.msgtype for c in reader.connections}
+    try:
+        with Reader(path) as reader:
+            topics = {c.topic: c.msgtype for c in reader.connections}
+    except ReaderError as exc:
+        raise BagError(f'cannot open the bag {path}: {exc}') from exc
     if topic is None:
         images = sorted(t for t, m in topics.items() if m in IMAGE_TYPES)
-        if len(images) != 1:
-            raise BagError(f'choose the camera topic with --topic; image topics: {images}')
+        if not images:
+            raise BagError(
+                f'{path} has no camera topic: expected a topic of type {IMAGE} or '
+                f'{COMPRESSED_IMAGE}, found {_listing(topics)}'
+            )
+        if len(images) > 1:
+            raise BagError(
+                f'{path} has {len(images)} camera topics: choose one with --topic '
+                f'({_listing({t: topics[t] for t in images})})'
+            )
         topic = images[0]
     if topics.get(topic) not in IMAGE_TYPES:
+        what = f'of type {topics[topic]}' if topic in topics else 'not in the bag'
         raise BagError(
-            f'topic {topic!r} is not an Image/CompressedImage topic of {path}; topics: {topics}'
+            f'topic {topic!r} is not an Image/CompressedImage topic of {path} ({what}); '
+            f'expected {IMAGE} or {COMPRESSED_IMAGE}; the bag has {_listing(topics)}'
         )
     msgtype = topics[topic]
     chosen = _pick_label_topic(topics, label_topic)

@@ -78,7 +78,10 @@ def _cmd_bench_patches(args: argparse.Namespace) -> int:
         library = ExpertLibrary(args.library)
         if tuple(data.class_names) != library.scheme.class_names:
             raise ValueError(
-                f'data set {args.dataset!r} classes differ from the zoo {library.scheme.name!r}'
+                f'data set {args.dataset!r} classes {list(data.class_names)[:10]} differ '
+                f'from those of the zoo {library.scheme.name!r} '
+                f'{list(library.scheme.class_names)[:10]}: give the data set the zoo was '
+                'trained on'
             )
         report = run_bench_patches(
             library, data.test_images, data.test_labels, config, dataset=args.dataset

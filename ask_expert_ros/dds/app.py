@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from cyclonedds.core import DDSException
 from cyclonedds.domain import Domain, DomainParticipant
 
 from ask_expert_ros.core.inference.backends.factory import factory_from_params
@@ -21,6 +23,13 @@ from ask_expert_ros.core.nodes.node_config import (
 )
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.nodes import EdgeRunner, EdgeTopics, ExpertRunner, ExpertTopics
+from ask_expert_ros.dds.peers import (
+    WARN_AFTER_S,
+    PeerWatch,
+    cyclone_config_in_use,
+    endpoint_watch,
+)
+from ask_expert_ros.dds.security import SecurityRequest, resolve_request, secure_participant
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +44,54 @@ def node_values(
     values.update(overrides)
     resolved = resolve(specs, values)
     if not resolved['library']:
-        raise ValueError(f'{node}: parameter library is required (path to library.yaml)')
+        raise ValueError(
+            f'{node}: parameter library is not set: give --library ZOO/library.yaml, '
+            f'--set library=..., or library: in the {node!r} section of --params-file'
+        )
     return resolved
 
 
-def participant(domain_id: int, loopback: bool) -> tuple[DomainParticipant, Domain | None]:
-    """A participant; with ``loopback`` all traffic stays on 127.0.0.1 (keep the Domain)."""
-    domain = Domain(domain_id, loopback_config()) if loopback else None
-    return DomainParticipant(domain_id), domain
+def participant(
+    domain_id: int, loopback: bool, security: SecurityRequest | None = None
+) -> tuple[DomainParticipant, Domain | None]:
+    """A participant (keep the Domain too).
+
+    Args:
+        domain_id: DDS domain id.
+        loopback: All traffic stays on 127.0.0.1.
+        security: Authenticate as this enclave and apply its permissions; the
+            security settings extend the loopback ones, or else ``$CYCLONEDDS_URI``.
+
+    Raises:
+        ValueError: Cyclone rejected its configuration (``CYCLONEDDS_URI``).
+        SecurityConfigError: The enclave's files are missing (strategy Enforce).
+        SecurityUnavailableError: Cyclone here cannot run a secured participant.
+    """
+    files = resolve_request(security) if security is not None else None
+    if files is not None:
+        base = loopback_config() if loopback else os.environ.get('CYCLONEDDS_URI')
+        return secure_participant(domain_id, files, base)
+    try:
+        domain = Domain(domain_id, loopback_config()) if loopback else None
+        return DomainParticipant(domain_id), domain
+    except DDSException as exc:
+        raise ValueError(
+            f'Cyclone DDS could not start a participant on domain {domain_id} ({exc}) with '
+            f'{cyclone_config_in_use(loopback)}; its log line above says what it rejected '
+            '(an interface that does not exist, invalid XML, a domain id over 232); fix '
+            'CYCLONEDDS_URI or use --loopback'
+        ) from exc
 
 
-def serve(runner: EdgeRunner | ExpertRunner) -> int:
-    """Spin until SIGINT/SIGTERM."""
+def serve(runner: EdgeRunner | ExpertRunner, watch: PeerWatch | None = None) -> int:
+    """Spin until SIGINT/SIGTERM; ``watch`` warns while no peer has matched."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runner.run(stop)
+    while not stop.is_set():
+        runner.spin_once()
+        if watch is not None:
+            watch.poll()
     return 0
 
 
@@ -70,9 +111,15 @@ def run_node(
     loopback: bool,
     namespace: str,
     remaps: Mapping[str, str] | None = None,
+    security: SecurityRequest | None = None,
+    warn_no_peer_after_s: float = WARN_AFTER_S,
 ) -> int:
-    """Build the ``'edge'`` or ``'expert'`` node from its parameters and spin it."""
-    dp, _domain = participant(domain_id, loopback)
+    """Build the ``'edge'`` or ``'expert'`` node from its parameters and spin it.
+
+    Logs a warning when no peer (an expert for the edge, an edge for the expert) has
+    matched on the requests topic after ``warn_no_peer_after_s`` seconds.
+    """
+    dp, _domain = participant(domain_id, loopback, security)
     runner: EdgeRunner | ExpertRunner
     if node == 'edge':
         topics = remapped(EdgeTopics(), remaps or {})
@@ -86,5 +133,12 @@ def run_node(
         )
     if isinstance(runner, EdgeRunner):
         logger.info('edge model runs on %s', runner.logic.stage.backend.describe())
+        watch = endpoint_watch(
+            'edge', 'expert', runner.requests_writer, loopback, warn_no_peer_after_s
+        )
+    else:
+        watch = endpoint_watch(
+            'expert', 'edge', runner.requests_reader, loopback, warn_no_peer_after_s
+        )
     logger.info('%s ready on domain %d', node, domain_id)
-    return serve(runner)
+    return serve(runner, watch)

@@ -208,6 +208,11 @@ class EdgeRunner:
             io, f'ask_expert: edge {logic.params.edge_id}', values['diagnostics_period_s']
         )
 
+    @property
+    def requests_writer(self) -> DataWriter:
+        """Where requests go: an expert's reader matching it is the edge's peer."""
+        return self._requests
+
     def spin_once(self, timeout_s: float = 0.05) -> None:
         """Wait for input or the next deadline, then handle everything that is due."""
         deadline = self.logic.next_deadline_ns()
@@ -294,6 +299,11 @@ class ExpertRunner:
             topics.responses, msgs.ExpertResponse, reliable_qos(values['response_qos_depth'])
         )
         self._diagnostics = _Diagnostics(io, 'ask_expert: expert', values['diagnostics_period_s'])
+
+    @property
+    def requests_reader(self) -> DataReader:
+        """Where requests come from: an edge's writer matching it is the expert's peer."""
+        return self._requests
 
     def spin_once(self, timeout_s: float = 0.05) -> None:
         due = self.logic.next_due_ns()

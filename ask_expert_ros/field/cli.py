@@ -32,6 +32,8 @@ def _cmd_soak(args: argparse.Namespace) -> int:
         edges=args.edges,
         rate_hz=args.rate,
         rate_factors=tuple(float(f) for f in args.rate_factors.split(',') if f.strip()),
+        flood_rps=args.flood_rps,
+        cpu_split=args.cpu_split,
         duration_s=args.duration_s,
         fault_at_s=args.fault_at_s,
         fault_s=args.fault_s,
@@ -78,6 +80,18 @@ def register(subparsers: Any) -> None:
         default='',
         help='factors on --rate, edge by edge from edge0: 10 makes edge0 a robot flooding '
         "the expert at ten times the others' rate (default: all 1)",
+    )
+    soak.add_argument(
+        '--flood-rps',
+        type=float,
+        default=0.0,
+        help="a robot flooding the expert with requests (copies of the edges' own, edge id "
+        '"flood"), requests/s (default 0: none)',
+    )
+    soak.add_argument(
+        '--cpu-split',
+        action='store_true',
+        help='pin the expert to the last CPU and the robot side to the others (two machines)',
     )
     soak.add_argument('--duration-s', type=float, default=30.0, help='streaming time')
     soak.add_argument('--fault-at-s', type=float, default=10.0, help='fault start')

@@ -21,7 +21,8 @@ import signal
 import sys
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.conversions import frame_to_image
 from ask_expert_ros.dds.nodes import reliable_qos, take_valid
 from ask_expert_ros.field.rig import REQUESTS, RESPONSES, edge_name
+
+FLOOD_ID = 'flood'
 
 
 class Observer:
@@ -65,6 +68,12 @@ class Observer:
         self.stale_writer = DataWriter(
             self.dp, Topic(self.dp, msgs.ros_topic(RESPONSES), msgs.ExpertResponse), qos=qos
         )
+        # a robot flooding the expert with requests of its own (copies of real ones)
+        self.flood_writer = DataWriter(
+            self.dp, Topic(self.dp, msgs.ros_topic(REQUESTS), msgs.ExpertRequest), qos=qos
+        )
+        self.templates: deque = deque(maxlen=64)
+        self.flood_sent = 0
         self.kept_responses: deque = deque(maxlen=4096)
         self.replayed = 0
         self.diagnostics = DataReader(
@@ -96,6 +105,9 @@ class Observer:
             if not self.expert_writers or self.expert_writers[-1][1] != count:
                 self.expert_writers.append([now, count])
         for m in take_valid(self.requests, 512):
+            if m.edge_id == FLOOD_ID:
+                continue
+            self.templates.append(m)
             # CDR bytes of the request as the link carries them (payload, no RTPS headers)
             self.request_rows[m.edge_id].append(
                 [msgs.time_to_ns(m.header.stamp), now, m.request_id, len(m.serialize())]
@@ -123,6 +135,24 @@ class Observer:
                 self.stale_writer.write(m)
                 self.replayed += 1
 
+    def flood(self, deadline_ms: float) -> None:
+        """One request of the flooding robot: a copy of a real edge's request under its
+        own edge id, request id and stamps."""
+        if not self.templates:
+            return
+        template = self.templates[self.flood_sent % len(self.templates)]
+        now = time.time_ns()
+        self.flood_sent += 1
+        self.flood_writer.write(
+            replace(
+                template,
+                header=msgs.Header(stamp=msgs.time_from_ns(now), frame_id='flood'),
+                edge_id=FLOOD_ID,
+                request_id=self.flood_sent,
+                deadline=msgs.time_from_ns(now + int(deadline_ms * 1e6)),
+            )
+        )
+
     def publish(self, name: str, pixels: Any, label: int) -> None:
         writer = self.cameras[name]
         if not writer.get_matched_subscriptions():
@@ -148,8 +178,13 @@ class Observer:
                     'responses': self.response_rows[n],
                 }
                 for n in self.names
+                if n != FLOOD_ID
             },
             'replayed_responses': self.replayed,
+            'flood': {
+                'sent': self.flood_sent,
+                'statuses': dict(Counter(str(r[3]) for r in self.response_rows[FLOOD_ID])),
+            },
             'response_writers': self.expert_writers,
             'diagnostics_last': self.diag_last,
             'diagnostics_series': self.diag_series,
@@ -201,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
         default='',
         help='comma-separated factors on --rate, edge by edge (a flooding robot: 10,1,1)',
     )
+    parser.add_argument(
+        '--flood-rps',
+        type=float,
+        default=0.0,
+        help='a robot flooding the expert: requests/s under edge id "flood" (0: none)',
+    )
+    parser.add_argument('--deadline-ms', type=float, default=250.0, help="the flood's deadline")
     parser.add_argument('--duration-s', type=float, required=True)
     parser.add_argument('--drain-s', type=float, default=3.0)
     parser.add_argument('--dataset', default='digits')
@@ -236,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     # edges evenly phased over one period, as independent cameras would be
     t0 = time.monotonic_ns()
     due = [t0 + 1e9 / args.rate * i / len(obs.names) for i in range(len(obs.names))]
-    sent = [0] * len(obs.names)
+    if args.flood_rps > 0:  # the last entry: the flooding robot
+        rates.append(args.flood_rps)
+        due.append(t0)
+    sent = [0] * len(due)
     end = t0 + args.duration_s * 1e9
     replays: list[tuple[str, int]] = []
     next_check = 0
@@ -255,8 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         while time.monotonic_ns() < due[i] and not stop.is_set():
             obs.drain()
             time.sleep(0.0005)
-        j = (sent[i] * len(obs.names) + i) % len(images)
-        obs.publish(obs.names[i], images[j], int(labels[j]))
+        if i == len(obs.names):
+            obs.flood(args.deadline_ms)
+        else:
+            j = (sent[i] * len(obs.names) + i) % len(images)
+            obs.publish(obs.names[i], images[j], int(labels[j]))
         sent[i] += 1
         due[i] += 1e9 / rates[i]
     ended = time.time_ns()
@@ -264,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     while time.monotonic() < drain_end:
         obs.drain()
         time.sleep(0.005)
-    report = obs.report(started, ended, rates)
+    report = obs.report(started, ended, rates[: len(obs.names)])
     report['class_names'] = list(data.class_names)
     tmp = args.out.with_suffix('.tmp')
     tmp.write_text(json.dumps(report))

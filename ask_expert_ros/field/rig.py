@@ -244,13 +244,24 @@ class Rig:
         return ['ip', 'netns', 'exec', self.netns[host], *cmd]
 
     def popen(
-        self, host: str, cmd: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+        self,
+        host: str,
+        cmd: Sequence[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        cpus: set[int] | None = None,
     ) -> subprocess.Popen:
-        """Start ``cmd`` in ``host`` with the DDS environment; output appended to ``log``."""
+        """Start ``cmd`` in ``host`` with the DDS environment; output appended to ``log``;
+        pinned to ``cpus`` when given (the affinity is inherited by everything it starts)."""
         full_env = {**os.environ, **self.env(host), **(env or {})}
+        pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
         with log.open('a') as out:
             return subprocess.Popen(
-                self.command(host, cmd), stdout=out, stderr=subprocess.STDOUT, env=full_env
+                self.command(host, cmd),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                preexec_fn=pin,  # only sched_setaffinity: safe after fork in a threaded parent
             )
 
     def close(self) -> None:

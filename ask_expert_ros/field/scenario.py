@@ -65,6 +65,12 @@ class ScenarioConfig:
         rate_hz: Camera frames per second, per edge.
         rate_factors: Factors on ``rate_hz``, edge by edge from edge0 (missing: 1): a
             flooding robot is ``(10.0,)``, edge0's camera at ten times the others'.
+        cpu_split: Pin the expert's host to the last CPU and the robot's host (edges,
+            camera, observer) to the others, as two machines would be: the robot side's
+            load (a flooding robot's included) then cannot slow the expert, nor the other
+            way round.
+        flood_rps: A robot flooding the expert without a model of its own: requests/s,
+            copies of the edges' real requests under the edge id ``flood`` (0: none).
         duration_s: How long the camera streams.
         fault_at_s / fault_s: When the fault starts (after streaming began) and lasts.
         fault_every_s: Start-to-start spacing of the faults of a combined scenario
@@ -83,6 +89,8 @@ class ScenarioConfig:
     edges: int = 1
     rate_hz: float = 30.0
     rate_factors: tuple[float, ...] = ()
+    flood_rps: float = 0.0
+    cpu_split: bool = False
     duration_s: float = 30.0
     fault_at_s: float = 10.0
     fault_s: float = 5.0
@@ -195,8 +203,17 @@ class _Graph:
         self.generation[name] = gen
         # one intra-op thread each: many node processes share the machine's cores
         self.procs[name] = self.rig.popen(
-            host, cmd, self.logs / f'{name}.{gen}.log', {'OMP_NUM_THREADS': '1'}
+            host, cmd, self.logs / f'{name}.{gen}.log', {'OMP_NUM_THREADS': '1'}, self.cpus(host)
         )
+
+    def cpus(self, host: str) -> set[int] | None:
+        """The CPUs of ``host``'s processes under ``cpu_split`` (None: any)."""
+        if not self.config.cpu_split:
+            return None
+        mine = sorted(os.sched_getaffinity(0))
+        if len(mine) < 2:
+            raise ScenarioError('cpu_split needs at least 2 CPUs')
+        return {mine[-1]} if host == 'expert' else set(mine[:-1])
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         self.procs[name].send_signal(sig)
@@ -247,6 +264,8 @@ def run_scenario(config: ScenarioConfig) -> dict[str, Any]:
                     '--domain', str(domain_id), '--edges', str(config.edges),
                     '--rate', str(config.rate_hz), '--duration-s', str(config.duration_s),
                     '--rate-factors', ','.join(f'{f:g}' for f in config.rate_factors),
+                    '--flood-rps', str(config.flood_rps),
+                    '--deadline-ms', str(config.deadline_ms),
                     '--dataset', config.dataset, '--ready-file', str(out / 'ready'),
                     '--out', str(out / 'observer.json'),
                     '--drain-s', str(max(1.5, 3 * config.deadline_ms / 1e3)),
@@ -255,6 +274,7 @@ def run_scenario(config: ScenarioConfig) -> dict[str, Any]:
                 ],
                 logs / 'observer.log',
                 {'OMP_NUM_THREADS': '1'},
+                graph.cpus('edge'),
             )  # fmt: skip
             graph.procs['observer'] = observer
             _wait_ready(out / 'ready', observer, logs)
@@ -306,8 +326,10 @@ def run_scenario(config: ScenarioConfig) -> dict[str, Any]:
         'timeline': timeline,
         'processes': _process_figures(samples),
         'rate_hz_per_edge': observed.get('rate_hz_per_edge'),
+        'class_names': observed.get('class_names'),
         'link_series': link_series(observed),
         'replayed_responses': observed.get('replayed_responses', 0),
+        'flood': observed.get('flood'),
         'diagnostics_last': observed['diagnostics_last'],
         'link': link,
         'qdiscs': qdiscs,
@@ -337,6 +359,10 @@ def _title(config: ScenarioConfig) -> str:
         if config.rate_factors and config.rate_factors[0] != 1
         else ''
     )
+    if config.cpu_split:
+        flood += ', expert and robot on their own CPUs'
+    if config.flood_rps:
+        flood += f' + a flood of {config.flood_rps:g} requests/s'
     budget = config.edge_params.get('offload_budget_mbps')
     return (
         f'{config.scenario}, {config.profile} link, {config.edges} edge(s) at '
