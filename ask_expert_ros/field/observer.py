@@ -69,9 +69,8 @@ class Observer:
         self.stale_writer = DataWriter(
             self.dp, Topic(self.dp, msgs.ros_topic(RESPONSES), msgs.ExpertResponse), qos=qos
         )
-        # a robot flooding the expert with requests of its own (copies of real ones); only
-        # when asked for: with this idle writer in the participant, its responses reader
-        # heard nothing on the congested link (measured, twice; without it, every answer)
+        # a robot flooding the expert with requests of its own (copies of real ones), when
+        # asked for
         self.flood_writer = (
             DataWriter(
                 self.dp, Topic(self.dp, msgs.ros_topic(REQUESTS), msgs.ExpertRequest), qos=qos
