@@ -108,6 +108,7 @@ def _node_command(args: argparse.Namespace, node: str) -> int:
         remaps,
         secure,
         app.WARN_AFTER_S if args.warn_no_peer_after is None else args.warn_no_peer_after,
+        args.ros_distro,
     )
 
 
@@ -302,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
             help=f'log a warning when no {"expert" if name == "edge" else "edge"} has matched '
             'on expert/requests after this long (default 5): domain, topic and Cyclone '
             'config to check',
+        )
+        node.add_argument(
+            '--ros-distro',
+            choices=('humble', 'jazzy'),
+            default=None,
+            help="announce the node on ros_discovery_info in this distro's format, so "
+            'ros2 node list shows it (gids of 24 bytes in Humble, 16 from Jazzy on); '
+            'default $ROS_DISTRO, else jazzy',
         )
         _security_arguments(node, name)
         node.set_defaults(func=_cmd_edge if name == 'edge' else _cmd_expert)

@@ -9,7 +9,11 @@ subscribed to its input, which it does after loading and warming up its models),
 topic (or ``image/compressed`` with ``compressed:=true``). If they are not up within
 ``ready_timeout_s``, the launch ends with the reason instead of playing. Results go to
 ``classification`` as on the robot; record them with ``ros2 bag record`` or use
-``ask-expert bench`` for the offline report.
+``ask-expert bench`` for the offline report. ``keystore``, ``security_strategy``,
+``edge_enclave`` and ``expert_enclave`` go to ``both.launch.py``: the two nodes run with
+DDS Security (docs/security.md); ``ros2 bag play``, ``wait_ready`` and the recorder do
+not, so with ``security_strategy:=Enforce`` and a governance that refuses
+unauthenticated participants they cannot see the nodes.
 
 With ``record:=true`` a recorder node (``recorder_node``) also watches the graph and
 writes end-to-end latency (frame seen -> result), its edge / network / expert split,
@@ -19,7 +23,6 @@ drops and -- when the bag's ``label_topic`` is played too -- accuracy to
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ament_index_python.packages import get_package_share_directory
@@ -27,7 +30,6 @@ from launch.actions import (
     DeclareLaunchArgument,
     EmitEvent,
     ExecuteProcess,
-    IncludeLaunchDescription,
     LogInfo,
     OpaqueFunction,
     RegisterEventHandler,
@@ -37,11 +39,18 @@ from launch.events import Shutdown
 from launch.events.process import ProcessExited
 from launch.launch_context import LaunchContext
 from launch.launch_description import LaunchDescription
-from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-PACKAGE = 'ask_expert_ros'
+from ask_expert_ros.launch_common import (
+    BOTH_ARGUMENTS,
+    FORWARDED_TO_BOTH,
+    PACKAGE,
+    include,
+    parameter_arguments,
+    params_file_arguments,
+    security_arguments,
+)
 
 
 def in_namespace(namespace: str, name: str) -> str:
@@ -126,26 +135,6 @@ def bag_play(context: LaunchContext) -> list[ExecuteProcess | Node | RegisterEve
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
-    both = PythonLaunchDescriptionSource(os.path.join(share, 'launch', 'both.launch.py'))
-    forwarded = (
-        'library',
-        'namespace',
-        'edge_params_file',
-        'expert_params_file',
-        'tau',
-        'transport',
-        'offload_mode',
-        'keep_ratio',
-        'attention_mass',
-        'patch_selection',
-        'attention_source',
-        'ragged',
-        'down_after_misses',
-        'probe_interval_ms',
-        'offload_budget_mbps',
-        'max_queue_per_edge',
-        'max_queued',
-    )
     return LaunchDescription(
         [
             DeclareLaunchArgument(
@@ -198,100 +187,14 @@ def generate_launch_description() -> LaunchDescription:
                 'played to the recorder with record:=true; empty: no accuracy.',
             ),
             DeclareLaunchArgument(
-                'library',
-                default_value='',
-                description='Model zoo manifest (library.yaml) or its folder, for both nodes.',
-            ),
-            DeclareLaunchArgument(
                 'namespace',
                 default_value='',
                 description='Namespace of both nodes; the bag is remapped into it.',
             ),
-            DeclareLaunchArgument(
-                'edge_params_file',
-                default_value=os.path.join(share, 'config', 'edge.yaml'),
-                description='ROS params YAML of the edge node.',
-            ),
-            DeclareLaunchArgument(
-                'expert_params_file',
-                default_value=os.path.join(share, 'config', 'expert.yaml'),
-                description='ROS params YAML of the expert node.',
-            ),
-            DeclareLaunchArgument(
-                'tau',
-                default_value='',
-                description="Edge confidence threshold; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'transport',
-                default_value='',
-                description='How the edge sends frames or patches: raw or compressed; empty: '
-                "the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'offload_mode',
-                default_value='',
-                description="Edge offload: frame or patches; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'keep_ratio',
-                default_value='',
-                description='Patch mode: fraction rho of the patches sent; empty: the params '
-                "file's.",
-            ),
-            DeclareLaunchArgument(
-                'attention_mass',
-                default_value='',
-                description='Patch mode: > 0 selects by this attention mass instead of rho; '
-                "empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'patch_selection',
-                default_value='',
-                description="Patch mode: attention, random or centre; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'attention_source',
-                default_value='',
-                description="Patch mode: last or rollout attention; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'ragged',
-                default_value='',
-                description='Expert: patch requests of different lengths pad or group; '
-                "empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'down_after_misses',
-                default_value='',
-                description='Edge: expert misses in a row before it answers at once and '
-                "probes (0: never); empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'probe_interval_ms',
-                default_value='',
-                description='Edge: probe period while the expert is down, ms; empty: the '
-                "params file's.",
-            ),
-            DeclareLaunchArgument(
-                'offload_budget_mbps',
-                default_value='',
-                description='Edge: offload bandwidth budget, Mbit/s (tau moves to fit; 0 '
-                "off); empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'max_queue_per_edge',
-                default_value='',
-                description="Expert: requests one edge may queue; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'max_queued',
-                default_value='',
-                description="Expert: requests that may wait in all; empty: the params file's.",
-            ),
-            IncludeLaunchDescription(
-                both, launch_arguments={k: LaunchConfiguration(k) for k in forwarded}.items()
-            ),
+            *params_file_arguments(share),
+            *parameter_arguments(BOTH_ARGUMENTS),
+            *security_arguments(['edge', 'expert']),
+            include(share, 'both.launch.py', {name: name for name in FORWARDED_TO_BOTH}),
             OpaqueFunction(function=bag_play),
         ]
     )

@@ -23,189 +23,38 @@ from __future__ import annotations
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import (
-    DeclareLaunchArgument,
-    GroupAction,
-    IncludeLaunchDescription,
-    SetEnvironmentVariable,
-)
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.launch_description import LaunchDescription
-from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 
-PACKAGE = 'ask_expert_ros'
+from ask_expert_ros.launch_common import (
+    BOTH_ARGUMENTS,
+    PACKAGE,
+    include,
+    included_arguments,
+    parameter_arguments,
+    params_file_arguments,
+    security_arguments,
+)
 
 
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
-
-    def include(name: str, arguments: dict[str, str]) -> GroupAction:
-        """``launch/<name>`` with ``arguments``, scoped so its settings stay inside."""
-        source = PythonLaunchDescriptionSource(os.path.join(share, 'launch', name))
-        values = {k: LaunchConfiguration(v) for k, v in arguments.items()}
-        return GroupAction(
-            [IncludeLaunchDescription(source, launch_arguments=values.items())], scoped=True
-        )
-
-    common = {
-        'library': 'library',
-        'namespace': 'namespace',
-        'log_level': 'log_level',
-        'keystore': 'keystore',
-        'security_strategy': 'security_strategy',
-    }
     return LaunchDescription(
         [
-            DeclareLaunchArgument(
-                'library',
-                default_value='',
-                description='Model zoo manifest (library.yaml) or its folder, for both '
-                'nodes; empty: the values in the params files.',
-            ),
             DeclareLaunchArgument(
                 'namespace',
                 default_value='',
                 description='Namespace of both nodes and their relative topics.',
             ),
-            DeclareLaunchArgument(
-                'edge_params_file',
-                default_value=os.path.join(share, 'config', 'edge.yaml'),
-                description='ROS params YAML of the edge node.',
-            ),
-            DeclareLaunchArgument(
-                'expert_params_file',
-                default_value=os.path.join(share, 'config', 'expert.yaml'),
-                description='ROS params YAML of the expert node.',
-            ),
-            DeclareLaunchArgument(
-                'edge_device',
-                default_value='',
-                description="Torch device of the edge model; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'expert_device',
-                default_value='',
-                description="Torch device of the experts; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'edge_backend',
-                default_value='',
-                description="Inference runtime of the edge node; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'edge_precision',
-                default_value='',
-                description="Inference precision of the edge node; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'expert_backend',
-                default_value='',
-                description="Inference runtime of the expert node; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'expert_precision',
-                default_value='',
-                description="Inference precision of the expert node; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'tau',
-                default_value='',
-                description="Edge confidence threshold; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'transport',
-                default_value='',
-                description='How the edge sends frames or patches: raw or compressed; empty: '
-                "the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'offload_mode',
-                default_value='',
-                description="Edge offload: frame or patches; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'keep_ratio',
-                default_value='',
-                description='Patch mode: fraction rho of the patches sent; empty: the params '
-                "file's.",
-            ),
-            DeclareLaunchArgument(
-                'attention_mass',
-                default_value='',
-                description='Patch mode: > 0 selects by this attention mass instead of rho; '
-                "empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'patch_selection',
-                default_value='',
-                description="Patch mode: attention, random or centre; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'attention_source',
-                default_value='',
-                description="Patch mode: last or rollout attention; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'ragged',
-                default_value='',
-                description='Expert: patch requests of different lengths pad or group; '
-                "empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'down_after_misses',
-                default_value='',
-                description='Expert misses in a row after which the edge answers uncertain '
-                "frames itself at once and only probes (0: never); empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'probe_interval_ms',
-                default_value='',
-                description='While the expert is down, one frame per this long goes as a '
-                "probe, milliseconds; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'offload_budget_mbps',
-                default_value='',
-                description='Offload bandwidth budget, Mbit/s: > 0 moves tau online to stay '
-                "under it, 0 off; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'max_queue_per_edge',
-                default_value='',
-                description="Expert: requests one edge may queue; empty: the params file's.",
-            ),
-            DeclareLaunchArgument(
-                'max_queued',
-                default_value='',
-                description="Expert: requests that may wait in all; empty: the params file's.",
-            ),
+            *params_file_arguments(share),
+            *parameter_arguments(BOTH_ARGUMENTS),
             DeclareLaunchArgument(
                 'image_topic',
                 default_value='image',
                 description='Camera sensor_msgs/Image topic the edge classifies.',
             ),
-            DeclareLaunchArgument(
-                'keystore',
-                default_value='',
-                description='SROS2 keystore (scripts/create_security_keystore): both nodes run '
-                'with DDS Security in their enclaves; empty: security off.',
-            ),
-            DeclareLaunchArgument(
-                'security_strategy',
-                default_value='Enforce',
-                description='With a keystore: Enforce refuses to start without the enclaves, '
-                'Permissive runs unsecured (ROS_SECURITY_STRATEGY).',
-            ),
-            DeclareLaunchArgument(
-                'edge_enclave',
-                default_value='/ask_expert/edge',
-                description='SROS2 enclave of the edge node in the keystore.',
-            ),
-            DeclareLaunchArgument(
-                'expert_enclave',
-                default_value='/ask_expert/expert',
-                description='SROS2 enclave of the expert node in the keystore.',
-            ),
+            *security_arguments(['edge', 'expert']),
             DeclareLaunchArgument(
                 'log_level',
                 default_value='info',
@@ -220,41 +69,11 @@ def generate_launch_description() -> LaunchDescription:
                 'cores; default $OMP_NUM_THREADS, else half the cores.',
             ),
             SetEnvironmentVariable('OMP_NUM_THREADS', LaunchConfiguration('threads_per_node')),
+            include(share, 'expert.launch.py', included_arguments('expert')),
             include(
-                'expert.launch.py',
-                common
-                | {
-                    'params_file': 'expert_params_file',
-                    'enclave': 'expert_enclave',
-                    'device': 'expert_device',
-                    'backend': 'expert_backend',
-                    'precision': 'expert_precision',
-                    'ragged': 'ragged',
-                    'max_queue_per_edge': 'max_queue_per_edge',
-                    'max_queued': 'max_queued',
-                },
-            ),
-            include(
+                share,
                 'edge.launch.py',
-                common
-                | {
-                    'params_file': 'edge_params_file',
-                    'enclave': 'edge_enclave',
-                    'device': 'edge_device',
-                    'backend': 'edge_backend',
-                    'precision': 'edge_precision',
-                    'tau': 'tau',
-                    'image_topic': 'image_topic',
-                    'transport': 'transport',
-                    'offload_mode': 'offload_mode',
-                    'keep_ratio': 'keep_ratio',
-                    'attention_mass': 'attention_mass',
-                    'patch_selection': 'patch_selection',
-                    'attention_source': 'attention_source',
-                    'down_after_misses': 'down_after_misses',
-                    'probe_interval_ms': 'probe_interval_ms',
-                    'offload_budget_mbps': 'offload_budget_mbps',
-                },
+                included_arguments('edge') | {'image_topic': 'image_topic'},
             ),
         ]
     )

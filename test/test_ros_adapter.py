@@ -31,6 +31,7 @@ import pytest
 import yaml
 from catkin_pkg.package import parse_package
 
+from ask_expert_ros import launch_common
 from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
 from ask_expert_ros.core.inference.engine import ResultSource
 from ask_expert_ros.core.inference.image_codec import encode_compressed
@@ -49,6 +50,7 @@ from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, EXPERT_PARAMS
 ROOT = Path(__file__).resolve().parents[1]
 ROS_MODULES = sorted((ROOT / 'ask_expert_ros' / 'ros').glob('*.py'))
 LAUNCH_FILES = sorted((ROOT / 'launch').glob('*.launch.py'))
+LAUNCH_COMMON = ROOT / 'ask_expert_ros' / 'launch_common.py'
 RVIZ = ROOT / 'config' / 'ask_expert.rviz'
 # Python modules that are not ROS packages -> their rosdep key in package.xml
 PYTHON_DEPS = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'cv2': 'python3-opencv'}
@@ -102,7 +104,9 @@ def test_the_ros_files_exist() -> None:
 
 
 @pytest.mark.parametrize(
-    'path', ROS_MODULES + LAUNCH_FILES, ids=lambda p: p.relative_to(ROOT).as_posix()
+    'path',
+    [*ROS_MODULES, *LAUNCH_FILES, LAUNCH_COMMON],
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
 )
 def test_compiles(path: Path) -> None:
     compile(path.read_text(encoding='utf-8'), str(path), 'exec')
@@ -148,27 +152,45 @@ def test_launch_configurations_are_declared_and_typed(path: Path) -> None:
     assert ast.unparse(generate.returns) == 'LaunchDescription'
 
 
+def declared_arguments(path: Path) -> set[str]:
+    """Names a launch file declares: its own DeclareLaunchArgument calls and those of the
+    launch_common helpers it calls (from launch_common's tables: no ROS needed)."""
+    tree = parse(path)
+    names = {
+        c.args[0].value
+        for c in calls(tree, 'DeclareLaunchArgument')
+        if isinstance(c.args[0], ast.Constant)
+    }
+    for call in calls(tree, 'parameter_arguments'):
+        names.update(getattr(launch_common, call.args[0].id))
+    for call in calls(tree, 'node_arguments'):
+        names.update(launch_common.NODE_ARGUMENTS)
+        names.update(launch_common.security_argument_names([call.args[0].value]))
+    for call in calls(tree, 'security_arguments'):
+        names.update(launch_common.security_argument_names(ast.literal_eval(call.args[0])))
+    if calls(tree, 'params_file_arguments'):
+        names.update(launch_common.PARAMS_FILE_ARGUMENTS)
+    return names
+
+
 def test_included_launch_files_get_only_arguments_they_declare() -> None:
-    """both.launch.py and bag_replay.launch.py forward names the included file declares."""
-    declared = {
-        p.name: {c.args[0].value for c in calls(parse(p), 'DeclareLaunchArgument')}
-        for p in LAUNCH_FILES
-    }
+    """both.launch.py gives edge/expert.launch.py only what they declare, from arguments
+    it declares; bag_replay.launch.py likewise to both.launch.py."""
+    declared = {p.name: declared_arguments(p) for p in LAUNCH_FILES}
     both = (ROOT / 'launch' / 'both.launch.py').read_text()
-    for target in ('edge.launch.py', 'expert.launch.py'):
-        assert f"'{target}'" in both
-    # the keys both.launch.py passes to edge/expert (dict literals in its include calls)
-    tree = parse(ROOT / 'launch' / 'both.launch.py')
-    passed = {
-        k.value
-        for d in ast.walk(tree)
-        if isinstance(d, ast.Dict)
-        for k in d.keys
-        if isinstance(k, ast.Constant)
-    }
-    assert passed <= declared['edge.launch.py'] | declared['expert.launch.py']
-    forwarded = ('library', 'namespace', 'edge_params_file', 'expert_params_file', 'tau')
-    assert set(forwarded) <= declared['both.launch.py']
+    for node in ('edge', 'expert'):
+        assert f"'{node}.launch.py'" in both and f"included_arguments('{node}')" in both
+        given = launch_common.included_arguments(node)
+        assert set(given) <= declared[f'{node}.launch.py'], (
+            set(given) - declared[f'{node}.launch.py']
+        )
+        assert set(given.values()) <= declared['both.launch.py']
+    forwarded = set(launch_common.FORWARDED_TO_BOTH)
+    assert (
+        forwarded <= declared['both.launch.py'] and forwarded <= declared['bag_replay.launch.py']
+    )
+    assert 'FORWARDED_TO_BOTH' in (ROOT / 'launch' / 'bag_replay.launch.py').read_text()
+    assert {'library', 'namespace', 'edge_params_file', 'expert_params_file', 'tau'} <= forwarded
 
 
 def test_ros_packages_are_declared_in_package_xml() -> None:
@@ -181,7 +203,7 @@ def test_ros_packages_are_declared_in_package_xml() -> None:
         + package.build_export_depends
     }
     missing = {}
-    for path in ROS_MODULES + LAUNCH_FILES:
+    for path in [*ROS_MODULES, *LAUNCH_FILES, LAUNCH_COMMON]:
         for name in required_imports(parse(path)):
             if name in sys.stdlib_module_names or name in ('ask_expert_ros', '__future__'):
                 continue
@@ -240,58 +262,62 @@ PATCH_ARGUMENTS = ('offload_mode', 'keep_ratio', 'attention_mass', 'patch_select
 
 
 def test_launch_overrides_are_node_parameters_of_the_same_type() -> None:
-    """edge.launch.py's OVERRIDES maps argument -> type of the node parameter it sets
-    (a str, or float for tau, keep_ratio, attention_mass); expert.launch.py's names are
-    expert parameters. Every one is declared, and the patch offload ones are there."""
-    edge = parse(ROOT / 'launch' / 'edge.launch.py')
-    table = next(
-        n.value
-        for n in edge.body
-        if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'OVERRIDES'
-    )
-    assert isinstance(table, ast.Dict)
-    overrides = {k.value: v.id for k, v in zip(table.keys, table.values, strict=True)}
-    kinds = {s.name: type(s.default).__name__ for s in EDGE_PARAMS}
-    assert {name: kinds[name] for name in overrides} == overrides
-    assert set(PATCH_ARGUMENTS) | {'transport'} <= set(overrides)
-    declared = {c.args[0].value for c in calls(edge, 'DeclareLaunchArgument')}
-    assert set(overrides) <= declared
-    expert = parse(ROOT / 'launch' / 'expert.launch.py')
-    names = next(
-        n.value
-        for n in ast.walk(expert)
-        if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'names'
-    )
-    assert isinstance(names, ast.Tuple)
-    expert_names = {e.value for e in names.elts}
-    assert 'ragged' in expert_names and expert_names <= {s.name for s in EXPERT_PARAMS}
-    assert expert_names <= {c.args[0].value for c in calls(expert, 'DeclareLaunchArgument')}
+    """launch_common's PARAMETER_ARGUMENTS maps argument -> type of the node parameter it
+    sets; the edge's are edge parameters, the expert's expert parameters, each declared
+    by its launch file, and the patch offload ones are there."""
+    table = launch_common.PARAMETER_ARGUMENTS
+    for names, specs, file in (
+        (launch_common.EDGE_ARGUMENTS, EDGE_PARAMS, 'edge.launch.py'),
+        (launch_common.EXPERT_ARGUMENTS, EXPERT_PARAMS, 'expert.launch.py'),
+    ):
+        kinds = {s.name: type(s.default) for s in specs}
+        assert {n: kinds[n] for n in names} == {n: table[n][0] for n in names}
+        assert set(names) <= declared_arguments(ROOT / 'launch' / file)
+    assert set(PATCH_ARGUMENTS) | {'transport'} <= set(launch_common.EDGE_ARGUMENTS)
+    assert 'ragged' in launch_common.EXPERT_ARGUMENTS
+    assert set(table) == set(launch_common.EDGE_ARGUMENTS) | set(launch_common.EXPERT_ARGUMENTS)
 
 
 @pytest.mark.parametrize('file', ['both.launch.py', 'bag_replay.launch.py'])
 def test_patch_offload_arguments_reach_the_nodes(file: str) -> None:
     """both.launch.py passes the patch arguments to edge.launch.py and ragged to
     expert.launch.py; bag_replay.launch.py forwards them all to both.launch.py."""
-    tree = parse(ROOT / 'launch' / file)
-    declared = {c.args[0].value for c in calls(tree, 'DeclareLaunchArgument')}
-    assert set(PATCH_ARGUMENTS) | {'ragged', 'transport'} <= declared
-    if file == 'both.launch.py':
-        passed = {
-            k.value
-            for d in ast.walk(tree)
-            if isinstance(d, ast.Dict)
-            for k in d.keys
-            if isinstance(k, ast.Constant)
-        }
-        assert set(PATCH_ARGUMENTS) | {'ragged', 'transport'} <= passed
-    else:
-        forwarded = next(
-            n.value
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') == 'forwarded'
-        )
-        assert isinstance(forwarded, ast.Tuple)
-        assert set(PATCH_ARGUMENTS) | {'ragged'} <= {e.value for e in forwarded.elts}
+    assert set(PATCH_ARGUMENTS) | {'ragged', 'transport'} <= declared_arguments(
+        ROOT / 'launch' / file
+    )
+    passed = (
+        set(launch_common.included_arguments('edge'))
+        | set(launch_common.included_arguments('expert'))
+        if file == 'both.launch.py'
+        else set(launch_common.FORWARDED_TO_BOTH)
+    )
+    assert set(PATCH_ARGUMENTS) | {'ragged', 'transport'} <= passed
+
+
+def test_launch_common_describes_every_parameter_argument() -> None:
+    """Every table entry has a description; both.launch.py's per-node names say whose."""
+    for name in launch_common.BOTH_ARGUMENTS:
+        assert len(launch_common.describe(name)) > 30, name
+        assert launch_common.describe(name).endswith("empty: the params file's."), name
+    assert launch_common.describe('edge_device').startswith("Edge node: torch device ('cpu'")
+    assert launch_common.describe('tau').startswith('Confidence threshold')
+
+
+def test_launch_common_node_section_reads_the_node_and_slash_node_keys(tmp_path: Path) -> None:
+    params = tmp_path / 'p.yaml'
+    params.write_text(
+        'edge:\n  ros__parameters: {tau: 0.5, k: 2}\n'
+        '/edge:\n  ros__parameters: {tau: 0.7}\n'
+        'expert:\n  ros__parameters: {device: cuda}\n'
+    )
+    assert launch_common.node_section(str(params), 'edge') == {'tau': 0.7, 'k': 2}
+    assert launch_common.node_section(str(params), 'recorder') == {}
+    got = launch_common.node_parameters(
+        {'params_file': str(params), 'namespace': '/r1', 'tau': '0.6', 'library': ''}.get,
+        'edge',
+        ('tau', 'library'),
+    )
+    assert got == [str(params), {'tau': 0.7, 'k': 2}, {'tau': 0.6}]
 
 
 def test_rviz_config_shows_the_annotated_image() -> None:

@@ -555,10 +555,26 @@ def test_launch_security_settings_set_what_rcl_reads() -> None:
 
 @pytest.mark.parametrize('name', ['edge', 'expert'])
 def test_launch_files_declare_the_security_arguments(name: str) -> None:
+    """Each node's launch file declares keystore, security_strategy and its enclave
+    (through launch_common.node_arguments), both.launch.py passes <node>_enclave on, and
+    bag_replay.launch.py forwards all of them to both.launch.py."""
+    from ask_expert_ros import launch_common
+
     text = (ROOT / 'launch' / f'{name}.launch.py').read_text()
-    for arg in ('keystore', 'security_strategy', 'enclave'):
-        assert f"'{arg}'," in text
-    assert f"default_value='/ask_expert/{name}'" in text
-    assert 'additional_env=security_env' in text and '*enclave_args' in text
+    assert f"node_arguments('{name}', share)" in text
+    assert launch_common.security_argument_names([name]) == (
+        'keystore',
+        'security_strategy',
+        'enclave',
+    )
+    assert launch_common.ENCLAVES[name] == f'/ask_expert/{name}'
+    common = (ROOT / 'ask_expert_ros' / 'launch_common.py').read_text()
+    assert 'additional_env=security_env' in common and '*enclave_args' in common
+    assert launch_common.included_arguments(name)['enclave'] == f'{name}_enclave'
     both = (ROOT / 'launch' / 'both.launch.py').read_text()
-    assert f"'enclave': '{name}_enclave'" in both
+    assert "*security_arguments(['edge', 'expert'])" in both
+    replay = (ROOT / 'launch' / 'bag_replay.launch.py').read_text()
+    assert "*security_arguments(['edge', 'expert'])" in replay
+    assert {'keystore', 'security_strategy', f'{name}_enclave'} <= set(
+        launch_common.FORWARDED_TO_BOTH
+    )

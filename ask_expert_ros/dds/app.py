@@ -22,6 +22,7 @@ from ask_expert_ros.core.nodes.node_config import (
     resolve,
 )
 from ask_expert_ros.dds.config import loopback_config
+from ask_expert_ros.dds.graph import GraphAnnouncer, NodeEntry, resolve_distro
 from ask_expert_ros.dds.nodes import EdgeRunner, EdgeTopics, ExpertRunner, ExpertTopics
 from ask_expert_ros.dds.peers import (
     WARN_AFTER_S,
@@ -113,12 +114,16 @@ def run_node(
     remaps: Mapping[str, str] | None = None,
     security: SecurityRequest | None = None,
     warn_no_peer_after_s: float = WARN_AFTER_S,
+    ros_distro: str | None = None,
 ) -> int:
     """Build the ``'edge'`` or ``'expert'`` node from its parameters and spin it.
 
     Logs a warning when no peer (an expert for the edge, an edge for the expert) has
-    matched on the requests topic after ``warn_no_peer_after_s`` seconds.
+    matched on the requests topic after ``warn_no_peer_after_s`` seconds. The node is
+    announced on ``ros_discovery_info`` with the gids of ``ros_distro`` (None:
+    ``$ROS_DISTRO``, else jazzy), so that ``ros2 node list`` shows it.
     """
+    distro = resolve_distro(ros_distro)
     dp, _domain = participant(domain_id, loopback, security)
     runner: EdgeRunner | ExpertRunner
     if node == 'edge':
@@ -140,5 +145,8 @@ def run_node(
         watch = endpoint_watch(
             'expert', 'edge', runner.requests_reader, loopback, warn_no_peer_after_s
         )
+    endpoints = runner.endpoints
+    announcer = GraphAnnouncer(dp, distro)
+    announcer.announce([NodeEntry(node, namespace, endpoints.readers, endpoints.writers)])
     logger.info('%s ready on domain %d', node, domain_id)
     return serve(runner, watch)

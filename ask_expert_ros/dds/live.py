@@ -139,7 +139,7 @@ def run_live(
     Returns:
         Counts, accuracy, offload ratio, end-to-end latency (camera frame sent ->
         result received) and its split into edge / network / expert queue / expert
-        inference (:class:`~ask_expert_ros.core.live_metrics.LiveRecorder`), per frame
+        inference (:class:`~ask_expert_ros.core.nodes.live_metrics.LiveRecorder`), per frame
         under ``per_frame``; the pixel bytes per request seen on the wire
         (``pixel_bytes_per_request``: the frame or the patch mosaic, raw or compressed)
         and the node parameters set (``edge_params``, ``expert_params``).

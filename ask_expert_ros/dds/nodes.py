@@ -104,6 +104,9 @@ class _Endpoints:
         self.namespace = namespace
         self._topics: dict[str, Topic] = {}
         self.waitset = WaitSet(participant)
+        # every endpoint made here, for the node's entry in ros_discovery_info
+        self.readers: list[DataReader] = []
+        self.writers: list[DataWriter] = []
 
     def _topic(self, name: str, cls: type) -> Topic:
         full = dds_topic(name, self.namespace)
@@ -114,10 +117,13 @@ class _Endpoints:
     def reader(self, name: str, cls: type, qos: Qos) -> DataReader:
         reader = DataReader(self.participant, self._topic(name, cls), qos=with_type_hash(qos, cls))
         self.waitset.attach(ReadCondition(reader, _ANY_NEW))
+        self.readers.append(reader)
         return reader
 
     def writer(self, name: str, cls: type, qos: Qos) -> DataWriter:
-        return DataWriter(self.participant, self._topic(name, cls), qos=with_type_hash(qos, cls))
+        writer = DataWriter(self.participant, self._topic(name, cls), qos=with_type_hash(qos, cls))
+        self.writers.append(writer)
+        return writer
 
     def wait(self, timeout_s: float) -> None:
         self.waitset.wait(duration(seconds=max(0.0, timeout_s)))
@@ -162,7 +168,7 @@ class EdgeRunner:
     Args:
         logic: The edge logic (model, router, pending requests).
         participant: The DDS participant to create endpoints on.
-        values: Resolved edge parameters (:data:`~ask_expert_ros.core.node_config.EDGE_PARAMS`).
+        values: Resolved edge parameters (:data:`~ask_expert_ros.core.nodes.node_config.EDGE_PARAMS`).
         namespace: ROS namespace of the node's topics.
         topics: Topic names, for remapping.
     """
@@ -207,6 +213,11 @@ class EdgeRunner:
         self._diagnostics = _Diagnostics(
             io, f'ask_expert: edge {logic.params.edge_id}', values['diagnostics_period_s']
         )
+
+    @property
+    def endpoints(self) -> _Endpoints:
+        """The node's readers and writers."""
+        return self._io
 
     @property
     def requests_writer(self) -> DataWriter:
@@ -299,6 +310,11 @@ class ExpertRunner:
             topics.responses, msgs.ExpertResponse, reliable_qos(values['response_qos_depth'])
         )
         self._diagnostics = _Diagnostics(io, 'ask_expert: expert', values['diagnostics_period_s'])
+
+    @property
+    def endpoints(self) -> _Endpoints:
+        """The node's readers and writers."""
+        return self._io
 
     @property
     def requests_reader(self) -> DataReader:

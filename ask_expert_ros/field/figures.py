@@ -135,6 +135,10 @@ def summarize(
         all_rows, sum(e.get('not_sent', 0) for e in observed['edges'].values()), observed
     )
     totals['offload_mbps'] = offload_mbps(list(observed['edges'].values()), observed)
+    # what the observer heard on the shared topics (a deaf observer shows here, not as
+    # fallbacks the edges did not make)
+    totals['requests_heard'] = sum(len(e['requests']) for e in observed['edges'].values())
+    totals['responses_heard'] = sum(len(e['responses']) for e in observed['edges'].values())
     if cleared_ns is not None:
         totals['recovery_s'] = recovery_s(all_rows, cleared_ns)
     return {'totals': totals, 'per_edge': per_edge, 'rows': all_rows}

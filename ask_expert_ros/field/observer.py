@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cyclonedds.core import DDSException
 from cyclonedds.domain import DomainParticipant
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
@@ -44,7 +45,7 @@ FLOOD_ID = 'flood'
 class Observer:
     """Camera writers and result/request/response/diagnostics readers of the robot."""
 
-    def __init__(self, domain_id: int, edges: int) -> None:
+    def __init__(self, domain_id: int, edges: int, flood: bool = False) -> None:
         self.dp = DomainParticipant(domain_id)
         qos = reliable_qos(256)
         self.names = [edge_name(i) for i in range(edges)]
@@ -68,9 +69,14 @@ class Observer:
         self.stale_writer = DataWriter(
             self.dp, Topic(self.dp, msgs.ros_topic(RESPONSES), msgs.ExpertResponse), qos=qos
         )
-        # a robot flooding the expert with requests of its own (copies of real ones)
-        self.flood_writer = DataWriter(
-            self.dp, Topic(self.dp, msgs.ros_topic(REQUESTS), msgs.ExpertRequest), qos=qos
+        # a robot flooding the expert with requests of its own (copies of real ones), when
+        # asked for
+        self.flood_writer = (
+            DataWriter(
+                self.dp, Topic(self.dp, msgs.ros_topic(REQUESTS), msgs.ExpertRequest), qos=qos
+            )
+            if flood
+            else None
         )
         self.templates: deque = deque(maxlen=64)
         self.flood_sent = 0
@@ -92,16 +98,31 @@ class Observer:
         self._next_match_check = 0
 
     def ready(self) -> bool:
-        """Every edge subscribed to its camera, and an expert's responses are heard."""
+        """Every edge subscribed to its camera, and an expert's responses are heard: a
+        writer of another participant is matched (this one's own replay writer matches
+        the responses reader too, and would pass for an expert that was never found)."""
         cams = all(w.get_matched_subscriptions() for w in self.cameras.values())
-        return cams and bool(self.responses.get_matched_publications())
+        return cams and self.remote_response_writers() > 0
+
+    def remote_response_writers(self) -> int:
+        """Writers of other participants matched on the responses topic."""
+        own = self.dp.guid
+        count = 0
+        for handle in self.responses.get_matched_publications():
+            try:
+                data = self.responses.get_matched_publication_data(handle)
+            except DDSException:  # the writer left between the two calls
+                continue
+            if data is not None and data.participant_key != own:
+                count += 1
+        return count
 
     def drain(self) -> None:
         """Take everything that arrived; responses before results (see the figures)."""
         now = time.time_ns()
         if now >= self._next_match_check:
             self._next_match_check = now + 50_000_000
-            count = len(self.responses.get_matched_publications())
+            count = self.remote_response_writers()
             if not self.expert_writers or self.expert_writers[-1][1] != count:
                 self.expert_writers.append([now, count])
         for m in take_valid(self.requests, 512):
@@ -138,7 +159,7 @@ class Observer:
     def flood(self, deadline_ms: float) -> None:
         """One request of the flooding robot: a copy of a real edge's request under its
         own edge id, request id and stamps."""
-        if not self.templates:
+        if not self.templates or self.flood_writer is None:
             return
         template = self.templates[self.flood_sent % len(self.templates)]
         now = time.time_ns()
@@ -263,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     data = load_dataset(args.dataset)
     images, labels = data.test_images, data.test_labels
-    obs = Observer(args.domain, args.edges)
+    obs = Observer(args.domain, args.edges, flood=args.flood_rps > 0)
     deadline = time.monotonic() + args.start_timeout_s
     while not obs.ready():
         if time.monotonic() > deadline or stop.is_set():
