@@ -168,7 +168,8 @@ class EdgeRunner:
     Args:
         logic: The edge logic (model, router, pending requests).
         participant: The DDS participant to create endpoints on.
-        values: Resolved edge parameters (:data:`~ask_expert_ros.core.nodes.node_config.EDGE_PARAMS`).
+        values: Resolved edge parameters
+            (:data:`~ask_expert_ros.core.nodes.node_config.EDGE_PARAMS`).
         namespace: ROS namespace of the node's topics.
         topics: Topic names, for remapping.
     """
