@@ -127,6 +127,7 @@ def assess(
     rejected = sum(delta.get(k, 0) for k in REJECT_COUNTERS)
     offloaded = delta.get('offloaded', 0)
     failed = delta.get('model_errors', 0)
+    lifecycle = (settings or {}).get('lifecycle', 'active')
     if failed:
         level = Level.ERROR
         message = f'the model failed on {failed} inputs in the last period (see the node log)'
@@ -142,6 +143,9 @@ def assess(
     elif fell_back or rejected:
         level = Level.WARN
         message = f'{fell_back} fallbacks, {rejected} rejected inputs in the last period'
+    elif lifecycle != 'active':
+        # a managed node not yet (or no longer) active is as it should be, and says so
+        level, message = Level.OK, f'{lifecycle}: not taking input'
     else:
         level, message = Level.OK, 'ok'
     return StatusRecord(name, level, message, hardware_id, values)

@@ -556,6 +556,16 @@ class EdgeLogic:
                     )
         return out
 
+    def abandon(self, reason: str) -> list[FinalResult]:
+        """The fallback of every request still waiting, now (a node that stops and cannot
+        wait any longer): each frame still gets its one result."""
+        with self._lock:
+            out = []
+            for rid in list(self._pending):
+                self.counters.fallback_unavailable += 1
+                out.append(self._fallback_result(self._retire(rid), reason))
+        return out
+
     def fail(self, request_id: int, reason: str) -> FinalResult | None:
         """The request could not be sent (no expert node, write error): fall back now."""
         with self._lock:
