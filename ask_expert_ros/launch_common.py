@@ -93,11 +93,16 @@ PARAMETER_ARGUMENTS: dict[str, tuple[type, str]] = {
         'Requests that may wait in the expert in all; beyond it the edge with the most '
         'waiting is shed first;',
     ),
+    'max_rate_per_edge': (
+        float,
+        'Requests/s one edge may send to the expert; more are answered OVERLOADED on '
+        'arrival; 0 no quota;',
+    ),
 }
 EDGE_ONLY = ('tau', 'transport', 'offload_mode', 'keep_ratio', 'attention_mass',
              'patch_selection', 'attention_source', 'down_after_misses', 'probe_interval_ms',
              'offload_budget_mbps')  # fmt: skip
-EXPERT_ONLY = ('ragged', 'max_queue_per_edge', 'max_queued')
+EXPERT_ONLY = ('ragged', 'max_queue_per_edge', 'max_queued', 'max_rate_per_edge')
 PER_NODE = ('device', 'backend', 'precision')  # both.launch.py: edge_device, expert_device ...
 EDGE_ARGUMENTS = ('library', *PER_NODE, *EDGE_ONLY)
 EXPERT_ARGUMENTS = ('library', *PER_NODE, *EXPERT_ONLY)

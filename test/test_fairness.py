@@ -161,6 +161,51 @@ def test_memory_stays_bounded_over_many_edges(library) -> None:
     assert 'edge199' in logic.edge_stats() and 'edge0' not in logic.edge_stats()
 
 
+def test_rate_quota_sheds_what_an_edge_sends_above_it_before_decoding(library) -> None:
+    """A quota of 20 requests/s per edge (a bucket of 20, full at start). Over 1 s in
+    10 ms ticks, 'flood' sends 3 per tick (300/s) and 'calm' 1 per 100 ms (10/s).
+
+    Expected: calm is never shed; flood gets its bucket (20) plus 20/s over the 0.99 s
+    the ticks span (19.8 tokens: 19 whole ones with the 20th not refilled yet at the
+    last tick, so 39), the rest (261) shed OVERLOADED on arrival with the quota named.
+    A shed request is never decoded: flood's requests from the 22nd on (tick 7, when its
+    bucket has run dry) carry undecodable pixels; the 18 of them the quota lets through
+    are answered BAD_FRAME, the 261 shed ones OVERLOADED, each request exactly once."""
+    clock = Clock()
+    logic = expert(library, clock, max_wait_ms=0.0, max_rate_per_edge=20.0)
+    shed: Counter[str] = Counter()
+    replies = []
+    for tick in range(100):
+        batch = [request('flood', 3 * tick + i, (1,)) for i in range(3)]
+        if tick >= 7:  # the bucket is empty by now: these must never reach the decoder
+            batch = [
+                OffloadRequest(**{**r.__dict__, 'image': ImageData(FrameFormat.RAW, b'x')})
+                for r in batch
+            ]
+        if tick % 10 == 0:
+            batch.append(request('calm', tick, (1,)))
+        for r in batch:
+            reply = logic.submit(r)
+            if reply is not None and reply.status == Status.OVERLOADED:
+                assert 'quota of 20 requests/s' in reply.error
+                shed[r.edge_id] += 1
+            elif reply is not None:
+                replies.append(reply)
+        replies += logic.poll()
+        clock.now += TICK_MS * 1_000_000
+    assert shed == Counter({'flood': 261})
+    statuses = Counter((r.edge_id, r.status) for r in replies)
+    assert statuses == Counter(
+        {('flood', Status.OK): 21, ('flood', Status.BAD_FRAME): 18, ('calm', Status.OK): 10}
+    )
+    assert logic.counters.bad_frame == 18 and logic.counters.shed == 261
+
+
+def test_rate_quota_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match='max_rate_per_edge'):
+        ExpertParams(max_rate_per_edge=-1.0)
+
+
 @pytest.mark.parametrize(('name', 'value'), [('max_queue_per_edge', 0), ('max_queued', 0)])
 def test_queue_bounds_must_be_positive(name: str, value: int) -> None:
     with pytest.raises(ValueError, match=name):

@@ -18,7 +18,12 @@ an edge with ``max_queue_per_edge`` requests waiting has its next one shed; when
 ``max_queued`` wait in all, the newest request of the edge with the most waiting is
 shed to make room (or the arriving one, if its edge has the most). Shed requests are
 answered OVERLOADED at once, so their edge falls back without waiting out a deadline:
-one edge flooding at 10x its share fills its own queue, not the node. Nothing here
+one edge flooding at 10x its share fills its own queue, not the node. A request of an
+edge whose queue is full is shed on arrival, before it is decoded, so a flood costs the
+node next to nothing beyond its share. That still lets a flood the node *can* absorb
+raise its load, and so everyone's wait (a running batch is not preempted); a rate quota
+per edge (``max_rate_per_edge``, a token bucket holding one second of requests) sheds
+what an edge sends above it on arrival, whatever the node's load. Nothing here
 grows with the number of edges or frames seen: queues are dropped when they empty,
 and the per-edge figures (:meth:`ExpertLogic.edge_stats`) keep the
 :data:`MAX_TRACKED_EDGES` most recently seen edges.
@@ -27,6 +32,7 @@ and the per-edge figures (:meth:`ExpertLogic.edge_stats`) keep the
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -74,6 +80,8 @@ class ExpertParams:
         max_queue_per_edge: Requests of one edge that may wait; more are shed.
         max_queued: Requests that may wait in all; more shed the newest request of the
             edge with the most waiting.
+        max_rate_per_edge: Requests per second one edge may send (a token bucket of one
+            second's worth, at least 1); more are shed on arrival. 0: no quota.
     """
 
     max_batch: int = 8
@@ -83,8 +91,11 @@ class ExpertParams:
     ragged: RaggedMode = 'pad'
     max_queue_per_edge: int = 64
     max_queued: int = 512
+    max_rate_per_edge: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.max_rate_per_edge >= 0:
+            raise ValueError(f'max_rate_per_edge must be >= 0, got {self.max_rate_per_edge}')
         if self.max_queue_per_edge < 1:
             raise ValueError(f'max_queue_per_edge must be >= 1, got {self.max_queue_per_edge}')
         if self.max_queued < 1:
@@ -129,6 +140,8 @@ class EdgeStats:
     requests: int = 0  # reached the queues (valid)
     served: int = 0  # taken into a batch
     shed: int = 0  # answered OVERLOADED
+    tokens: float = float('nan')  # the rate quota's bucket (NaN: full, never drawn)
+    refilled_ns: int = 0
 
 
 def decode_request_image(image: ImageData) -> np.ndarray:
@@ -238,8 +251,12 @@ class ExpertLogic:
 
     def submit(self, request: OffloadRequest) -> ExpertReply | None:
         """Queue a request; an immediate error reply when it cannot be served."""
+        now = self._monotonic_ns()
         with self._lock:
             self.counters.requests += 1
+            shed = self._shed_on_arrival(request, now)
+        if shed is not None:
+            return shed
         problem = self._validate(request)
         if problem is not None:
             return problem
@@ -291,6 +308,29 @@ class ExpertLogic:
         self._total += 1
         self._arrived = True
         self._wakeup.notify_all()
+        return None
+
+    def _shed_on_arrival(self, request: OffloadRequest, now_ns: int) -> ExpertReply | None:
+        """Under the lock, before the request is decoded: shed it when its edge is over
+        its rate quota or already has ``max_queue_per_edge`` requests waiting."""
+        params = self._params
+        edge = request.edge_id
+        rate = params.max_rate_per_edge
+        if rate > 0:
+            stats = self._stats_of(edge)
+            burst = max(1.0, rate)
+            tokens = burst if math.isnan(stats.tokens) else stats.tokens
+            tokens = min(burst, tokens + (now_ns - stats.refilled_ns) * rate / 1e9)
+            stats.refilled_ns = now_ns
+            if tokens < 1.0:
+                stats.tokens = tokens
+                return self._shed(request, stats, f'over the quota of {rate:g} requests/s')
+            stats.tokens = tokens - 1.0
+        waiting = self._per_edge.get(edge, 0)
+        if waiting >= params.max_queue_per_edge:
+            return self._shed(
+                request, self._stats_of(edge), f'{waiting} requests of this edge already waiting'
+            )
         return None
 
     def _shed(self, request: OffloadRequest, stats: EdgeStats, why: str) -> ExpertReply:

@@ -320,6 +320,16 @@ EXPERT_PARAMS = (
         high=100000,
     ),
     ParamSpec(
+        'max_rate_per_edge',
+        0.0,
+        'Requests per second one edge (edge_id) may send; more are answered OVERLOADED on '
+        'arrival, before they are decoded (a token bucket holding one second of them). A '
+        'flood the node could absorb otherwise still slows every edge a little; this caps '
+        "it. Set it above a robot's camera rate. 0: no quota.",
+        low=0.0,
+        high=1e6,
+    ),
+    ParamSpec(
         'max_queued',
         512,
         'Requests that may wait in all; beyond it the newest request of the edge with the '
@@ -398,6 +408,7 @@ def expert_params(values: Mapping[str, Any]) -> ExpertParams:
         ragged=values['ragged'],
         max_queue_per_edge=values['max_queue_per_edge'],
         max_queued=values['max_queued'],
+        max_rate_per_edge=values['max_rate_per_edge'],
     )
 
 
