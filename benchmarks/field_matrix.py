@@ -71,7 +71,9 @@ FAIRNESS_ROWS: dict[str, list[str]] = {
         '--tau', '1.01', '--cpu-split', *extra,
     ]
     for kind, extra in (
-        ('x1', []), ('x10', ['--rate-factors', '10']), ('rogue10', ['--flood-rps', '300'])
+        ('x1', []), ('x10', ['--rate-factors', '10']), ('rogue10', ['--flood-rps', '300']),
+        # the expert's rate quota at twice an edge's share
+        ('rogue10-quota60', ['--flood-rps', '300', '--expert-set', 'max_rate_per_edge=60']),
     )
 }  # fmt: skip
 
