@@ -319,7 +319,7 @@ def test_concurrent_edges_over_dds_each_get_all_their_answers(zoo, frames) -> No
     expert_logic = ExpertLogic(
         ExpertStage(ExpertLibrary(zoo)), ExpertParams(max_batch=4, max_wait_ms=2.0)
     )
-    runner = ExpertRunner(expert_logic, DomainParticipant(domain_id), values)
+    runner = ExpertRunner(DomainParticipant(domain_id), values, lambda: expert_logic)
     stop = threading.Event()
     expert_thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
     expert_thread.start()

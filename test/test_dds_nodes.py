@@ -30,6 +30,7 @@ from ask_expert_ros.core.inference.backends import factory_from_params
 from ask_expert_ros.core.inference.engine import CoInferenceEngine, EdgeStage, ExpertStage
 from ask_expert_ros.core.inference.library import ExpertLibrary
 from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.nodes.lifecycle import IllegalTransitionError
 from ask_expert_ros.core.nodes.messages import Header, Stamp
 from ask_expert_ros.core.nodes.node_config import (
     EDGE_PARAMS,
@@ -42,7 +43,13 @@ from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.conversions import frame_to_image, request_to_core
 from ask_expert_ros.dds.live import spawn_node
-from ask_expert_ros.dds.nodes import EdgeRunner, reliable_qos, sensor_qos, take_valid
+from ask_expert_ros.dds.nodes import (
+    EdgeRunner,
+    ExpertRunner,
+    reliable_qos,
+    sensor_qos,
+    take_valid,
+)
 
 pytestmark = pytest.mark.timeout(240)
 START_TIMEOUT_S = 90.0
@@ -486,8 +493,12 @@ def test_edge_model_failure_mid_stream_answers_every_frame_and_the_node_keeps_go
     overrides = {'library': str(zoo), 'tau': 0.0, 'backend': 'torch', 'precision': 'fp32'}
     overrides |= {'image_qos_reliability': 'reliable', 'image_qos_depth': 100}
     values = resolve(EDGE_PARAMS, overrides)
-    runner = EdgeRunner(build_edge_logic(values, factory_from_params(values)), graph.dp, values)
-    head = runner.logic.stage.model.model.head
+    runner = EdgeRunner(
+        graph.dp, values, lambda: build_edge_logic(values, factory_from_params(values))
+    )
+    assert runner.start()
+    logic = runner.logic  # the runner drops it when run() shuts it down
+    head = logic.stage.model.model.head
     weight = head.weight.data
     head.weight.data = weight[:, :3].clone()
     stop = threading.Event()
@@ -511,7 +522,7 @@ def test_edge_model_failure_mid_stream_answers_every_frame_and_the_node_keeps_go
     assert all(r.results == [] for r in broken)
     assert sorted(r.header.stamp.sec for r in whole) == [7004, 7005, 7006, 7007]
     assert all(len(r.results) == 1 for r in whole)
-    counters = runner.logic.counters
+    counters = logic.counters
     assert (counters.model_errors, counters.accepted, counters.results) == (4, 4, 8)
 
 
@@ -525,3 +536,143 @@ def test_shipped_cyclone_config_is_accepted_by_cyclone(domain_id) -> None:
     participant = DomainParticipant(domain_id)
     assert participant.domain_id == domain_id
     del participant, domain
+
+
+class Driven:
+    """A runner spun on its own thread; transitions run on that thread between turns, as
+    ``ask-expert`` does them (the runners are not thread-safe)."""
+
+    def __init__(self, runner: EdgeRunner | ExpertRunner) -> None:
+        self.runner = runner
+        self._calls: list[tuple[Callable[[], object], list]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                calls, self._calls = self._calls, []
+            for call, into in calls:
+                into.append(call())
+            self.runner.spin_once(0.01)
+
+    def post(self, call: Callable[[], object]) -> list:
+        """Run ``call`` on the runner's thread; its result lands in the list returned."""
+        into: list = []
+        with self._lock:
+            self._calls.append((call, into))
+        return into
+
+    def call(self, call: Callable[[], object], timeout_s: float = 60.0) -> object:
+        into = self.post(call)
+        wait_for(lambda: into, timeout_s, f'{call} on the runner thread')
+        return into[0]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_dds_lifecycle_models_before_input_and_deactivate_answers_what_is_in_flight(
+    zoo, frames, domain_id
+) -> None:
+    """Edge and expert runners in this process, driven through their lifecycle.
+
+    * While the edge builds its model, nothing subscribes to the camera (the reader comes
+      with activate); /diagnostics shows each state.
+    * The expert holds 6 requests (max_wait 10 s): deactivating it answers all 6 at once.
+    * 4 more frames in flight, then edge and expert deactivated together: the edge's
+      drain receives the expert's 4 answers (deadline 20 s, so a fallback would show).
+    * 10 frames, 10 results, each stamp once, all answered by the expert.
+    """
+    graph = Graph(domain_id)
+    camera = graph.writer('image', msgs.Image)
+    results_reader = graph.reader('classification', msgs.Classification)
+    diagnostics = graph.reader('/diagnostics', msgs.DiagnosticArray)
+    edge_values = resolve(
+        EDGE_PARAMS,
+        {
+            'library': str(zoo),
+            'tau': 1.01,
+            'deadline_ms': 20000.0,
+            'image_qos_reliability': 'reliable',
+            'image_qos_depth': 100,
+        },
+    )
+    expert_values = resolve(
+        EXPERT_PARAMS,
+        {'library': str(zoo), 'max_wait_ms': 10000.0, 'max_batch': 64, 'preload': False},
+    )
+    camera_matched_while_loading: list[int] = []
+
+    def build_edge():
+        camera_matched_while_loading.append(len(camera.get_matched_subscriptions()))
+        return build_edge_logic(edge_values, factory_from_params(edge_values))
+
+    edge = EdgeRunner(graph.dp, edge_values, build_edge)
+    expert = ExpertRunner(
+        graph.dp,
+        expert_values,
+        lambda: build_expert_logic(expert_values, factory_from_params(expert_values)),
+    )
+    assert (edge.state.value, edge.endpoints.readers) == ('unconfigured', [])
+    driven = [Driven(expert), Driven(edge)]
+    try:
+        d_expert, d_edge = driven
+        assert d_expert.call(expert.start) and d_edge.call(edge.configure)
+        assert camera_matched_while_loading == [0] and edge.state.value == 'inactive'
+        assert not camera.get_matched_subscriptions()
+        assert d_edge.call(edge.activate)
+        wait_for(lambda: camera.get_matched_subscriptions(), 30, 'the edge reader')
+        wait_for(lambda: edge.requests_writer.get_matched_subscriptions(), 30, 'the expert')
+
+        results: list = []
+        publish(camera, frames[:6], first_sec=100)
+        wait_for(lambda: d_expert.call(lambda: expert.logic.queued) == 6, 30, '6 queued')
+        assert d_expert.call(expert.deactivate) and expert.state.value == 'inactive'
+        collect(results_reader, results, 6, 30, 'the 6 answers of the deactivated expert')
+
+        assert d_expert.call(expert.activate)
+        wait_for(lambda: edge.requests_writer.get_matched_subscriptions(), 30, 'the expert')
+        publish(camera, frames[6:10], first_sec=200)
+        wait_for(lambda: d_expert.call(lambda: expert.logic.queued) == 4, 30, '4 queued')
+        edge_done = d_edge.post(edge.deactivate)
+        assert d_expert.call(expert.deactivate)
+        wait_for(lambda: edge_done, 30, 'the edge deactivated')
+        assert edge_done == [True] and edge.state.value == 'inactive'
+        collect(results_reader, results, 10, 30, 'all 10 results')
+        assert not camera.get_matched_subscriptions()
+        counters = edge.logic.counters
+        assert (counters.frames, counters.expert, counters.results) == (10, 10, 10)
+        for runner, d in ((edge, d_edge), (expert, d_expert)):
+            d.call(runner.shutdown)
+            assert runner.state.value == 'finalized'
+    finally:
+        for d in driven:
+            d.stop()
+    secs = sorted(r.header.stamp.sec for r in results + take_valid(results_reader))
+    assert secs == [*range(100, 106), *range(200, 204)]  # each frame exactly once
+    states = [
+        dict((v.key, v.value) for v in status.values).get('lifecycle')
+        for array in take_valid(diagnostics, 256)
+        for status in array.status
+        if status.name.startswith('ask_expert: edge')
+    ]
+    assert {'inactive', 'active', 'finalized'} <= set(states)
+
+
+def test_dds_bad_library_fails_configure_and_the_node_stays_unconfigured(zoo, domain_id) -> None:
+    graph = Graph(domain_id)
+    values = resolve(EXPERT_PARAMS, {'library': str(zoo.parent / 'nowhere')})
+    expert = ExpertRunner(
+        graph.dp, values, lambda: build_expert_logic(values, factory_from_params(values))
+    )
+    assert expert.configure() is False
+    assert expert.state.value == 'unconfigured' and 'nowhere' in expert.lifecycle.last_error
+    assert expert.endpoints.readers == []
+    with pytest.raises(IllegalTransitionError, match='cannot activate while unconfigured'):
+        expert.activate()
+    expert.shutdown()
+    assert expert.state.value == 'finalized'

@@ -161,3 +161,11 @@ def test_changes_are_logged_by_default(caplog: pytest.LogCaptureFixture) -> None
     walk(lifecycle, C, A)
     assert 'edge: configure: unconfigured -> inactive' in caplog.text
     assert 'edge: activate: inactive -> active' in caplog.text
+
+
+@pytest.mark.parametrize(('ok', 'end'), [(True, State.UNCONFIGURED), (False, State.FINALIZED)])
+def test_recover_after_an_error_ends_where_ros_errorprocessing_does(ok: bool, end: State) -> None:
+    lifecycle = Lifecycle('edge')
+    walk(lifecycle, C, A)
+    lifecycle.recover(ok)
+    assert lifecycle.state is end

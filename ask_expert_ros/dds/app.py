@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from cyclonedds.core import DDSException
 from cyclonedds.domain import Domain, DomainParticipant
 
 from ask_expert_ros.core.inference.backends.factory import factory_from_params
+from ask_expert_ros.core.nodes.lifecycle import TransitionFailedError
 from ask_expert_ros.core.nodes.node_config import (
     build_edge_logic,
     build_expert_logic,
@@ -84,15 +85,35 @@ def participant(
         ) from exc
 
 
-def serve(runner: EdgeRunner | ExpertRunner, watch: PeerWatch | None = None) -> int:
-    """Spin until SIGINT/SIGTERM; ``watch`` warns while no peer has matched."""
+def serve(runner: EdgeRunner | ExpertRunner, watch: Callable[[], PeerWatch] | None = None) -> int:
+    """Bring the node up (configure, activate), spin until SIGINT/SIGTERM, then shut it down.
+
+    A signal while the models load ends the node once configure returns, without
+    activating it; on the way out deactivate answers what is in flight (every frame
+    its result, every queued request its reply) before the models are released.
+
+    Args:
+        runner: The node, unconfigured.
+        watch: Makes the warning that no peer has matched, once the node is active.
+
+    Raises:
+        TransitionFailedError: Configure or activate failed (e.g. an expert that does
+            not load); the reason was logged, and the node shut down.
+    """
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    lifecycle = runner.lifecycle
+    if not runner.configure() or (not stop.is_set() and not runner.activate()):
+        reason = lifecycle.last_error
+        runner.shutdown()
+        raise TransitionFailedError(f'{lifecycle.node} did not come up: {reason}')
+    peers = watch() if watch is not None and not stop.is_set() else None
     while not stop.is_set():
         runner.spin_once()
-        if watch is not None:
-            watch.poll()
+        if peers is not None:
+            peers.poll()
+    runner.shutdown()
     return 0
 
 
@@ -116,7 +137,12 @@ def run_node(
     warn_no_peer_after_s: float = WARN_AFTER_S,
     ros_distro: str | None = None,
 ) -> int:
-    """Build the ``'edge'`` or ``'expert'`` node from its parameters and spin it.
+    """Build the ``'edge'`` or ``'expert'`` node from its parameters, bring it up and spin it.
+
+    The node goes through the lifecycle states of a ROS 2 managed node (logged, and
+    shown as ``lifecycle`` on its ``/diagnostics`` status): unconfigured, configure
+    (models loaded and warmed up), activate (the input reader created), and on
+    SIGINT/SIGTERM deactivate (in-flight work answered) and shutdown (finalized).
 
     Logs a warning when no peer (an expert for the edge, an edge for the expert) has
     matched on the requests topic after ``warn_no_peer_after_s`` seconds. The node is
@@ -125,28 +151,45 @@ def run_node(
     """
     distro = resolve_distro(ros_distro)
     dp, _domain = participant(domain_id, loopback, security)
-    runner: EdgeRunner | ExpertRunner
-    if node == 'edge':
-        topics = remapped(EdgeTopics(), remaps or {})
-        runner = EdgeRunner(
-            build_edge_logic(values, factory_from_params(values)), dp, values, namespace, topics
-        )
-    else:
-        topics = remapped(ExpertTopics(), remaps or {})
-        runner = ExpertRunner(
-            build_expert_logic(values, factory_from_params(values)), dp, values, namespace, topics
-        )
-    if isinstance(runner, EdgeRunner):
-        logger.info('edge model runs on %s', runner.logic.stage.backend.describe())
-        watch = endpoint_watch(
-            'edge', 'expert', runner.requests_writer, loopback, warn_no_peer_after_s
-        )
-    else:
-        watch = endpoint_watch(
-            'expert', 'edge', runner.requests_reader, loopback, warn_no_peer_after_s
-        )
-    endpoints = runner.endpoints
     announcer = GraphAnnouncer(dp, distro)
-    announcer.announce([NodeEntry(node, namespace, endpoints.readers, endpoints.writers)])
-    logger.info('%s ready on domain %d', node, domain_id)
+    runner: EdgeRunner | ExpertRunner
+
+    def announce() -> None:  # after each lifecycle transition: the endpoints changed
+        endpoints = runner.endpoints
+        announcer.announce([NodeEntry(node, namespace, endpoints.readers, endpoints.writers)])
+
+    watch: Callable[[], PeerWatch]
+    if node == 'edge':
+        edge = EdgeRunner(
+            dp,
+            values,
+            lambda: build_edge_logic(values, factory_from_params(values)),
+            namespace,
+            remapped(EdgeTopics(), remaps or {}),
+            on_change=announce,
+        )
+        runner = edge
+
+        def watch() -> PeerWatch:
+            return endpoint_watch(
+                'edge', 'expert', edge.requests_writer, loopback, warn_no_peer_after_s
+            )
+    else:
+        expert = ExpertRunner(
+            dp,
+            values,
+            lambda: build_expert_logic(values, factory_from_params(values)),
+            namespace,
+            remapped(ExpertTopics(), remaps or {}),
+            on_change=announce,
+        )
+        runner = expert
+
+        def watch() -> PeerWatch:
+            return endpoint_watch(
+                'expert', 'edge', expert.requests_reader, loopback, warn_no_peer_after_s
+            )
+
+    announce()
+    logger.info('%s on domain %d: %s', node, domain_id, runner.state.value)
     return serve(runner, watch)

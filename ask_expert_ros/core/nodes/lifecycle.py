@@ -107,6 +107,11 @@ class IllegalTransitionError(AskExpertError, RuntimeError):
     unconfigured, or anything while another transition runs)."""
 
 
+class TransitionFailedError(AskExpertError):
+    """A node that cannot go on without the transition that failed (a process with no
+    lifecycle manager to retry it) raises this, with the reason."""
+
+
 # (node, transition, from, to, seconds it took, why it failed or '')
 ChangeListener = Callable[[str, Transition, State, State, float, str], None]
 
@@ -191,6 +196,16 @@ class Lifecycle:
         after = step.failure if error else step.success
         self._finish(transition, before, after, start, error)
         return not error
+
+    def recover(self, ok: bool) -> None:
+        """After an unexpected error in a transition (ROS's ``errorprocessing``): the node
+        cleaned up (``ok``: back to unconfigured) or could not (finalized)."""
+        with self._lock:
+            before = self._state
+            self._state = State.UNCONFIGURED if ok else State.FINALIZED
+            after = self._state
+        log = logger.info if ok else logger.error
+        log('%s: error processed: %s -> %s', self.node, before.value, after.value)
 
     def _finish(
         self, transition: Transition, before: State, after: State, start: float, error: str
