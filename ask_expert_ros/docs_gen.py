@@ -40,16 +40,21 @@ this file is stale). -->
 Both nodes take their parameters from a ROS 2 params YAML keyed by node name
 (`config/edge.yaml`, `config/expert.yaml`), whichever adapter runs them:
 
-* rclpy: `ros2 run ask_expert_ros edge_node --ros-args --params-file config/edge.yaml`,
-  or the launch files (`params_file:=`, plus one launch argument per commonly changed
-  parameter); `ros2 param describe /edge tau` shows the description and range below.
+* rclpy: `ros2 run ask_expert_ros edge_node --ros-args --params-file config/edge.yaml
+  -p autostart:=true` (lifecycle nodes: without `autostart` the node waits, unconfigured,
+  for `ros2 lifecycle set /edge configure` and `activate`), or the launch files
+  (`params_file:=`, plus one launch argument per commonly changed parameter; they bring
+  the nodes to active unless `autostart:=false`); `ros2 param describe /edge tau` shows
+  the description and range below.
 * Cyclone DDS, no ROS install: `ask-expert edge --params-file config/edge.yaml
   --set tau=0.7` (`--set` is repeatable and wins over the file).
 
-Every value is checked by the same rule in both adapters (type, choices, range); a bad
-value stops the node at start with a message naming the parameter. *Run time: yes*
-means the rclpy node accepts `ros2 param set` while running (doubles need a decimal
-point: `1.0`, not `1`); the others are read once at start.
+Every value is checked by the same rule in both adapters (type, choices, range), with a
+message naming the parameter: a value of the wrong type or out of range stops the rclpy
+node when it is made; a bad choice or a library that does not load fails its configure
+transition (it stays unconfigured, alive); `ask-expert` exits. *Run time: yes* means the
+rclpy node accepts `ros2 param set` while running (doubles need a decimal point: `1.0`,
+not `1`); the others are read once, on configure.
 
 The parameters shared by both nodes come first in each table: {common}.
 """

@@ -8,7 +8,9 @@ and build their node the same way; all of that lives here, once.
 
 The tables (:data:`PARAMETER_ARGUMENTS` and friends) import without ROS, for the tests;
 the functions that build launch actions need ``launch`` and ``launch_ros`` (a ROS 2
-install), which ``ros2 launch`` always has.
+install), which ``ros2 launch`` always has. The nodes are lifecycle nodes: by default
+(``autostart:=true``) the launch files configure and then activate them through
+lifecycle events; ``autostart:=false`` leaves them unconfigured for a lifecycle manager.
 """
 
 from __future__ import annotations
@@ -23,11 +25,22 @@ import yaml
 from ask_expert_ros.ros.security import security_settings
 
 try:
-    from launch.actions import DeclareLaunchArgument, GroupAction, IncludeLaunchDescription
+    from launch.action import Action
+    from launch.actions import (
+        DeclareLaunchArgument,
+        EmitEvent,
+        GroupAction,
+        IncludeLaunchDescription,
+        RegisterEventHandler,
+    )
+    from launch.events import matches_action
     from launch.launch_context import LaunchContext
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import Node
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
 except ImportError:  # no ROS 2 here: the tables still import (tests, docs)
     pass
 
@@ -115,7 +128,8 @@ BOTH_ARGUMENTS = (
 )
 ENCLAVES = {'edge': '/ask_expert/edge', 'expert': '/ask_expert/expert'}
 # the other arguments of edge.launch.py / expert.launch.py (node_arguments)
-NODE_ARGUMENTS = ('params_file', 'namespace', 'log_level')
+AUTOSTART_ARGUMENT = 'autostart'  # autostart_argument(); every launch file declares it
+NODE_ARGUMENTS = ('params_file', 'namespace', 'log_level', AUTOSTART_ARGUMENT)
 PARAMS_FILE_ARGUMENTS = tuple(f'{node}_params_file' for node in ENCLAVES)
 
 
@@ -130,6 +144,7 @@ def security_argument_names(nodes: Iterable[str]) -> tuple[str, ...]:
 # what bag_replay.launch.py forwards to both.launch.py, under the same names
 FORWARDED_TO_BOTH = (
     'namespace',
+    AUTOSTART_ARGUMENT,
     *PARAMS_FILE_ARGUMENTS,
     *BOTH_ARGUMENTS,
     *security_argument_names(ENCLAVES),
@@ -138,7 +153,14 @@ FORWARDED_TO_BOTH = (
 
 def included_arguments(node: str) -> dict[str, str]:
     """What both.launch.py gives ``<node>.launch.py``: {its argument: ours}."""
-    shared = ('library', 'namespace', 'log_level', 'keystore', 'security_strategy')
+    shared = (
+        'library',
+        'namespace',
+        'log_level',
+        AUTOSTART_ARGUMENT,
+        'keystore',
+        'security_strategy',
+    )
     return (
         {name: name for name in shared}
         | {'params_file': f'{node}_params_file', 'enclave': f'{node}_enclave'}
@@ -246,7 +268,18 @@ def node_arguments(node: str, share: str) -> list[DeclareLaunchArgument]:
             default_value='info',
             description='Log level: debug, info, warn, error or fatal.',
         ),
+        autostart_argument(),
     ]
+
+
+def autostart_argument() -> DeclareLaunchArgument:
+    """``autostart``: drive the lifecycle nodes to active, or leave them unconfigured."""
+    return DeclareLaunchArgument(
+        AUTOSTART_ARGUMENT,
+        default_value='true',
+        description='true: configure, then activate the lifecycle node(s) once up; false: '
+        'leave them unconfigured for a lifecycle manager (ros2 lifecycle set).',
+    )
 
 
 def params_file_arguments(share: str) -> list[DeclareLaunchArgument]:
@@ -266,9 +299,10 @@ def launch_node(
     node: str,
     names: Iterable[str],
     remappings: Mapping[str, str],
-) -> Node:
-    """The ``<node>_node`` executable named ``node``, from the arguments of
-    :func:`node_arguments` and the parameter arguments ``names``."""
+) -> list[Action]:
+    """The ``<node>_node`` executable named ``node``, a lifecycle node, from the arguments
+    of :func:`node_arguments` and the parameter arguments ``names``; with ``autostart``
+    true, the events that bring it to active (:func:`autostart`)."""
 
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
@@ -276,7 +310,7 @@ def launch_node(
     security_env, enclave_args = security_settings(
         arg('keystore'), arg('security_strategy'), arg('enclave')
     )
-    return Node(
+    action = LifecycleNode(
         package=PACKAGE,
         executable=f'{node}_node',
         name=node,
@@ -287,6 +321,38 @@ def launch_node(
         additional_env=security_env,
         output='screen',
         emulate_tty=True,
+    )
+    return [action, *(autostart(action) if is_true(arg(AUTOSTART_ARGUMENT)) else [])]
+
+
+def is_true(text: str) -> bool:
+    """A launch argument's boolean: true, 1 or yes (any case)."""
+    return text.strip().lower() in ('true', '1', 'yes')
+
+
+def autostart(node: LifecycleNode) -> list[Action]:
+    """Configure ``node`` now (the request waits for its service), and activate it once
+    configure has succeeded (ros2/demos' lifecycle launch pattern, without a manager).
+
+    The activate handler fires once, on ``configuring -> inactive`` only: a later
+    deactivate by hand (``active -> inactive``) is not undone, and a failed configure
+    leaves the node unconfigured and alive, its reason in its log.
+    """
+    activate = RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=node,
+            start_state='configuring',
+            goal_state='inactive',
+            entities=[_change_state(node, Transition.TRANSITION_ACTIVATE)],
+            handle_once=True,
+        )
+    )
+    return [activate, _change_state(node, Transition.TRANSITION_CONFIGURE)]
+
+
+def _change_state(node: LifecycleNode, transition_id: int) -> EmitEvent:
+    return EmitEvent(
+        event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id)
     )
 
 

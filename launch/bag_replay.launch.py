@@ -46,6 +46,7 @@ from ask_expert_ros.launch_common import (
     BOTH_ARGUMENTS,
     FORWARDED_TO_BOTH,
     PACKAGE,
+    autostart_argument,
     include,
     parameter_arguments,
     params_file_arguments,
@@ -194,6 +195,7 @@ def generate_launch_description() -> LaunchDescription:
             *params_file_arguments(share),
             *parameter_arguments(BOTH_ARGUMENTS),
             *security_arguments(['edge', 'expert']),
+            autostart_argument(),
             include(share, 'both.launch.py', {name: name for name in FORWARDED_TO_BOTH}),
             OpaqueFunction(function=bag_play),
         ]

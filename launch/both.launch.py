@@ -30,6 +30,7 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from ask_expert_ros.launch_common import (
     BOTH_ARGUMENTS,
     PACKAGE,
+    autostart_argument,
     include,
     included_arguments,
     parameter_arguments,
@@ -55,6 +56,7 @@ def generate_launch_description() -> LaunchDescription:
                 description='Camera sensor_msgs/Image topic the edge classifies.',
             ),
             *security_arguments(['edge', 'expert']),
+            autostart_argument(),
             DeclareLaunchArgument(
                 'log_level',
                 default_value='info',

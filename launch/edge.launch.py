@@ -19,11 +19,11 @@ mosaic::
 from __future__ import annotations
 
 from ament_index_python.packages import get_package_share_directory
+from launch.action import Action
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.launch_context import LaunchContext
 from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
 from ask_expert_ros.launch_common import (
     EDGE_ARGUMENTS,
@@ -34,7 +34,7 @@ from ask_expert_ros.launch_common import (
 )
 
 
-def edge_node(context: LaunchContext) -> list[Node]:
+def edge_node(context: LaunchContext) -> list[Action]:
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
 
@@ -47,7 +47,7 @@ def edge_node(context: LaunchContext) -> list[Node]:
         'expert/requests': arg('requests_topic'),
         'expert/responses': arg('responses_topic'),
     }
-    return [launch_node(context, 'edge', EDGE_ARGUMENTS, remappings)]
+    return launch_node(context, 'edge', EDGE_ARGUMENTS, remappings)
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -32,7 +32,7 @@ import yaml
 from catkin_pkg.package import parse_package
 
 from ask_expert_ros import launch_common
-from ask_expert_ros.core.errors import AskExpertError, UnsupportedImageError
+from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.inference.engine import ResultSource
 from ask_expert_ros.core.inference.image_codec import encode_compressed
 from ask_expert_ros.core.nodes.messages import (
@@ -170,7 +170,30 @@ def declared_arguments(path: Path) -> set[str]:
         names.update(launch_common.security_argument_names(ast.literal_eval(call.args[0])))
     if calls(tree, 'params_file_arguments'):
         names.update(launch_common.PARAMS_FILE_ARGUMENTS)
+    if calls(tree, 'autostart_argument'):
+        names.add(launch_common.AUTOSTART_ARGUMENT)
     return names
+
+
+@pytest.mark.parametrize('path', LAUNCH_FILES, ids=lambda p: p.name)
+def test_every_launch_file_has_autostart(path: Path) -> None:
+    """Lifecycle nodes: each launch file drives them to active unless autostart:=false."""
+    assert launch_common.AUTOSTART_ARGUMENT in declared_arguments(path)
+
+
+def test_launch_common_starts_lifecycle_nodes_configure_then_activate() -> None:
+    """launch_node() makes a launch_ros LifecycleNode; autostart() emits configure, and
+    activate only on configuring -> inactive (not after a deactivate by hand), once."""
+    tree = parse(LAUNCH_COMMON)
+    assert calls(tree, 'LifecycleNode') and not calls(tree, 'Node')
+    (handler,) = calls(tree, 'OnStateTransition')
+    keywords = {k.arg: k.value for k in handler.keywords}
+    assert ast.literal_eval(keywords['start_state']) == 'configuring'
+    assert ast.literal_eval(keywords['goal_state']) == 'inactive'
+    assert ast.literal_eval(keywords['handle_once']) is True
+    assert 'TRANSITION_ACTIVATE' in ast.unparse(keywords['entities'])
+    transitions = sorted(ast.unparse(c.args[1]) for c in calls(tree, '_change_state'))
+    assert transitions == ['Transition.TRANSITION_ACTIVATE', 'Transition.TRANSITION_CONFIGURE']
 
 
 def test_included_launch_files_get_only_arguments_they_declare() -> None:
@@ -345,8 +368,10 @@ def ros() -> SimpleNamespace:
         'install/setup.bash',
     )
     from diagnostic_msgs.msg import DiagnosticArray
+    from lifecycle_msgs.srv import GetState
     from rclpy.exceptions import ParameterException
     from rclpy.executors import MultiThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
@@ -358,6 +383,7 @@ def ros() -> SimpleNamespace:
     return SimpleNamespace(
         rclpy=rclpy,
         MultiThreadedExecutor=MultiThreadedExecutor,
+        TransitionCallbackReturn=TransitionCallbackReturn,
         Parameter=Parameter,
         ParameterException=ParameterException,
         QoSProfile=QoSProfile,
@@ -368,6 +394,7 @@ def ros() -> SimpleNamespace:
         Classification=Classification,
         LabelInfo=LabelInfo,
         DiagnosticArray=DiagnosticArray,
+        GetState=GetState,
         ExpertRequest=ExpertRequest,
         ExpertResponse=ExpertResponse,
         conv=conversions,
@@ -623,16 +650,24 @@ class Graph:
     def _parameters(self, values: dict[str, Any]) -> list:
         return [self.ros.Parameter(k, value=v) for k, v in values.items()]
 
-    def expert(self, namespace: str | None = None, **values: Any) -> Any:
+    def expert(self, namespace: str | None = None, start: bool = True, **values: Any) -> Any:
+        """An expert node; ``start``: configured and activated (else unconfigured)."""
         values = {'library': str(self.zoo), 'diagnostics_period_s': 0.2} | values
         node = self.ros.expert_node.ExpertNode(
             context=self.context,
             namespace=namespace or self.namespace,
             parameter_overrides=self._parameters(values),
         )
-        return self._add(node)
+        return self._add(node, start)
 
-    def edge(self, namespace: str | None = None, cli_args: list[str] | None = None, **values):
+    def edge(
+        self,
+        namespace: str | None = None,
+        cli_args: list[str] | None = None,
+        start: bool = True,
+        **values: Any,
+    ) -> Any:
+        """An edge node; ``start``: configured and activated (else unconfigured)."""
         values = {
             'library': str(self.zoo),
             'edge_id': f'edge-{uuid.uuid4().hex[:6]}',
@@ -646,12 +681,27 @@ class Graph:
             parameter_overrides=self._parameters(values),
             cli_args=cli_args,
         )
-        return self._add(node)
+        return self._add(node, start)
 
-    def _add(self, node: Any) -> Any:
+    def _add(self, node: Any, start: bool) -> Any:
         self.nodes.append(node)
         self.executor.add_node(node)
+        if start:
+            assert node.start(), node.lifecycle.last_error
         return node
+
+    def rcl_state(self, node: Any) -> str:
+        """The node's state as ``ros2 lifecycle get`` asks for it (its get_state service)."""
+        client = self.probe.create_client(
+            self.ros.GetState, f'{node.get_fully_qualified_name()}/get_state'
+        )
+        try:
+            assert client.wait_for_service(timeout_sec=30)
+            future = client.call_async(self.ros.GetState.Request())
+            wait_for(future.done, what='get_state')
+            return future.result().current_state.label
+        finally:
+            self.probe.destroy_client(client)
 
     def collect(self, msg_type: type, topic: str, qos: Any = 10) -> list:
         received: list = []
@@ -882,13 +932,108 @@ def test_expert_parameters(graph: Graph) -> None:
 
 
 @pytest.mark.ros
-def test_bad_configuration_stops_the_node_at_start(ros: SimpleNamespace, graph: Graph) -> None:
-    with pytest.raises(ValueError, match='library'):
-        graph.edge(library='')
-    with pytest.raises(AskExpertError):
-        graph.expert(library=str(graph.zoo.parent / 'nowhere'))
+def test_bad_configuration_fails_configure_and_the_node_stays_up(
+    ros: SimpleNamespace, graph: Graph
+) -> None:
+    """No library, a library that is not there: configure returns FAILURE with the reason
+    logged, the node is back to unconfigured and still answers its lifecycle services.
+    A parameter out of its declared range is refused when the node is made."""
+    failure = ros.TransitionCallbackReturn.FAILURE
+    edge = graph.edge(library='', start=False)
+    assert edge.trigger_configure() == failure
+    assert 'library' in edge.lifecycle.last_error
+    expert = graph.expert(library=str(graph.zoo.parent / 'nowhere'), start=False)
+    assert expert.trigger_configure() == failure
+    assert 'nowhere' in expert.lifecycle.last_error
+    for node in (edge, expert):
+        assert graph.rcl_state(node) == 'unconfigured' == node.lifecycle.state.value
     with pytest.raises(ros.ParameterException):
-        graph.edge(tau=-1.0)
+        graph.edge(tau=-1.0, start=False)
+
+
+@pytest.mark.ros
+def test_lifecycle_nodes_subscribe_only_when_active(graph: Graph) -> None:
+    """Unconfigured and inactive nodes have no input subscription (wait_ready's signal);
+    activate adds it, deactivate removes it; get_state agrees at every step."""
+    edge, expert = graph.edge(tau=0.0, start=False), graph.expert(start=False)
+    ns = graph.namespace
+
+    def inputs() -> tuple[int, int]:
+        probe = graph.probe
+        return probe.count_subscribers(f'{ns}/image'), probe.count_subscribers(
+            f'{ns}/expert/requests'
+        )
+
+    assert inputs() == (0, 0) and edge.get_parameter('tau').value == 0.0
+    for node in (edge, expert):
+        assert node.trigger_configure() == graph.ros.TransitionCallbackReturn.SUCCESS
+        assert graph.rcl_state(node) == 'inactive'
+    assert inputs() == (0, 0) and edge.logic.class_names
+    for node in (edge, expert):
+        node.trigger_activate()
+        assert graph.rcl_state(node) == 'active'
+    wait_for(lambda: inputs() == (1, 1), what='input subscriptions')
+    assert len(stream(graph, edge, 3, expect_expert=False)) == 3
+    for node in (edge, expert):
+        node.trigger_deactivate()
+        assert graph.rcl_state(node) == 'inactive'
+    wait_for(lambda: inputs() == (0, 0), what='no input subscriptions')
+    for node in (edge, expert):
+        node.trigger_cleanup()
+        assert graph.rcl_state(node) == 'unconfigured' and node._logic is None
+
+
+@pytest.mark.ros
+def test_deactivate_with_frames_in_flight_answers_every_frame_once(graph: Graph) -> None:
+    """12 frames into a slow edge model (50 ms a batch), every one offloaded (tau 1.5) to
+    an expert that would wait 10 s to fill its batch; the deadline (20 s) is far off.
+
+    Deactivating the edge stops the camera, runs the frames still queued, and waits for
+    the answers to the requests out; deactivating the expert then answers its queue at
+    once. Every frame the edge took gets exactly one result, from the expert (no
+    fallback), before the edge's deactivate returns; then it takes no more frames.
+    """
+    expert = graph.expert(max_wait_ms=10000.0, max_batch=64, preload=False)
+    edge = graph.edge(tau=1.5, deadline_ms=20000.0)
+    backend = edge.logic.stage.backend
+    run_tensor = backend.run_tensor
+
+    def slow(x: Any) -> Any:
+        time.sleep(0.05)
+        return run_tensor(x)
+
+    backend.run_tensor = slow
+    ns = graph.namespace
+    results = graph.collect(graph.ros.Classification, f'{ns}/classification', 100)
+    images = graph.publisher(graph.ros.Image, f'{ns}/image')
+    wait_for(lambda: images.get_subscription_count() > 0, what='edge subscribed to image')
+    wait_for(lambda: edge._results.get_subscription_count() > 0, what='probe subscribed')
+    wait_for(lambda: edge._requests.get_subscription_count() > 0, what='expert matched')
+    for i in range(12):
+        images.publish(image_msg(graph.ros, i))
+    wait_for(lambda: edge.logic.counters.frames >= 1, what='the first frame taken')
+    in_flight = 12 - edge.logic.counters.results
+    done: list = []
+    deactivating = threading.Thread(target=lambda: done.append(edge.trigger_deactivate()))
+    deactivating.start()
+    logic = edge.logic
+
+    def handed_over() -> bool:
+        inference = any(t.name == 'edge-inference' for t in threading.enumerate())
+        return not inference and logic.pending_count == expert.logic.queued > 0
+
+    wait_for(handed_over, what='the edge ran its queue, its requests queued at the expert')
+    expert.trigger_deactivate()
+    deactivating.join(timeout=30)
+    assert done == [graph.ros.TransitionCallbackReturn.SUCCESS] and in_flight > 0
+    assert graph.rcl_state(edge) == 'inactive'
+    counters = logic.counters
+    wait_for(lambda: len(results) >= counters.frames, what='every result delivered')
+    assert logic.pending_count == 0 and counters.frames == counters.results == len(results)
+    assert counters.expert == counters.offloaded == counters.frames
+    assert len(set(stamps(results))) == len(results)  # each frame once
+    assert stamps(results) == [(100 + i, 1000 * i) for i in range(counters.frames)]
+    wait_for(lambda: images.get_subscription_count() == 0, what='the camera unsubscribed')
 
 
 @pytest.mark.ros

@@ -165,16 +165,24 @@ def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return descriptor
 
 
-def declare_parameters(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
-    """Declare every spec on ``node`` with its descriptor; the values, overrides applied.
+def declare_parameters(node: Node, specs: Sequence[ParamSpec]) -> None:
+    """Declare every spec on ``node`` with its descriptor (lifecycle nodes: at construction,
+    so ``ros2 param`` shows them while unconfigured).
 
     Raises:
         ParameterException: An override (params file, ``-p``) of the wrong type, or out
             of range.
-        ValueError: A value the spec rejects (not one of its choices), or no ``library``.
     """
     for spec in specs:
         node.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+
+
+def parameter_values(node: Node, specs: Sequence[ParamSpec]) -> dict[str, Any]:
+    """The declared parameters' values, each checked (lifecycle nodes: on configure).
+
+    Raises:
+        ValueError: A value the spec rejects (not one of its choices), or no ``library``.
+    """
     values = resolve(tuple(specs), {s.name: node.get_parameter(s.name).value for s in specs})
     if not values['library']:
         raise ValueError("parameter 'library' is required: the path of the zoo's library.yaml")

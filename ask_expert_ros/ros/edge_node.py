@@ -48,7 +48,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header as HeaderMsg
@@ -59,94 +58,200 @@ from ask_expert_ros.core.inference.backends import release_openmp_threads
 from ask_expert_ros.core.nodes.annotate import annotate
 from ask_expert_ros.core.nodes.batch_worker import BatchWorker
 from ask_expert_ros.core.nodes.diagnostics import HealthMonitor, offload_settings
+from ask_expert_ros.core.nodes.edge_logic import EdgeLogic
+from ask_expert_ros.core.nodes.lifecycle import IllegalTransitionError
 from ask_expert_ros.core.nodes.messages import FinalResult, Frame, Header, OffloadRequest
-from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, build_edge_logic, edge_params
+from ask_expert_ros.core.nodes.node_config import (
+    EDGE_PARAMS,
+    build_edge_logic,
+    edge_params,
+    resolve,
+)
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
+from ask_expert_ros.ros.managed import ManagedNode
 from ask_expert_ros.ros.node_main import run_node
 
 NODE_NAME = 'edge'
 # The deadline watcher wakes at least this often with nothing pending, to notice shutdown.
 _IDLE_WAKE_S = 1.0
 _THROTTLE_S = 5.0
+# deactivate waits for the expert this long past the request deadline, then answers itself
+_DRAIN_SLACK_S = 1.0
+_DRAIN_POLL_S = 0.01
 
 
-class EdgeNode(Node):
-    """The edge node. Keyword arguments go to :class:`rclpy.node.Node` (e.g. ``context``,
-    ``namespace``, ``parameter_overrides``).
+class EdgeNode(ManagedNode):
+    """The edge node, a lifecycle node. Keyword arguments go to
+    :class:`rclpy.lifecycle.LifecycleNode` (e.g. ``context``, ``namespace``,
+    ``parameter_overrides``).
+
+    * configure: read and check the parameters, load the model and warm it up, create
+      the (lifecycle) publishers; a bad library or parameter fails with the reason;
+    * activate: publish ``label_info``, start the inference and deadline threads, then
+      subscribe to ``expert/responses`` and the camera;
+    * deactivate: unsubscribe from the camera, answer the frames already taken, wait
+      for the expert's answers to the requests out (or their fallback at the
+      deadline), then stop the threads: every frame taken gets exactly one result;
+    * cleanup: drop the publishers and the model.
 
     Raises:
-        ParameterException, ValueError, AskExpertError, OSError: Bad parameters or an
-            unusable model library; the node cannot start.
+        ParameterException: A parameter override of the wrong type or out of range.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self._values = conv.declare_parameters(self, EDGE_PARAMS)
-        self.logic = build_edge_logic(self._values)
-        self.get_logger().info(f'edge model runs on {self.logic.stage.backend.describe()}')
-        self._values['edge_id'] = self.logic.params.edge_id
-        values = self._values
+        conv.declare_parameters(self, EDGE_PARAMS)
+        conv.add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
+        self._camera_group = MutuallyExclusiveCallbackGroup()
+        self._io_group = MutuallyExclusiveCallbackGroup()
+        # set while configured (configure .. cleanup)
+        self._logic: EdgeLogic | None = None
+        self._values: dict[str, Any] = {}
+        self._publishers: list[Any] = []
+        self._diagnostics_timer: Any = None
+        # set while active (activate .. deactivate)
+        self._subscriptions_in_use: list[Any] = []
+        self._inference: BatchWorker[Frame] | None = None
+        self._watcher: threading.Thread | None = None
         self._request_sent = threading.Event()
         self._stop = threading.Event()
-        self._watcher = threading.Thread(target=self._watch_deadlines, name='edge-deadlines')
-        self._inference: BatchWorker[Frame] = BatchWorker(
+        # a camera callback holds it while it hands a frame over; deactivate takes it to
+        # know none is half-way when it stops taking frames
+        self._intake = threading.Lock()
+        self._taking = False
+        # pixels of frames waiting for the expert, for the annotated image of their result
+        self._waiting: dict[Header, np.ndarray] = {}
+        self._waiting_lock = threading.Lock()
+
+    @property
+    def logic(self) -> EdgeLogic:
+        """The edge logic (configured nodes only)."""
+        if self._logic is None:
+            raise IllegalTransitionError(f'edge is {self.lifecycle.state.value}: no model loaded')
+        return self._logic
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _configure(self) -> None:
+        values = conv.parameter_values(self, EDGE_PARAMS)
+        logic = build_edge_logic(values)
+        values['edge_id'] = logic.params.edge_id
+        self.get_logger().info(f'edge model runs on {logic.stage.backend.describe()}')
+        self._requests = self.create_lifecycle_publisher(
+            ExpertRequest, 'expert/requests', conv.reliable_qos(values['request_qos_depth'])
+        )
+        self._results = self.create_lifecycle_publisher(
+            Classification, 'classification', conv.reliable_qos(values['response_qos_depth'])
+        )
+        # REP-2003: publishers reliable; rviz (best effort or reliable) matches either way
+        self._annotated = self.create_lifecycle_publisher(Image, 'annotated', conv.reliable_qos(5))
+        self._labels = self.create_lifecycle_publisher(LabelInfo, 'label_info', conv.latched_qos())
+        self._publishers = [self._requests, self._results, self._annotated, self._labels]
+        # diagnostics also while inactive: they say so
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._monitor = HealthMonitor(
+            f'ask_expert: edge {logic.params.edge_id}', socket.gethostname()
+        )
+        self._diagnostics_timer = self.create_timer(
+            values['diagnostics_period_s'],
+            self._on_diagnostics_timer,
+            callback_group=self._io_group,
+        )
+        self._logic, self._values = logic, values
+        # the model was warmed up on this thread; the inference thread runs it: without
+        # this, this thread's idle OpenMP pool makes its every op wait (2.5x slower)
+        release_openmp_threads()
+        self.get_logger().info(
+            f'edge {logic.params.edge_id}: scheme {logic.stage.scheme.name!r}, '
+            f'{len(logic.class_names)} classes, tau={logic.params.routing.tau}, '
+            f'device {logic.stage.device}'
+        )
+
+    def _activate(self) -> None:
+        values = self._values
+        self._publish_label_info()
+        self._stop.clear()
+        self._inference = BatchWorker(
             self._handle_frames,
-            max_queued=self._values['image_qos_depth'],
+            max_queued=values['image_qos_depth'],
             name='edge-inference',
             on_error=self._on_inference_error,
         )
-
-        camera_group = MutuallyExclusiveCallbackGroup()
-        io_group = MutuallyExclusiveCallbackGroup()
-        qos = conv.image_qos(values['image_qos_reliability'], values['image_qos_depth'])
-        self.create_subscription(Image, 'image', self._on_image, qos, callback_group=camera_group)
-        self.create_subscription(
-            CompressedImage,
-            'image/compressed',
-            self._on_compressed,
-            qos,
-            callback_group=camera_group,
-        )
-        self.create_subscription(
+        self._watcher = threading.Thread(target=self._watch_deadlines, name='edge-deadlines')
+        self._inference.start()
+        self._watcher.start()
+        responses = self.create_subscription(
             ExpertResponse,
             'expert/responses',
             self._on_response,
             conv.reliable_qos(values['response_qos_depth']),
-            callback_group=io_group,
+            callback_group=self._io_group,
         )
-        self._requests = self.create_publisher(
-            ExpertRequest, 'expert/requests', conv.reliable_qos(values['request_qos_depth'])
-        )
-        self._results = self.create_publisher(
-            Classification, 'classification', conv.reliable_qos(values['response_qos_depth'])
-        )
-        # REP-2003: publishers reliable; rviz (best effort or reliable) matches either way
-        self._annotated = self.create_publisher(Image, 'annotated', conv.reliable_qos(5))
-        self._labels = self.create_publisher(LabelInfo, 'label_info', conv.latched_qos())
-        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        with self._intake:
+            self._taking = True
+        qos = conv.image_qos(values['image_qos_reliability'], values['image_qos_depth'])
+        camera = self._camera_group
+        self._subscriptions_in_use = [
+            responses,
+            self.create_subscription(Image, 'image', self._on_image, qos, callback_group=camera),
+            self.create_subscription(
+                CompressedImage,
+                'image/compressed',
+                self._on_compressed,
+                qos,
+                callback_group=camera,
+            ),
+        ]
 
-        # pixels of frames waiting for the expert, for the annotated image of their result
-        self._waiting: dict[Header, np.ndarray] = {}
-        self._waiting_lock = threading.Lock()
-        self._monitor = HealthMonitor(
-            f'ask_expert: edge {self.logic.params.edge_id}', socket.gethostname()
-        )
-        self.create_timer(
-            values['diagnostics_period_s'], self._on_diagnostics_timer, callback_group=io_group
-        )
-        self._publish_label_info()
-        conv.add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
-        # the model was warmed up on this thread; the inference thread runs it: without
-        # this, this thread's idle OpenMP pool makes its every op wait (2.5x slower)
-        release_openmp_threads()
-        self._inference.start()
-        self._watcher.start()
-        self.get_logger().info(
-            f'edge {self.logic.params.edge_id}: scheme {self.logic.stage.scheme.name!r}, '
-            f'{len(self.logic.class_names)} classes, tau={self.logic.params.routing.tau}, '
-            f'device {self.logic.stage.device}'
-        )
+    def _deactivate(self) -> None:
+        responses, *camera = self._subscriptions_in_use
+        for subscription in camera:
+            self.destroy_subscription(subscription)
+        with self._intake:  # a camera callback half-way hands its frame over first
+            self._taking = False
+        if self._inference is not None:
+            self._inference.stop()  # the frames queued get their results or requests out
+        logic = self.logic
+        give_up = time.monotonic() + logic.params.deadline_ms / 1000 + _DRAIN_SLACK_S
+        while logic.pending_count and time.monotonic() < give_up:
+            time.sleep(_DRAIN_POLL_S)  # the expert's answers, or the watcher's fallbacks
+        for result in logic.abandon('edge deactivated before the expert answered'):
+            self._publish(result)
+        self._stop_watcher()
+        self.destroy_subscription(responses)
+        self._subscriptions_in_use = []
+
+    def _cleanup(self) -> None:
+        for publisher in self._publishers:
+            self.destroy_lifecycle_publisher(publisher)
+        self._publishers = []
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self.destroy_publisher(self._diagnostics)
+            self._diagnostics_timer = None
+        with self._waiting_lock:
+            self._waiting.clear()
+        self._logic = None  # the model goes with it
+        self._values = {}
+
+    def _release(self) -> None:
+        with self._intake:
+            self._taking = False
+        for subscription in self._subscriptions_in_use:
+            self.destroy_subscription(subscription)
+        self._subscriptions_in_use = []
+        if self._inference is not None:
+            self._inference.stop()
+        self._stop_watcher()
+        self._cleanup()
+
+    def _stop_watcher(self) -> None:
+        self._stop.set()
+        self._request_sent.set()
+        if self._watcher is not None and self._watcher.is_alive():
+            self._watcher.join()
+        self._watcher = None
 
     # ------------------------------------------------------------ callbacks
 
@@ -157,13 +262,16 @@ class EdgeNode(Node):
         self._on_frame(msg, conv.compressed_to_frame)
 
     def _on_frame(self, msg: Image | CompressedImage, decode: Callable[[Any], Frame]) -> None:
-        try:
-            frame = decode(msg)
-        except UnsupportedImageError as exc:
-            self.get_logger().warning(f'bad frame: {exc}', throttle_duration_sec=_THROTTLE_S)
-            self._publish(self.logic.reject(conv.header_to_core(msg.header), str(exc)))
-            return
-        self._inference.put(frame)  # refused only while the node shuts down
+        with self._intake:
+            if not self._taking or self._inference is None:
+                return  # deactivating: this frame is not taken, as if it came after
+            try:
+                frame = decode(msg)
+            except UnsupportedImageError as exc:
+                self.get_logger().warning(f'bad frame: {exc}', throttle_duration_sec=_THROTTLE_S)
+                self._publish(self.logic.reject(conv.header_to_core(msg.header), str(exc)))
+                return
+            self._inference.put(frame)
 
     def _handle_frames(self, frames: list[Frame]) -> None:
         """On the inference thread: the model on every queued frame, then publish."""
@@ -183,21 +291,36 @@ class EdgeNode(Node):
         self._publish(self.logic.on_reply(conv.reply_to_core(msg)))
 
     def _on_diagnostics_timer(self) -> None:
-        counters = self.logic.counters.as_dict() | {'pending': self.logic.pending_count}
-        settings = offload_settings(self.logic.params) | self.logic.link_status()
+        logic = self._logic
+        if logic is None:  # cleaned up meanwhile
+            return
+        counters = logic.counters.as_dict() | {'pending': logic.pending_count}
+        settings = offload_settings(logic.params) | logic.link_status()
+        settings['lifecycle'] = self.lifecycle.state.value
         record = self._monitor.update(counters, time.monotonic(), settings)
         self._diagnostics.publish(conv.diagnostics_to_ros([record], self._now_header()))
+
+    def _current_values(self) -> dict[str, Any]:
+        """The parameters in use: as configured, or (unconfigured) as declared."""
+        if self._values:
+            return self._values
+        return resolve(
+            EDGE_PARAMS, {s.name: self.get_parameter(s.name).value for s in EDGE_PARAMS}
+        )
 
     def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """On-set: validate the whole change; nothing changes yet (rclpy may still refuse)."""
         try:
-            edge_params(conv.updated_values(EDGE_PARAMS, self._values, parameters))
+            edge_params(conv.updated_values(EDGE_PARAMS, self._current_values(), parameters))
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
-        """Post-set: the change is accepted; swap the typed settings in one assignment."""
+        """Post-set: the change is accepted; swap the typed settings in one assignment.
+        Unconfigured, there is nothing to apply it to: configure reads the parameters."""
+        if self._logic is None:
+            return
         values = conv.updated_values(EDGE_PARAMS, self._values, parameters)
         params = edge_params(values)
         threshold_changed = params.routing.threshold != self.logic.params.routing.threshold
@@ -225,15 +348,6 @@ class EdgeNode(Node):
             if timeout > 0:
                 self._request_sent.wait(min(timeout, _IDLE_WAKE_S))
             self._request_sent.clear()  # next_deadline_ns() is read again before waiting
-
-    def destroy_node(self) -> None:
-        """Answer the frames still queued, stop the deadline watcher, then go."""
-        self._inference.stop()
-        self._stop.set()
-        self._request_sent.set()
-        if self._watcher.is_alive():
-            self._watcher.join()
-        super().destroy_node()
 
     # ------------------------------------------------------------ publishing
 

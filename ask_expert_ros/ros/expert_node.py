@@ -25,17 +25,24 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Header as HeaderMsg
 
 from ask_expert_ros.core.errors import UnsupportedImageError, format_key
 from ask_expert_ros.core.inference.backends import release_openmp_threads
 from ask_expert_ros.core.nodes.diagnostics import HealthMonitor
+from ask_expert_ros.core.nodes.expert_logic import ExpertLogic
+from ask_expert_ros.core.nodes.lifecycle import IllegalTransitionError
 from ask_expert_ros.core.nodes.messages import ExpertReply
-from ask_expert_ros.core.nodes.node_config import EXPERT_PARAMS, build_expert_logic, expert_params
+from ask_expert_ros.core.nodes.node_config import (
+    EXPERT_PARAMS,
+    build_expert_logic,
+    expert_params,
+    resolve,
+)
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
+from ask_expert_ros.ros.managed import ManagedNode
 from ask_expert_ros.ros.node_main import run_node
 
 NODE_NAME = 'expert'
@@ -44,94 +51,183 @@ _IDLE_WAKE_S = 0.2
 _THROTTLE_S = 5.0
 
 
-class ExpertNode(Node):
-    """The expert node. Keyword arguments go to :class:`rclpy.node.Node`.
+class ExpertNode(ManagedNode):
+    """The expert node, a lifecycle node. Keyword arguments go to
+    :class:`rclpy.lifecycle.LifecycleNode`.
+
+    * configure: read and check the parameters, load the experts (all of them, warmed
+      up, with ``preload``), create the responses (lifecycle) publisher; an expert that
+      does not load fails it with the reason;
+    * activate: start the batch worker, then subscribe to ``expert/requests``;
+    * deactivate: unsubscribe, stop the worker after its batch, and answer every request
+      still queued (their partial micro-batches run now);
+    * cleanup: drop the publisher and the experts.
 
     Raises:
-        ParameterException, ValueError, AskExpertError, OSError: Bad parameters or an
-            unusable model library; the node cannot start.
+        ParameterException: A parameter override of the wrong type or out of range.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self._values = conv.declare_parameters(self, EXPERT_PARAMS)
-        self.logic = build_expert_logic(self._values)
-        library = self.logic.stage.library
+        conv.declare_parameters(self, EXPERT_PARAMS)
+        conv.add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
+        self._requests_group = MutuallyExclusiveCallbackGroup()
+        self._logic: ExpertLogic | None = None
+        self._values: dict[str, Any] = {}
+        self._diagnostics_timer: Any = None
+        self._requests: Any = None
+        self._worker: threading.Thread | None = None
+        self._arrived = threading.Event()
+        self._stop = threading.Event()
+        # a request callback holds it while it queues; deactivate takes it to know none
+        # is half-way when it stops taking requests
+        self._intake = threading.Lock()
+        self._taking = False
+
+    @property
+    def logic(self) -> ExpertLogic:
+        """The expert logic (configured nodes only)."""
+        if self._logic is None:
+            raise IllegalTransitionError(
+                f'expert is {self.lifecycle.state.value}: no experts loaded'
+            )
+        return self._logic
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _configure(self) -> None:
+        values = conv.parameter_values(self, EXPERT_PARAMS)
+        logic = build_expert_logic(values)
+        library = logic.stage.library
         runs_on = sorted({str(library.backend(k).describe()) for k in library.loaded_keys})
         self.get_logger().info(
-            f'experts run on backend={self._values["backend"]} '
-            f'precision={self._values["precision"]}: {"; ".join(runs_on) or "(lazy)"}'
+            f'experts run on backend={values["backend"]} '
+            f'precision={values["precision"]}: {"; ".join(runs_on) or "(lazy)"}'
         )
-        missing = self.logic.stage.library.missing_keys()
+        missing = library.missing_keys()
         if missing:
             self.get_logger().warning(
                 f'no expert for {len(missing)} keys the edges may send: '
                 f'{", ".join(format_key(k) for k in missing)}; they are answered UNKNOWN_KEY'
             )
-        values = self._values
-
-        requests_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(
-            ExpertRequest,
-            'expert/requests',
-            self._on_request,
-            conv.reliable_qos(values['request_qos_depth']),
-            callback_group=requests_group,
-        )
-        self._responses = self.create_publisher(
+        self._responses = self.create_lifecycle_publisher(
             ExpertResponse, 'expert/responses', conv.reliable_qos(values['response_qos_depth'])
         )
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._monitor = HealthMonitor('ask_expert: expert', socket.gethostname())
-        self.create_timer(values['diagnostics_period_s'], self._on_diagnostics_timer)
-        conv.add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
-
-        self._arrived = threading.Event()
-        self._stop = threading.Event()
+        self._diagnostics_timer = self.create_timer(
+            values['diagnostics_period_s'], self._on_diagnostics_timer
+        )
+        self._logic, self._values = logic, values
         # the experts were warmed up on this thread; the worker runs them: without this,
         # this thread's idle OpenMP pool makes the worker's every op twice as slow on CPU
         release_openmp_threads()
-        self._worker = threading.Thread(target=self._run_batches, name='expert-batches')
-        self._worker.start()
-        library = self.logic.stage.library
         self.get_logger().info(
             f'expert: scheme {library.scheme.name!r}, {len(library.keys)} experts, '
-            f'device {library.device}, max_batch={self.logic.params.max_batch}'
+            f'device {library.device}, max_batch={logic.params.max_batch}'
         )
+
+    def _activate(self) -> None:
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._run_batches, name='expert-batches')
+        self._worker.start()
+        with self._intake:
+            self._taking = True
+        self._requests = self.create_subscription(
+            ExpertRequest,
+            'expert/requests',
+            self._on_request,
+            conv.reliable_qos(self._values['request_qos_depth']),
+            callback_group=self._requests_group,
+        )
+
+    def _deactivate(self) -> None:
+        self._stop_taking()
+        self._stop_worker()  # it finishes the batch it is running
+        logic = self.logic
+        while logic.queued:
+            for reply in logic.poll(flush=True):
+                self._publish(reply)
+
+    def _cleanup(self) -> None:
+        if self._diagnostics_timer is not None:
+            self.destroy_lifecycle_publisher(self._responses)
+            self.destroy_timer(self._diagnostics_timer)
+            self.destroy_publisher(self._diagnostics)
+            self._diagnostics_timer = None
+        self._logic = None  # the experts go with it
+        self._values = {}
+
+    def _release(self) -> None:
+        self._stop_taking()
+        self._stop_worker()
+        self._cleanup()
+
+    def _stop_taking(self) -> None:
+        if self._requests is not None:
+            self.destroy_subscription(self._requests)
+            self._requests = None
+        with self._intake:  # a request callback half-way queues its request first
+            self._taking = False
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        self._arrived.set()
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join()
+        self._worker = None
 
     # ------------------------------------------------------------ callbacks
 
     def _on_request(self, msg: ExpertRequest) -> None:
-        try:
-            reply = self.logic.submit(conv.request_to_core(msg))
-        except (UnsupportedImageError, ValueError) as exc:
-            self.get_logger().warning(
-                f'malformed request from {msg.edge_id!r}: {exc}', throttle_duration_sec=_THROTTLE_S
-            )
-            reply = self.logic.reject(
-                conv.header_to_core(msg.header), msg.edge_id, msg.request_id, str(exc)
-            )
+        with self._intake:
+            if not self._taking:
+                return  # deactivating: this request is not taken; its edge falls back
+            try:
+                reply = self.logic.submit(conv.request_to_core(msg))
+            except (UnsupportedImageError, ValueError) as exc:
+                self.get_logger().warning(
+                    f'malformed request from {msg.edge_id!r}: {exc}',
+                    throttle_duration_sec=_THROTTLE_S,
+                )
+                reply = self.logic.reject(
+                    conv.header_to_core(msg.header), msg.edge_id, msg.request_id, str(exc)
+                )
         if reply is not None:
             self._publish(reply)
         else:
             self._arrived.set()
 
     def _on_diagnostics_timer(self) -> None:
-        counters = self.logic.counters.as_dict()
-        record = self._monitor.update(counters, time.monotonic(), self.logic.queue_status())
+        logic = self._logic
+        if logic is None:  # cleaned up meanwhile
+            return
+        settings = logic.queue_status() | {'lifecycle': self.lifecycle.state.value}
+        record = self._monitor.update(logic.counters.as_dict(), time.monotonic(), settings)
         header = HeaderMsg(stamp=self.get_clock().now().to_msg())
         self._diagnostics.publish(conv.diagnostics_to_ros([record], header))
+
+    def _current_values(self) -> dict[str, Any]:
+        """The parameters in use: as configured, or (unconfigured) as declared."""
+        if self._values:
+            return self._values
+        return resolve(
+            EXPERT_PARAMS, {s.name: self.get_parameter(s.name).value for s in EXPERT_PARAMS}
+        )
 
     def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """On-set: validate the whole change; nothing changes yet (rclpy may still refuse)."""
         try:
-            expert_params(conv.updated_values(EXPERT_PARAMS, self._values, parameters))
+            expert_params(conv.updated_values(EXPERT_PARAMS, self._current_values(), parameters))
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
-        """Post-set: the change is accepted; swap the typed settings in one assignment."""
+        """Post-set: the change is accepted; swap the typed settings in one assignment.
+        Unconfigured, there is nothing to apply it to: configure reads the parameters."""
+        if self._logic is None:
+            return
         values = conv.updated_values(EXPERT_PARAMS, self._values, parameters)
         self.logic.params = expert_params(values)
         self._values = values
@@ -161,13 +257,6 @@ class ExpertNode(Node):
 
     def _publish(self, reply: ExpertReply) -> None:
         self._responses.publish(conv.reply_to_ros(reply))
-
-    def destroy_node(self) -> None:
-        """Stop the worker (it finishes the batch it is running) before the node goes."""
-        self._stop.set()
-        self._arrived.set()
-        self._worker.join()
-        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
