@@ -616,9 +616,10 @@ def test_parameter_descriptors(ros: SimpleNamespace) -> None:
     by_name = {s.name: ros.conv.parameter_descriptor(s) for s in EDGE_PARAMS}
     tau = by_name['tau']
     assert tau.description and not tau.read_only
+    spec = next(s for s in EDGE_PARAMS if s.name == 'tau')  # [0, 16]: min_entropy is in bits
     assert (tau.floating_point_range[0].from_value, tau.floating_point_range[0].to_value) == (
-        0.0,
-        2.0,
+        spec.low,
+        spec.high,
     )
     assert (by_name['k'].integer_range[0].from_value, by_name['k'].integer_range[0].to_value) == (
         1,

@@ -415,6 +415,13 @@ class EdgeRunner(_ManagedRunner):
             self._spin_io(0.05)
         for result in logic.abandon('edge deactivated before the expert answered'):
             self._publish(result)
+        counters = logic.counters
+        logger.info(
+            'edge stopped taking frames: %d taken, %d results, %d pending',
+            counters.frames,
+            counters.results,
+            logic.pending_count,
+        )
 
     def _cleanup(self) -> None:
         for entity in (self._responses, self._requests, self._results, self._annotated):

@@ -221,6 +221,11 @@ class EdgeNode(ManagedNode):
         self._stop_watcher()
         self.destroy_subscription(responses)
         self._subscriptions_in_use = []
+        counters = logic.counters
+        self.get_logger().info(
+            f'stopped taking frames: {counters.frames} taken, '
+            f'{counters.results} results, {logic.pending_count} pending'
+        )
 
     def _cleanup(self) -> None:
         for publisher in self._publishers:
