@@ -321,6 +321,10 @@ def launch_node(
         additional_env=security_env,
         output='screen',
         emulate_tty=True,
+        # after Ctrl-C a node answers what is in flight, finalizes, and then Python's
+        # teardown (torch, rclpy) takes about 4 s more on a 2-core machine: launch's
+        # default 5 s before SIGTERM was too close under load
+        sigterm_timeout='15',
     )
     return [action, *(autostart(action) if is_true(arg(AUTOSTART_ARGUMENT)) else [])]
 
