@@ -124,11 +124,11 @@ def _fairness(detail: list[tuple[str, dict[str, Any]]]) -> None:
                 f'| {name} | {edge} | {r["rate_hz_per_edge"][edge]:g} | {t["expert_pct"]:.1f} | '
                 f'{shed.get(edge, "–")} | {_f(lat["p50"])} / {_f(lat["p95"])} |'
             )
-    ref = next((r for n, r in runs.items() if '-x1-' in n), None)
-    if ref is None:
-        return
     for name, r in runs.items():
-        if r is ref:
+        # the reference: the same rig (CPUs split or not) with no flood
+        split = '-split-' in name
+        ref = next((x for n, x in runs.items() if '-x1-' in n and ('-split-' in n) == split), None)
+        if ref is None or r is ref:
             continue
         # the victims: every edge but a flooding one (a camera above the others' rate)
         rates = r['rate_hz_per_edge']
