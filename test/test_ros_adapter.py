@@ -250,7 +250,14 @@ def test_bag_replay_runs_ros2_bag_play() -> None:
 @pytest.mark.parametrize('path', [p for p in ROS_MODULES if p.stem.endswith('_node')])
 def test_node_topics_are_relative(path: Path) -> None:
     """Topic names inside nodes are relative (remapped at launch); /diagnostics is global."""
-    for call in calls(parse(path), 'create_subscription') + calls(parse(path), 'create_publisher'):
+    tree = parse(path)
+    endpoints = [
+        *calls(tree, 'create_subscription'),
+        *calls(tree, 'create_publisher'),
+        *calls(tree, 'create_lifecycle_publisher'),
+    ]
+    assert endpoints, f'{path.name} creates no topics'
+    for call in endpoints:
         topic = call.args[1].value
         assert not topic.startswith('/') or topic == '/diagnostics', topic
 
