@@ -4,7 +4,9 @@
         bag_topic:=/camera/image_raw library:=/path/to/zoo/library.yaml
 
 Starts ``both.launch.py`` and, once both nodes are up (``wait_ready``: each has
-subscribed to its input, which it does after loading and warming up its models),
+subscribed to its input, which a lifecycle node does once active, after configure
+loaded and warmed up its models; with ``autostart:=false`` whenever a lifecycle
+manager activates them),
 ``ros2 bag play <bag>`` with the bag's camera topic remapped into the edge's ``image``
 topic (or ``image/compressed`` with ``compressed:=true``). If they are not up within
 ``ready_timeout_s``, the launch ends with the reason instead of playing. Results go to

@@ -2,9 +2,10 @@
 
 Waits until each named node subscribes to its topic, then exits 0 (1 on timeout).
 ``bag_replay.launch.py`` starts ``ros2 bag play`` only after it, so no frame of the bag
-is played to nodes still loading and warming up their models. Both nodes subscribe
-only once their models are ready (the edge to ``image``, the expert to
-``expert/requests``), so a subscription is the readiness signal; the recorder node
+is played to nodes still loading and warming up their models. Both are lifecycle nodes
+and subscribe to their input only while active (the edge to ``image``, the expert to
+``expert/requests``), after configure loaded and warmed up their models, so a
+subscription is the readiness signal, whoever drives the lifecycle; the recorder node
 subscribes to the same topics, hence the node names. A fixed delay was not enough:
 with ten DeiT-4H experts on a 2-core machine the expert took 17 s longer than the edge
 to come up, and the whole 18 s bag was played before it answered once.
