@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,8 +123,10 @@ def test_edge_process_announces_its_node_with_the_gids_of_its_endpoints(zoo: Pat
     domain_id = random.randint(30, 200)
     _domain = Domain(domain_id, loopback_config())
     dp = DomainParticipant(domain_id)
-    cls = graph.discovery_types('jazzy').participant
-    infos = DataReader(dp, Topic(dp, graph.TOPIC, cls), qos=graph.discovery_qos('jazzy'))
+    # the process announces in the format of $ROS_DISTRO (24-byte gids with Humble sourced)
+    distro = graph.resolve_distro()
+    cls = graph.discovery_types(distro).participant
+    infos = DataReader(dp, Topic(dp, graph.TOPIC, cls), qos=graph.discovery_qos(distro))
     pubs = BuiltinDataReader(dp, BuiltinTopicDcpsPublication)
     subs = BuiltinDataReader(dp, BuiltinTopicDcpsSubscription)
     proc = spawn_node('edge', zoo, domain_id, zoo.parent, ('--namespace', 'r7'))
@@ -141,7 +144,13 @@ def test_edge_process_announces_its_node_with_the_gids_of_its_endpoints(zoo: Pat
         entry = entries[-1]
         (node,) = entry.node_entities_info_seq
         assert (node.node_namespace, node.node_name) == ('/r7', 'edge')
-        participant = uuid.UUID(bytes=bytes(entry.gid.data))
+
+        def guid(gid: Any) -> uuid.UUID:  # the 16-byte GUID, zero-padded to 24 in Humble
+            data = bytes(gid.data)
+            assert len(data) == graph.GID_SIZE[distro] and not any(data[16:])
+            return uuid.UUID(bytes=data[:16])
+
+        participant = guid(entry.gid)
         assert participant != dp.guid
 
         def keys(reader: BuiltinDataReader) -> dict[uuid.UUID, str]:
@@ -152,8 +161,8 @@ def test_edge_process_announces_its_node_with_the_gids_of_its_endpoints(zoo: Pat
                 if s.participant_key == participant and s.topic_name != graph.TOPIC
             }
 
-        readers = {uuid.UUID(bytes=bytes(g.data)) for g in node.reader_gid_seq}
-        writers = {uuid.UUID(bytes=bytes(g.data)) for g in node.writer_gid_seq}
+        readers = {guid(g) for g in node.reader_gid_seq}
+        writers = {guid(g) for g in node.writer_gid_seq}
         deadline = time.monotonic() + 10
         while (set(keys(subs)), set(keys(pubs))) != (readers, writers):
             assert time.monotonic() < deadline, (keys(subs), keys(pubs), readers, writers)
