@@ -88,9 +88,10 @@ def participant(
 def serve(runner: EdgeRunner | ExpertRunner, watch: Callable[[], PeerWatch] | None = None) -> int:
     """Bring the node up (configure, activate), spin until SIGINT/SIGTERM, then shut it down.
 
-    A signal while the models load ends the node once configure returns, without
-    activating it; on the way out deactivate answers what is in flight (every frame
-    its result, every queued request its reply) before the models are released.
+    A signal while the models load ends the process at once, as before (nothing is in
+    flight yet); once configured, SIGINT/SIGTERM end the spin, and on the way out
+    deactivate answers what is in flight (every frame its result, every queued request
+    its reply) before the models are released.
 
     Args:
         runner: The node, unconfigured.
@@ -100,15 +101,16 @@ def serve(runner: EdgeRunner | ExpertRunner, watch: Callable[[], PeerWatch] | No
         TransitionFailedError: Configure or activate failed (e.g. an expert that does
             not load); the reason was logged, and the node shut down.
     """
+    lifecycle = runner.lifecycle
+    configured = runner.configure()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    lifecycle = runner.lifecycle
-    if not runner.configure() or (not stop.is_set() and not runner.activate()):
+    if not configured or not runner.activate():
         reason = lifecycle.last_error
         runner.shutdown()
         raise TransitionFailedError(f'{lifecycle.node} did not come up: {reason}')
-    peers = watch() if watch is not None and not stop.is_set() else None
+    peers = watch() if watch is not None else None
     while not stop.is_set():
         runner.spin_once()
         if peers is not None:
