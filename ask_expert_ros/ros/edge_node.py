@@ -101,7 +101,7 @@ class EdgeNode(ManagedNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        conv.declare_parameters(self, EDGE_PARAMS)
+        self.declare(EDGE_PARAMS)
         conv.add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._io_group = MutuallyExclusiveCallbackGroup()

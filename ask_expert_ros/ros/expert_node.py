@@ -69,7 +69,7 @@ class ExpertNode(ManagedNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        conv.declare_parameters(self, EXPERT_PARAMS)
+        self.declare(EXPERT_PARAMS)
         conv.add_parameter_callbacks(self, self._check_parameters, self._apply_parameters)
         self._requests_group = MutuallyExclusiveCallbackGroup()
         self._logic: ExpertLogic | None = None

@@ -12,13 +12,15 @@ subscriptions exist and disabled only after deactivate answered what was in flig
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ask_expert_ros.core.nodes.lifecycle import Lifecycle, State, Transition
+from ask_expert_ros.core.nodes.node_config import ParamSpec
+from ask_expert_ros.ros import conversions as conv
 
 AUTOSTART = 'autostart'
 
@@ -44,6 +46,15 @@ class ManagedNode(LifecycleNode):
                 read_only=True,
             ),
         )
+
+    def declare(self, specs: Sequence[ParamSpec]) -> None:
+        """Declare the node's parameters; if one is refused, the half-made node (its
+        lifecycle services exist already) is destroyed before the error goes on."""
+        try:
+            conv.declare_parameters(self, specs)
+        except Exception:
+            self.destroy_node()
+            raise
 
     # ------------------------------------------------------------ rclpy callbacks
 
