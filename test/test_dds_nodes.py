@@ -226,7 +226,7 @@ def test_expert_killed_mid_stream_edge_answers_at_once_and_resumes_with_a_new_ex
     300 ms, a frame per 20 ms. 10 frames are answered by the expert; then it is killed
     (SIGKILL): the first 3 frames after wait out their deadline, which marks the expert
     down, and from then on the edge answers at once -- the frames of the last second
-    before a new expert starts come back in well under the deadline (median < 100 ms),
+    before a new expert starts come back in well under the deadline (median < 200 ms),
     but for a probe every 300 ms. A new expert process starts: a probe is answered and
     the edge offloads again (responses from it for the frames after). Every frame gets
     exactly one result; the diagnostics count one outage and one recovery."""
@@ -290,7 +290,8 @@ def test_expert_killed_mid_stream_edge_answers_at_once_and_resumes_with_a_new_ex
     assert all(len(times) == 1 for times in arrived_at.values())  # exactly once
     latency = {s: arrived_at[s][0] - sent_at[s] for s in outage + later}
     settled = [latency[s] for s in outage if sent_at[s] > killed + 1.0]
-    assert settled and float(np.median(settled)) < 0.1, settled  # no deadline wait
+    # no deadline wait: well under the 400 ms deadline (half of it: a loaded CI box took 127 ms)
+    assert settled and float(np.median(settled)) < 0.2, settled
     span = max(sent_at[s] for s in outage) - killed - 1.0
     waited = sum(lat > 0.35 for lat in settled)
     assert waited <= span / 0.3 + 1, (waited, span, settled)  # the probes, one per 300 ms
