@@ -28,11 +28,11 @@ def result(source: ResultSource, label: int = 3, name: str = 'three') -> FinalRe
 
 
 def test_annotate_enlarges_small_frames_and_marks_the_source() -> None:
-    """8x8 -> x20 = 160x160 (MIN_SIDE); the bottom row is the border, in EXPERT blue."""
+    """8x8 -> x40 = 320x320 (MIN_SIDE); the bottom row is the border, in EXPERT blue."""
     grey = np.zeros((8, 8), dtype=np.uint8)
     out = annotate(grey, result(ResultSource.EXPERT))
-    assert out.shape == (160, 160, 3) and out.dtype == np.uint8
-    assert tuple(out[-1, 80]) == COLOURS[ResultSource.EXPERT]  # the frame border
+    assert out.shape == (320, 320, 3) and out.dtype == np.uint8
+    assert tuple(out[-1, 160]) == COLOURS[ResultSource.EXPERT]  # the frame border
     assert grey.max() == 0  # input untouched
 
 
@@ -53,11 +53,11 @@ def test_every_source_has_its_own_border_colour(source: ResultSource) -> None:
 @pytest.mark.parametrize(
     ('height', 'width', 'expected'),
     [
-        (8, 8, 20),  # ceil(160 / 8)
-        (1, 1, 160),
-        (100, 100, 2),  # ceil(160 / 100)
+        (8, 8, 40),  # ceil(320 / 8)
+        (1, 1, 320),
+        (100, 100, 4),  # ceil(320 / 100)
         (480, 640, 1),
-        (8, 640, 3),  # wants 20, but 640 * 3 = 1920 is the cap
+        (8, 640, 3),  # wants 40, but 640 * 3 = 1920 is the cap
         (2, 4000, 1),  # already wider than MAX_SIDE: never shrunk, never enlarged
     ],
 )
@@ -69,7 +69,7 @@ def test_annotate_does_not_touch_a_non_contiguous_view() -> None:
     base = np.zeros((200, 300, 3), np.uint8)
     view = base[::2, ::2]  # 100x150, strided
     out = annotate(view, result(ResultSource.EDGE))
-    assert out.shape == (200, 300, 3) and base.max() == 0
+    assert out.shape == (400, 600, 3) and base.max() == 0  # x4: ceil(320 / 100)
 
 
 def test_caption_names_label_score_and_source() -> None:
@@ -152,9 +152,9 @@ def test_assess_without_a_period_has_no_rates() -> None:
 
 
 def test_annotate_outlines_the_sent_patches_only() -> None:
-    """A 64x64 frame is drawn x3 (192x192); a 4x4 patch grid stretched over it has 48-pixel
+    """A 64x64 frame is drawn x5 (320x320); a 4x4 patch grid stretched over it has 80-pixel
     cells. Sent patches 5 (row 1, col 1) and 10 (row 2, col 2) are the cells at
-    [48, 96) x [48, 96) and [96, 144) x [96, 144): against the same result without
+    [80, 160) x [80, 160) and [160, 240) x [160, 240): against the same result without
     patches, every changed pixel lies in one of them, and each one's outline (its edge
     rows and columns) is the patch colour. The banner and the border are drawn last, so
     they look the same either way."""
@@ -164,12 +164,12 @@ def test_annotate_outlines_the_sent_patches_only() -> None:
     out = annotate(frame, sent)
     changed = (out != plain).any(axis=2)
     inside = np.zeros_like(changed)
-    for top, left in ((48, 48), (96, 96)):
-        inside[top : top + 48, left : left + 48] = True
-        cell = out[top : top + 48, left : left + 48]
+    for top, left in ((80, 80), (160, 160)):
+        inside[top : top + 80, left : left + 80] = True
+        cell = out[top : top + 80, left : left + 80]
         for edge in (cell[0], cell[-1], cell[:, 0], cell[:, -1]):
             assert (edge == PATCH_COLOUR).all()
-        assert tuple(cell[24, 24]) == (100, 100, 100)  # the inside shows the frame
+        assert tuple(cell[40, 40]) == (100, 100, 100)  # the inside shows the frame
     assert changed.any() and not (changed & ~inside).any()
 
 

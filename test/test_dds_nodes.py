@@ -180,7 +180,7 @@ def test_every_frame_one_result_answered_by_the_routed_expert(zoo, frames, domai
     assert sorted(r.header.stamp.sec for r in results) == secs  # exactly one per frame
     assert all(r.header.frame_id == 'cam' and r.header.stamp.nanosec == 123 for r in results)
     images = take_valid(annotated, 256)
-    assert images and all((i.height, i.width, i.encoding) == (160, 160, 'rgb8') for i in images)
+    assert images and all((i.height, i.width, i.encoding) == (320, 320, 'rgb8') for i in images)
     assert {r.edge_id for r in responses} == {'robot1'}
     assert all(r.status == msgs.ExpertResponse.STATUS_OK for r in responses)
     names = ExpertLibrary(zoo).scheme.class_names

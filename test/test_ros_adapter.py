@@ -899,7 +899,7 @@ def test_annotated_image_and_label_info(graph: Graph) -> None:
     stream(graph, edge, 2, expect_expert=False)
     wait_for(lambda: len(annotated) >= 2, what='annotated images')
     assert stamps(annotated) == [(100, 0), (101, 1000)]
-    assert annotated[0].encoding == 'rgb8' and annotated[0].height == 160  # 8x8 enlarged
+    assert annotated[0].encoding == 'rgb8' and annotated[0].height == 320  # 8x8 enlarged
     wait_for(lambda: labels, what='label_info (transient local, sent before we subscribed)')
     assert [c.class_name for c in labels[0].class_map] == list(edge.logic.class_names)
 

@@ -1,12 +1,15 @@
 """Draw a frame's final result on it, for the rviz image display.
 
 The label, its score and who answered (edge, expert, fallback, invalid) go on a
-dark banner at the top; a border in the source's colour makes the source visible
-at a glance even on a thumbnail. In patch offload the patches that were sent to the
-expert are outlined (the expert's patch grid stretched over the camera frame, as the
-edge resizes it for the expert). Tiny frames (8x8 digits) are enlarged with nearest
-neighbour so the text is readable and the pixels stay sharp; big frames keep their
-size and get a proportionally bigger font.
+banner across the top in the source's colour, in black or white, whichever reads
+better on it; a border in the same colour makes the source visible at a glance even on
+a thumbnail. The text is about a tenth of the frame's short side high (rviz scales the
+image into a panel: text of a fixed pixel size was unreadable there), on two lines
+(label; score and source) where one line would not fit. In patch offload the patches
+that were sent to the expert are outlined (the expert's patch grid stretched over the
+camera frame, as the edge resizes it for the expert). Tiny frames (8x8 digits) are
+enlarged with nearest neighbour so the text is readable and the pixels stay sharp; big
+frames keep their size.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ COLOURS = {
     ResultSource.INVALID: (230, 30, 30),
 }
 PATCH_COLOUR = (255, 230, 0)  # yellow: the outline of each patch sent to the expert
-MIN_SIDE = 160  # frames whose short side is smaller are enlarged to about this
+MIN_SIDE = 320  # frames whose short side is smaller are enlarged to about this
 MAX_SIDE = 1920  # ... but never so much that the long side exceeds this
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -41,12 +44,61 @@ def scale_for(height: int, width: int) -> int:
     return max(1, min(wanted, allowed))
 
 
-def caption(result: FinalResult) -> str:
-    """The banner text: ``'cat 0.91 [expert]'``; ``'? [invalid]'`` without a label."""
+def caption_lines(result: FinalResult) -> tuple[str, str]:
+    """The caption in two parts, for two lines: ``('cat', '0.91 [expert]')``;
+    ``('?', '[invalid]')`` without a label."""
     source = ResultSource(result.source).name.lower()
     if result.source == ResultSource.INVALID or result.label < 0:
-        return f'? [{source}]'
-    return f'{result.label_name or result.label} {result.score:.2f} [{source}]'
+        return '?', f'[{source}]'
+    return f'{result.label_name or result.label}', f'{result.score:.2f} [{source}]'
+
+
+def caption(result: FinalResult) -> str:
+    """The banner text on one line: ``'cat 0.91 [expert]'``; ``'? [invalid]'`` without a label."""
+    return ' '.join(caption_lines(result))
+
+
+def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on light colours, white on dark ones (ITU-R BT.601 luma)."""
+    r, g, b = background
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b >= 140 else (255, 255, 255)
+
+
+def draw_banner(frame: np.ndarray, parts: tuple[str, str], colour: tuple[int, int, int]) -> int:
+    """Draw, in place, the caption ``parts`` on a banner in ``colour`` across the top of the
+    RGB ``frame``: on one line if it fits at the wanted size, else label above score and
+    source, each shrunk to fit the width if need be. Returns the stroke thickness used."""
+    height, width = frame.shape[:2]
+    # cap height about 7 % of the short side, 12-32 px: 22 px on an enlarged 8x8 digit
+    wanted = min(32.0, max(12.0, 0.07 * min(height, width)))
+    one = ' '.join(p for p in parts if p)
+    scale = wanted / cv2.getTextSize('0', _FONT, 1.0, 1)[0][1]
+    # one line unless it would have to shrink below 3/4 of the wanted size
+    one_line = _fitted_scale(one, scale, width) >= 0.75 * scale or not parts[1]
+    lines = [one] if one_line else [p for p in parts if p]
+    sizes = [_fitted_scale(line, scale, width) for line in lines]
+    thickness = max(1, round(min(sizes) * 2.5))
+    metrics = [
+        cv2.getTextSize(line, _FONT, size, thickness)
+        for line, size in zip(lines, sizes, strict=True)
+    ]
+    pad = max(2, round(wanted / 4))
+    bottom = pad + sum(h + b + pad for (_, h), b in metrics)
+    cv2.rectangle(frame, (0, 0), (width - 1, min(bottom, height - 1)), colour, -1)
+    ink = text_colour(colour)
+    y = pad
+    for line, s, ((_, h), b) in zip(lines, sizes, metrics, strict=True):
+        y += h
+        cv2.putText(frame, line, (pad, y), _FONT, s, ink, thickness, cv2.LINE_AA)
+        y += b + pad
+    return thickness
+
+
+def _fitted_scale(text: str, scale: float, width: int) -> float:
+    """``scale``, or smaller (down to 0.3) so that ``text`` fits ``width`` less a margin."""
+    thickness = max(1, round(scale * 2.5))
+    text_w = cv2.getTextSize(text, _FONT, scale, thickness)[0][0]
+    return scale if text_w <= width - 8 else max(0.3, scale * (width - 8) / text_w)
 
 
 def annotate(pixels: np.ndarray, result: FinalResult) -> np.ndarray:
@@ -78,19 +130,7 @@ def annotate(pixels: np.ndarray, result: FinalResult) -> np.ndarray:
     if result.sent_patches and min(result.patch_grid) > 0:
         outline_patches(frame, result.sent_patches, result.patch_grid)
     colour = COLOURS[ResultSource(result.source)]
-    font_scale = max(0.35, min(width, 2 * height) / 640)
-    thickness = max(1, round(font_scale * 1.5))
-    text = caption(result)
-    (text_w, text_h), base = cv2.getTextSize(text, _FONT, font_scale, thickness)
-    if text_w > width - 8:  # long class names: shrink the font to fit, down to a limit
-        font_scale = max(0.3, font_scale * (width - 8) / text_w)
-        thickness = 1 if font_scale < 0.7 else thickness
-        (text_w, text_h), base = cv2.getTextSize(text, _FONT, font_scale, thickness)
-    pad = max(2, text_h // 4)
-    cv2.rectangle(frame, (0, 0), (min(text_w + 2 * pad, width), text_h + base + 2 * pad), 0, -1)
-    cv2.putText(
-        frame, text, (pad, pad + text_h), _FONT, font_scale, colour, thickness, cv2.LINE_AA
-    )
+    thickness = draw_banner(frame, caption_lines(result), colour)
     border = max(2, thickness)
     cv2.rectangle(frame, (0, 0), (width - 1, height - 1), colour, border)
     return frame
