@@ -68,7 +68,11 @@ def run_node(node_class: Callable[[], Node], name: str, args: list[str] | None =
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     try:
-        executor.spin()
+        # spin_once with a timeout, not spin(): an unconfigured node has nothing that wakes
+        # the executor's wait, and Python runs a signal handler only between waits (seen:
+        # an unconfigured node ignored SIGTERM for 30 s on Humble and Jazzy)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.5)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
