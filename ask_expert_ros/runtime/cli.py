@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ask_expert_ros.core.inference.backends import PRECISIONS, backend_kinds
+from ask_expert_ros.core.inference.backends.aoti import FRAME_GRAPHS, GRAPHS
 
 logger = logging.getLogger(__name__)
 
@@ -16,12 +17,19 @@ logger = logging.getLogger(__name__)
 def _cmd_export(args: argparse.Namespace) -> int:
     from ask_expert_ros.runtime.export import ExportOptions, export_library, export_model
 
+    aoti = args.format == 'aoti'
+    graphs = {'frames': FRAME_GRAPHS, 'all': GRAPHS}.get(args.graphs) or tuple(
+        args.graphs.split(',')
+    )
     options = ExportOptions(
         fmt=args.format,
         opset=args.opset,
-        device=args.device,
-        precision=args.precision,
+        device=args.device or ('cpu' if aoti else 'cuda'),
+        precision=args.precision[0] if args.precision and not aoti else 'fp16',
         max_batch=args.max_batch,
+        precisions=tuple(args.precision or ()) if aoti else (),
+        graphs=graphs,
+        max_autotune=False if args.no_autotune else None,
     )
     # errors (BackendUnavailableError without TensorRT, after the ONNX files are
     # written) go to the CLI's handler: message on stderr, exit code 2
@@ -49,17 +57,47 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``export`` and ``backends`` to the ``ask-expert`` sub-commands."""
     export = subparsers.add_parser(
-        'export', help='export a library or a model to ONNX files or TensorRT engines'
+        'export',
+        help='export a library or a model to ONNX files, TensorRT engines or AOTInductor packages',
     )
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument('--models', type=Path, help='library.yaml (or its directory)')
     source.add_argument('--model', type=Path, help='one model .safetensors file')
-    export.add_argument('--format', choices=('onnx', 'engine'), default='onnx')
+    export.add_argument(
+        '--format',
+        choices=('onnx', 'engine', 'aoti'),
+        default='onnx',
+        help='aoti: AOTInductor .pt2 packages for this machine and torch (backend aoti, '
+        'and auto when present); compiling takes about a minute per graph on 2 cores',
+    )
     export.add_argument('--out', type=Path, required=True, help='output directory')
     export.add_argument('--opset', type=int, default=17, help='ONNX opset (>= 17)')
-    export.add_argument('--device', default='cuda', help='GPU that builds engines')
-    export.add_argument('--precision', choices=('fp16', 'fp32'), default='fp16')
-    export.add_argument('--max-batch', type=int, default=32, help='largest engine batch')
+    export.add_argument(
+        '--device',
+        default=None,
+        help='engine: the GPU that builds (default cuda); aoti: cpu (default) or a CUDA device',
+    )
+    export.add_argument(
+        '--precision',
+        choices=('fp16', 'fp32', 'bf16'),
+        action='append',
+        help='engine: fp16 (default) or fp32; aoti: repeat for several (default: every '
+        'precision the device runs: fp32 and bf16 on a CPU with avx512_bf16/AMX)',
+    )
+    export.add_argument(
+        '--graphs',
+        default='frames',
+        help="aoti: 'frames' (batch1,batch; default), 'all' (adds attention and tokens, for "
+        'patch offload), or a comma list',
+    )
+    export.add_argument(
+        '--max-batch', type=int, default=32, help='largest batch of engines / aoti graphs'
+    )
+    export.add_argument(
+        '--no-autotune',
+        action='store_true',
+        help='aoti: skip the matmul autotuning of the batch-1 graphs (faster build, slower code)',
+    )
     export.set_defaults(func=_cmd_export)
 
     backends = subparsers.add_parser(

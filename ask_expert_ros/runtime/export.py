@@ -5,6 +5,9 @@
 * ``<stem>.<hash12>.onnx`` per model (edge, near-edge generalist, every expert), opset
   >= 17, dynamic batch, config and weight hash in the file's metadata;
 * with ``fmt='engine'``, ``<stem>.<key16>.engine`` per model for this GPU/TensorRT;
+* with ``fmt='aoti'``, no ONNX files but AOTInductor packages in ``aoti/``: per model,
+  precision and graph, ``<stem>.<hash12>.<precision>.<graph>.<env8>.pt2``
+  (:mod:`~ask_expert_ros.core.inference.backends.aoti`), for this machine and torch;
 * ``runtime.yaml``: which file holds which model, and the source files;
 * for a library, ``library.yaml``: the same library (model files referenced where they
   are), so a node started with ``library: <out>`` finds the exported files by hash
@@ -22,6 +25,12 @@ import yaml
 
 from ask_expert_ros.core.errors import ModelConfigError
 from ask_expert_ros.core.inference.backends import BackendUnavailableError, Precision
+from ask_expert_ros.core.inference.backends.aoti import (
+    FRAME_GRAPHS,
+    GRAPHS,
+    aoti_precisions,
+    export_aoti,
+)
 from ask_expert_ros.core.inference.library import MANIFEST_NAME, ExpertLibrary, write_manifest
 from ask_expert_ros.core.inference.models import load_model
 from ask_expert_ros.core.inference.taxonomy import key_slug
@@ -30,7 +39,7 @@ from ask_expert_ros.runtime.tensorrt import DEFAULT_MAX_BATCH, build_engine
 
 logger = logging.getLogger(__name__)
 
-ExportFormat = Literal['onnx', 'engine']
+ExportFormat = Literal['onnx', 'engine', 'aoti']
 RUNTIME_MANIFEST = 'runtime.yaml'
 RUNTIME_FORMAT = 'ask_expert_runtime'
 
@@ -40,11 +49,18 @@ class ExportOptions:
     """How to export.
 
     Attributes:
-        fmt: ``'onnx'`` or ``'engine'`` (TensorRT; ONNX files are written first).
+        fmt: ``'onnx'``, ``'engine'`` (TensorRT; ONNX files are written first) or
+            ``'aoti'`` (AOTInductor packages for this machine).
         opset: ONNX opset, >= 17.
-        device: CUDA device that builds engines.
+        device: Device that builds engines (CUDA) or runs the packages (``'cpu'``, CUDA).
         precision: Engine precision, ``'fp16'`` or ``'fp32'``.
-        max_batch: Largest batch of the engines' optimisation profile.
+        max_batch: Largest batch of the engines' optimisation profile / of the
+            packages' dynamic graphs.
+        precisions: Package precisions (``'aoti'``); empty: every one this device runs
+            (fp32 and bf16 on a CPU with avx512_bf16/AMX; fp32, fp16, bf16 on CUDA).
+        graphs: Package graphs (``'aoti'``): ``batch1`` and ``batch`` by default; add
+            ``attention`` (edge in patch mode) and ``tokens`` (expert in patch mode).
+        max_autotune: Autotune the packages' batch-1 matmuls (None: on for CPU).
     """
 
     fmt: ExportFormat = 'onnx'
@@ -52,10 +68,16 @@ class ExportOptions:
     device: str = 'cuda'
     precision: Precision = 'fp16'
     max_batch: int = DEFAULT_MAX_BATCH
+    precisions: tuple[str, ...] = ()
+    graphs: tuple[str, ...] = FRAME_GRAPHS
+    max_autotune: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.fmt not in ('onnx', 'engine'):
-            raise ValueError(f"format must be 'onnx' or 'engine', got {self.fmt!r}")
+        if self.fmt not in ('onnx', 'engine', 'aoti'):
+            raise ValueError(f"format must be 'onnx', 'engine' or 'aoti', got {self.fmt!r}")
+        bad = [g for g in self.graphs if g not in GRAPHS]
+        if bad or not self.graphs:
+            raise ValueError(f'graphs must be some of {list(GRAPHS)}, got {list(self.graphs)}')
         if self.opset < 17:
             raise ValueError(f'opset must be >= 17, got {self.opset}')
         if self.max_batch < 1:
@@ -83,15 +105,31 @@ def export_models(models: dict[str, Path], out: Path, options: ExportOptions) ->
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[str, dict[str, Any]] = {}
     loaded = {}
+    precisions = options.precisions or aoti_precisions(options.device)
+    if options.fmt == 'aoti' and not precisions:
+        raise BackendUnavailableError(
+            f'AOTInductor cannot build for {options.device} here (no C++ compiler, or no '
+            'such device)'
+        )
     for name, source in models.items():
         model = load_model(source)
         loaded[name] = model
+        entries[name] = {'source': str(source.resolve()), 'sha256': model_hash(model)}
+        if options.fmt == 'aoti':
+            packages = export_aoti(
+                model,
+                out / 'aoti',
+                precisions,
+                options.graphs,
+                device=options.device,
+                max_batch=options.max_batch,
+                stem=name,
+                max_autotune=options.max_autotune,
+            )
+            entries[name]['aoti'] = [f'aoti/{p.name}' for p in packages]
+            continue
         onnx_path = export_onnx(model, out, stem=name, opset=options.opset)
-        entries[name] = {
-            'source': str(source.resolve()),
-            'sha256': model_hash(model),
-            'onnx': onnx_path.name,
-        }
+        entries[name]['onnx'] = onnx_path.name
     manifest = out / RUNTIME_MANIFEST
 
     def write() -> None:

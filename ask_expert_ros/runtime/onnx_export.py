@@ -8,7 +8,6 @@ can be searched by :func:`model_hash`.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ask_expert_ros.core.inference.backends import BackendError
-from ask_expert_ros.core.inference.models import LoadedModel, ModelConfig
+from ask_expert_ros.core.inference.models import LoadedModel, ModelConfig, model_weights_hash
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +30,8 @@ HASH_KEY = 'ask_expert_ros.model_sha256'
 HASH_CHARS = 12
 
 
-def model_hash(model: LoadedModel) -> str:
-    """SHA-256 (hex) of the model's config and every weight: changes when either does."""
-    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(model.model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f'{name}:{t.dtype}:{tuple(t.shape)}'.encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
-    return digest.hexdigest()
+model_hash = model_weights_hash
+"""SHA-256 (hex) of a model's config and every weight (:func:`model_weights_hash`)."""
 
 
 def onnx_file_name(stem: str, sha256: str) -> str:

@@ -153,6 +153,10 @@ class OrtBackend(Backend):
             raise InferenceError(f'onnxruntime failed on a batch of {len(inputs)}: {exc}') from exc
         return logits
 
+    @property
+    def owns_weights(self) -> bool:
+        return True
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
@@ -174,6 +178,16 @@ def ort_precisions(device: str) -> tuple[str, ...]:
         return ()
     out = ['fp32'] if 'CUDAExecutionProvider' in providers else []
     return (*out, 'fp16') if 'TensorrtExecutionProvider' in providers else tuple(out)
+
+
+def ort_ready(model: LoadedModel, precision: str, options: BackendOptions) -> str | None:
+    """None if an exported ONNX file of this model is at hand (``'auto'`` loads it in a
+    second), else why not (exporting takes seconds to minutes)."""
+    sha = model_hash(model)
+    dirs = [*options.search_dirs, *([options.cache_dir] if options.cache_dir else [])]
+    if any(find_cached(d, sha) is not None for d in dirs):
+        return None
+    return 'no exported ONNX file of this model (ask-expert export)'
 
 
 def create_ort_backend(model: LoadedModel, precision: str, options: BackendOptions) -> OrtBackend:

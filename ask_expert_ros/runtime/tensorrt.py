@@ -210,6 +210,10 @@ class TensorRTBackend(Backend):
     def input_device(self) -> torch.device:
         return self._device
 
+    @property
+    def owns_weights(self) -> bool:
+        return True
+
     def run_tensor(self, inputs: torch.Tensor) -> torch.Tensor:
         n = len(inputs)
         if n == 0:
@@ -243,6 +247,25 @@ class TensorRTBackend(Backend):
 def tensorrt_precisions(device: str) -> tuple[str, ...]:
     """Precisions a TensorRT engine runs at on ``device`` here (the registry's probe)."""
     return ('fp16', 'fp32') if tensorrt_missing(device) is None else ()
+
+
+def tensorrt_ready(model: LoadedModel, precision: str, options: BackendOptions) -> str | None:
+    """None if this model's engine for this GPU and TensorRT is cached (``'auto'`` loads
+    it in a second), else why not (building one takes minutes)."""
+    missing = tensorrt_missing(options.device)
+    if missing:
+        return missing
+    assert trt is not None  # tensorrt_missing checked it
+    cache_dir = options.cache_dir if options.cache_dir is not None else default_cache_dir()
+    key = engine_cache_key(
+        model,
+        torch.cuda.get_device_name(torch.device(options.device)),
+        str(trt.__version__),
+        precision,  # type: ignore[arg-type]
+    )
+    if not list(Path(cache_dir).glob(f'*{key.file_name("")}')):
+        return f'no cached engine in {cache_dir} (ask-expert export --format engine)'
+    return None
 
 
 def create_tensorrt_backend(

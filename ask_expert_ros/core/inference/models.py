@@ -14,6 +14,7 @@ checkpoint (``deit_tiny_patch16_224`` = ``deit_3h``, ``deit_small`` = ``deit_6h`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -170,6 +171,22 @@ class LoadedModel:
     model: torch.nn.Module
     config: ModelConfig
     path: Path | None = None
+
+
+def model_weights_hash(model: LoadedModel) -> str:
+    """SHA-256 (hex) of the model's config and every weight: changes when either does.
+
+    What exported files (ONNX, TensorRT engines, AOTInductor packages) record, so a
+    file built from other weights is known as stale.
+    """
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.model.state_dict().items()):
+        if tensor.device.type == 'meta':
+            raise ModelConfigError(f'the weights of {name} were released; cannot hash them')
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f'{name}:{t.dtype}:{tuple(t.shape)}'.encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return digest.hexdigest()
 
 
 def save_model(model: torch.nn.Module, config: ModelConfig, path: str | Path) -> Path:

@@ -399,6 +399,7 @@ def forward_tokens(
     patches: torch.Tensor,
     indices: torch.Tensor,
     lengths: torch.Tensor | None = None,
+    masked: bool | None = None,
 ) -> torch.Tensor:
     """The ViT on the given patches only.
 
@@ -408,6 +409,8 @@ def forward_tokens(
         indices: Grid index of every patch ``[B, n]`` (int64, row-major).
         lengths: Real patches per row when rows were padded to ``n``; the padding is
             masked out of attention (None: every row holds n real patches).
+        masked: Always run the masked blocks (True), as an exported graph must (it
+            cannot branch on the lengths' values); None: only when a row is padded.
 
     Returns:
         Logits ``[B, classes]``; equal to ``model(x)`` when every patch is sent in order.
@@ -429,7 +432,7 @@ def forward_tokens(
         cls = cls + cls_pos
     x = torch.cat([cls.to(x.dtype), x], dim=1)
     x = model.norm_pre(model.patch_drop(model.pos_drop(x)))
-    if lengths is None or bool((lengths == n).all()):
+    if lengths is None or (not masked and bool((lengths == n).all())):
         x = model.blocks(x)
     else:
         keep = torch.arange(n + 1, device=x.device)[None, :] <= lengths[:, None]

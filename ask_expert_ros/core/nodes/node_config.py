@@ -110,10 +110,22 @@ COMMON_PARAMS = (
     ParamSpec(
         'backend',
         'auto',
-        'Inference runtime: auto (fastest here that needs no compile at start, logged), '
-        'torch, torch_compile (fastest on CPU; compiles 30-95 s per model at start, measured), '
-        'onnxruntime or tensorrt (CUDA/Jetson).',
+        'Inference runtime: auto (the fastest backend that is ready here, timed at start '
+        'for auto_probe_s, logged), torch, torch_compile (compiles 30-95 s per model at '
+        'start), aoti (AOTInductor packages from ask-expert export --format aoti, loaded in '
+        'under a second; built into cache_dir at first start if missing), onnxruntime or '
+        'tensorrt (CUDA/Jetson).',
         choices_from=backend_kinds,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'auto_probe_s',
+        2.0,
+        'With backend auto: seconds spent at start timing every ready backend (eager torch, '
+        'AOTInductor packages, exported ONNX, cached TensorRT engines) on the real batch '
+        'size before keeping the fastest; 0: a fixed order, no timing.',
+        low=0.0,
+        high=60.0,
         dynamic=False,
     ),
     ParamSpec(
@@ -126,7 +138,8 @@ COMMON_PARAMS = (
     ParamSpec(
         'cache_dir',
         '',
-        'Directory for exported ONNX files, TensorRT engines and torch_compile builds; '
+        'Directory for exported ONNX files, TensorRT engines, AOTInductor packages (aoti/) '
+        'and torch_compile builds; '
         'empty: the library directory is searched (ask-expert export output) and ONNX '
         'Runtime exports in memory, TensorRT and torch_compile cache under '
         '~/.cache/ask_expert_ros.',

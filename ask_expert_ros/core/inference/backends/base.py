@@ -84,6 +84,12 @@ class Backend(ABC):
         """Where the engine should prepare this backend's input tensors."""
         return torch.device('cpu')
 
+    @property
+    def owns_weights(self) -> bool:
+        """Whether this backend runs without the loaded model's torch module (its own
+        copy, an exported graph, an engine), so the fp32 weights may be released."""
+        return False
+
     def check_input(self, inputs: np.ndarray) -> np.ndarray:
         """``inputs`` as C-contiguous float32, or :class:`BackendError` saying what is wrong."""
         c, s = self.config.in_chans, self.config.img_size

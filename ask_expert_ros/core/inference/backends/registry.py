@@ -25,9 +25,11 @@ from ask_expert_ros.core.inference.backends import torch_backend
 from ask_expert_ros.core.inference.backends.base import (
     BackendBuilder,
     BackendError,
+    BackendOptions,
 )
+from ask_expert_ros.core.inference.models import LoadedModel
 
-BackendKind = Literal['auto', 'torch', 'torch_compile', 'onnxruntime', 'tensorrt']
+BackendKind = Literal['auto', 'torch', 'torch_compile', 'aoti', 'onnxruntime', 'tensorrt']
 """The kinds this package registers, and ``'auto'``; :func:`backend_kinds` has the rest."""
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 
@@ -36,6 +38,10 @@ _T = TypeVar('_T')
 
 PrecisionProbe = Callable[[str], Sequence[str]]
 """``device -> precisions`` this kind runs there on this machine."""
+
+ReadyProbe = Callable[[LoadedModel, str, BackendOptions], 'str | None']
+"""``(model, precision, options) -> None`` if the kind builds this model at start in
+seconds (nothing to compile or export), else why not: what ``'auto'`` times."""
 
 
 def _resolve(target: _T | str) -> _T:
@@ -58,12 +64,15 @@ class BackendEntry:
         build: A :data:`BackendBuilder`, or ``'module:function'`` naming one.
         precisions: A :data:`PrecisionProbe`, or ``'module:function'`` naming one.
         description: One line for listings.
+        ready: A :data:`ReadyProbe` (or ``'module:function'``): whether ``'auto'`` may
+            build and time this kind for a model; None: never (asked for by name only).
     """
 
     kind: str
     build: BackendBuilder | str
     precisions: PrecisionProbe | str
     description: str = ''
+    ready: ReadyProbe | str | None = None
 
     def builder(self) -> BackendBuilder:
         """The build function (imported now if named by a string)."""
@@ -77,6 +86,16 @@ class BackendEntry:
             return ()
         return tuple(probe(device))
 
+    def not_ready(self, model: LoadedModel, precision: str, options: BackendOptions) -> str | None:
+        """None if ``'auto'`` may build this kind for ``model`` now, else why not."""
+        if self.ready is None:
+            return 'only used when asked for by name'
+        try:
+            probe = _resolve(self.ready)
+        except ImportError as exc:
+            return f'does not import ({exc})'
+        return probe(model, precision, options)
+
 
 _REGISTRY: dict[str, BackendEntry] = {}
 
@@ -87,6 +106,7 @@ def register_backend(
     precisions: PrecisionProbe | str,
     *,
     description: str = '',
+    ready: ReadyProbe | str | None = None,
     replace: bool = False,
 ) -> BackendEntry:
     """Add a backend kind every node and :func:`create_backend` can then use.
@@ -99,7 +119,7 @@ def register_backend(
         raise BackendError(f"a backend kind must be an identifier other than 'auto', got {kind!r}")
     if kind in _REGISTRY and not replace:
         raise BackendError(f'backend {kind!r} is registered already (replace=True to swap it)')
-    entry = BackendEntry(kind, build, precisions, description)
+    entry = BackendEntry(kind, build, precisions, description, ready)
     _REGISTRY[kind] = entry
     return entry
 
@@ -145,6 +165,7 @@ register_backend(
     torch_backend.create_torch_backend,
     torch_backend.torch_precisions,
     description='the timm model under torch.inference_mode and autocast',
+    ready=torch_backend.torch_ready,
 )
 register_backend(
     'torch_compile',
@@ -157,10 +178,19 @@ register_backend(
     'ask_expert_ros.runtime.ort:create_ort_backend',
     'ask_expert_ros.runtime.ort:ort_precisions',
     description='ONNX Runtime: CPU, CUDA and TensorRT execution providers',
+    ready='ask_expert_ros.runtime.ort:ort_ready',
 )
 register_backend(
     'tensorrt',
     'ask_expert_ros.runtime.tensorrt:create_tensorrt_backend',
     'ask_expert_ros.runtime.tensorrt:tensorrt_precisions',
     description='a TensorRT engine built from the ONNX export and cached on disk',
+    ready='ask_expert_ros.runtime.tensorrt:tensorrt_ready',
+)
+register_backend(
+    'aoti',
+    'ask_expert_ros.core.inference.backends.aoti:create_aoti_backend',
+    'ask_expert_ros.core.inference.backends.aoti:aoti_precisions',
+    description='AOTInductor packages (.pt2) compiled ahead of time; load in under a second',
+    ready='ask_expert_ros.core.inference.backends.aoti:aoti_ready',
 )

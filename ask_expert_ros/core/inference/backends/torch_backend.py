@@ -84,6 +84,11 @@ class TorchBackend(Backend):
     def input_device(self) -> torch.device:
         return self._device
 
+    @property
+    def owns_weights(self) -> bool:
+        """bf16/fp16 run their own low-precision copy, fp32 the model module itself."""
+        return self.precision != 'fp32'
+
     def _autocast(self) -> AbstractContextManager[Any]:
         if self.precision == 'fp32':
             return nullcontext()
@@ -426,6 +431,18 @@ def release_openmp_threads() -> bool:
 _OMP_PAUSE_SOFT = 1  # omp_pause_resource_t: keep the runtime, drop the idle threads
 
 
+def trim_heap() -> bool:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``); False where
+    the C library is not glibc (nothing is done)."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    return bool(trim(0))
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU has native bfloat16 arithmetic (avx512_bf16 or AMX)."""
     probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
@@ -448,6 +465,11 @@ def torch_precisions(device: str) -> tuple[str, ...]:
     if dev.type == 'cuda' and torch.cuda.is_available():
         return ('fp32', 'fp16', 'bf16')
     return ()
+
+
+def torch_ready(model: LoadedModel, precision: str, options: BackendOptions) -> str | None:
+    """The eager backend is always ready: nothing to build before the first frame."""
+    return None
 
 
 def compiled_precisions(device: str) -> tuple[str, ...]:
