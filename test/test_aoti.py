@@ -258,3 +258,21 @@ def test_an_export_dir_copied_elsewhere_still_matches(
     shutil.copytree(out, moved)
     backend = aoti.create_aoti_backend(load_model(path), 'fp32', _options(moved, tmp_path))
     assert all(str(moved) in str(p) for p in backend.paths.values())
+
+
+def test_an_aoti_node_drops_the_fp32_weights_and_reads_them_again_for_a_missing_graph(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Frame packages only: the node releases the module; an edge switched to patch
+    mode still gets its attention scores (the model is read from its file again)."""
+    path, out = exported
+    model = load_model(path)
+    build = backend_factory('aoti', 'fp32', cache_dir=tmp_path, search_dirs=[out], release=True)
+    backend = build(model)
+    assert backend.kind == 'aoti'
+    assert all(p.device.type == 'meta' for p in model.model.parameters())
+    x = torch.from_numpy(_x(2))
+    logits, scores = backend.run_tensor_with_attention(x)
+    ref_logits, ref_scores = TorchBackend(load_model(path)).run_tensor_with_attention(x)
+    np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-6)

@@ -35,6 +35,10 @@ def _cmd_bench_speed(args: argparse.Namespace) -> int:
         overrides['compiled'] = False
     if args.no_autotune:
         overrides['max_autotune'] = False
+    if args.no_startup:
+        overrides['startup'] = False
+    if args.aoti_dir is not None:
+        overrides['aoti_dir'] = args.aoti_dir
     config = replace(config, **overrides)
     if not args.quiet:  # progress, whatever the root logger's level
         logging.getLogger('ask_expert_ros.bench').setLevel(logging.INFO)
@@ -72,13 +76,25 @@ def register(subparsers: Any) -> None:
     compiled.add_argument(
         '--no-compile',
         action='store_true',
-        help='leave out the torch_compile backends (they compile for 10-60 s per model)',
+        help='leave out the torch_compile and aoti backends (they compile for 10-60 s per model)',
     )
     compiled.add_argument(
         '--no-autotune',
         action='store_true',
         help="build torch_compile's batch-1 graphs without inductor's max-autotune (on by "
         'default on CPU: about 3 s more build, faster at batch 1)',
+    )
+    parser.add_argument(
+        '--no-startup',
+        action='store_true',
+        help='leave out the startup section (each backend started in a fresh process)',
+    )
+    parser.add_argument(
+        '--aoti-dir',
+        type=Path,
+        default=None,
+        help='keep the AOTInductor packages (and model files) here, so a rerun loads them '
+        'instead of compiling (default: a temporary directory)',
     )
     parser.add_argument('--quiet', action='store_true', help='no progress log')
     parser.set_defaults(func=_cmd_bench_speed)

@@ -109,9 +109,13 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
     return float(counter.get_total_flops())
 
 
-def backends_for(loaded: LoadedModel, config: SpeedConfig) -> Iterator[tuple[Backend, float]]:
+def backends_for(
+    loaded: LoadedModel, config: SpeedConfig
+) -> Iterator[tuple[Backend, float, float]]:
     """Every CPU backend :mod:`ask_expert_ros.runtime` offers, built and warmed up at the
-    benchmark's batch sizes, with the seconds that took (a compile, an ONNX export)."""
+    benchmark's batch sizes, with the seconds that took (a compile, an ONNX export) and
+    the start-up a node sees (build or load + the first result at batch 1; for
+    ``aoti``, loading the packages built before)."""
     from ask_expert_ros.core.inference.backends import (
         CompiledTorchBackend,
         available_backends,
@@ -119,9 +123,21 @@ def backends_for(loaded: LoadedModel, config: SpeedConfig) -> Iterator[tuple[Bac
     )
 
     for kind, precision in available_backends('cpu'):
-        if kind == 'torch_compile' and not config.compiled:
+        if kind in ('torch_compile', 'aoti') and not config.compiled:
             continue
         start = time.perf_counter()
+        if kind == 'aoti':
+            # builds the packages into aoti_dir (the build time), then loads them fresh:
+            # the start-up a node has with the packages exported ahead of time
+            create_backend(loaded, 'aoti', precision, cache_dir=config.aoti_dir)  # type: ignore[arg-type]
+            built_s = time.perf_counter() - start
+            start = time.perf_counter()
+            backend = create_backend(loaded, 'aoti', precision, cache_dir=config.aoti_dir)  # type: ignore[arg-type]
+            backend.run(np.zeros((1, *_shape(loaded)), dtype=np.float32))
+            startup_s = time.perf_counter() - start
+            backend.warmup(sorted(set(config.batches)))
+            yield backend, built_s, startup_s
+            continue
         if kind == 'torch_compile':
             backend: Backend = CompiledTorchBackend(
                 loaded,
@@ -136,8 +152,15 @@ def backends_for(loaded: LoadedModel, config: SpeedConfig) -> Iterator[tuple[Bac
                 device='cpu',
                 threads=config.threads,
             )
+        backend.run(np.zeros((1, *_shape(loaded)), dtype=np.float32))
+        startup_s = time.perf_counter() - start
         backend.warmup(sorted(set(config.batches)))
-        yield backend, time.perf_counter() - start
+        yield backend, time.perf_counter() - start, startup_s
+
+
+def _shape(loaded: LoadedModel) -> tuple[int, int, int]:
+    cfg = loaded.config
+    return (cfg.in_chans, cfg.img_size, cfg.img_size)
 
 
 def auto_backend(loaded: LoadedModel, threads: int) -> Backend:
@@ -178,14 +201,14 @@ def bench_models(
         for b, x in inputs.items():
             per_backend: list[list[float]] = [[] for _ in built]
             for r in range(rounds):
-                for i, (backend, _) in enumerate(built):
+                for i, (backend, _, _) in enumerate(built):
                     # an untimed call first: the previous backend's threads (OpenMP,
                     # ONNX Runtime's pool) may still be spinning on the 2 cores
                     count = config.repeats // rounds + (r < config.repeats % rounds)
                     per_backend[i].extend(times_ms(partial(backend.run, x), count, warmup=1))
             for latency, ms in zip(latencies, per_backend, strict=True):
                 latency[str(b)] = p50(ms)
-        for (backend, build_s), latency in zip(built, latencies, strict=True):
+        for (backend, build_s, startup_s), latency in zip(built, latencies, strict=True):
             peak_used = peak.get(backend.precision, peak['fp32'])
             gflops = {b: flops_1 * int(b) / (ms * 1e-3) / 1e9 for b, ms in latency.items()}
             rows.append(
@@ -199,6 +222,7 @@ def bench_models(
                     'gflops': gflops,
                     'fraction_of_peak': {b: g / peak_used for b, g in gflops.items()},
                     'build_s': build_s,
+                    'startup_s': startup_s,
                     'max_abs_diff_vs_torch_fp32': float(
                         np.abs(backend.run(largest) - reference).max()
                     ),

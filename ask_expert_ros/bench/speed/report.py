@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +25,26 @@ from ask_expert_ros.bench.speed.common import (
 from ask_expert_ros.bench.speed.dds import bench_dds
 from ask_expert_ros.bench.speed.models import bench_models, matmul_peak
 from ask_expert_ros.bench.speed.pipeline import bench_edge_pipeline
+from ask_expert_ros.bench.speed.startup import bench_startup
+from ask_expert_ros.core.inference.backends import available_backends
 from ask_expert_ros.core.inference.models import (
     LoadedModel,
     create_model,
+    save_model,
 )
 
 logger = logging.getLogger(__name__)
 
 
 def run_speed(config: SpeedConfig) -> dict[str, Any]:
-    """Every section, in one process, one after the other."""
+    """Every section, in one process, one after the other (``startup`` in children)."""
+    if config.aoti_dir is None and (config.compiled or config.startup):
+        with tempfile.TemporaryDirectory(prefix='bench_speed_') as tmp:
+            return run_speed(replace(config, aoti_dir=Path(tmp)))
     torch.set_num_threads(config.threads)
     scheme = bench_scheme(config.num_classes)
-    report: dict[str, Any] = {'machine': machine_info(config.threads), 'config': asdict(config)}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    report: dict[str, Any] = {'machine': machine_info(config.threads), 'config': settings}
     t0 = time.perf_counter()
     peak = matmul_peak(config)
     report['matmul_peak'] = peak
@@ -48,9 +56,95 @@ def run_speed(config: SpeedConfig) -> dict[str, Any]:
     report['dds'] = bench_dds(config, report['edge_pipeline']['edge_inference_ms_batch1'])
     expert_variant = config.variants[1] if len(config.variants) > 1 else config.variants[0]
     report['expert_batching'] = bench_expert_batching(config, expert_variant, scheme)
+    if config.startup:
+        report['startup'] = _startup(config, scheme, expert_variant)
     report['summary'] = summary(report)
     report['elapsed_s'] = time.perf_counter() - t0
     return report
+
+
+def _startup(config: SpeedConfig, scheme: Any, expert_variant: str) -> list[dict[str, Any]]:
+    """The models of the ``models`` section (same seed, same weights, so the packages it
+    built are found) saved as files, each backend started from them in a fresh process."""
+    assert config.aoti_dir is not None
+    files = {}
+    for name, variant in (('edge', config.variants[0]), ('expert', expert_variant)):
+        cfg = model_config(variant, scheme, config)  # type: ignore[arg-type]
+        torch.manual_seed(0)
+        path = config.aoti_dir / 'models' / f'{name}.safetensors'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_model(create_model(cfg).eval(), cfg, path)
+        files[name] = path
+    usable = set(available_backends('cpu'))
+    cases = [('torch', 'fp32'), ('torch', 'bf16'), ('onnxruntime', 'fp32')]
+    if config.compiled:
+        cases += [('aoti', 'fp32'), ('aoti', 'bf16'), ('torch_compile', 'bf16')]
+    cases = [c for c in cases if c in usable] + [('auto', 'auto')]
+    return bench_startup(
+        files,
+        config.aoti_dir,
+        cases,
+        {'edge': 1, 'expert': config.max_batch},
+        threads=config.threads,
+    )
+
+
+def startup_summary(report: dict[str, Any]) -> dict[str, Any] | None:
+    """Issue 19's figures: ``auto`` on the edge model (what it picked, its first result,
+    its speed at batch 1 from the side-by-side ``models`` rows), the fastest ready
+    backend of the expert at its largest batch, and bf16 memory against fp32."""
+    rows = report.get('startup')
+    if not rows:
+        return None
+    variants = report['config']['variants']
+    expert_variant = variants[1] if len(variants) > 1 else variants[0]
+
+    def model_row(variant: str, kind: str, precision: str) -> dict[str, Any] | None:
+        return next(
+            (
+                r
+                for r in report['models']
+                if (r['variant'], r['backend'], r['precision']) == (variant, kind, precision)
+            ),
+            None,
+        )
+
+    def started(model: str, asked: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r['model'] == model and r['asked'] == asked), None)
+
+    out: dict[str, Any] = {}
+    auto = started('edge', 'auto/auto')
+    base = model_row(variants[0], 'torch', 'fp32')
+    if auto is not None and base is not None:
+        picked = model_row(variants[0], auto['kind'], auto['precision'])
+        out['edge_auto'] = {
+            'picked': f'{auto["kind"]}/{auto["precision"]}',
+            'first_result_s': auto['first_result_s'],
+            'process_s': auto['process_s'],
+            'speedup_b1': (
+                base['latency_ms_p50']['1'] / picked['latency_ms_p50']['1'] if picked else None
+            ),
+        }
+    big = str(max(int(b) for b in report['models'][0]['latency_ms_p50']))
+    expert_rows = [r for r in report['models'] if r['variant'] == expert_variant]
+    expert_base = model_row(expert_variant, 'torch', 'fp32')
+    ready = [r for r in expert_rows if r['backend'] != 'torch_compile']
+    if expert_base is not None and ready:
+        best = min(ready, key=lambda r: r['latency_ms_p50'][big])
+        out['expert_batched'] = {
+            'batch': int(big),
+            'backend': f'{best["backend"]}/{best["precision"]}',
+            'speedup': expert_base['latency_ms_p50'][big] / best['latency_ms_p50'][big],
+        }
+    memory = {}
+    for model in ('edge', 'expert'):
+        fp32 = started(model, 'torch/fp32')
+        for asked in ('torch/bf16', 'aoti/bf16'):
+            low = started(model, asked)
+            if fp32 is not None and low is not None and fp32['model_mb'] > 0:
+                memory[f'{model} {asked}'] = low['model_mb'] / fp32['model_mb']
+    out['bf16_memory_over_fp32'] = memory
+    return out
 
 
 def edge_speedup(report: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +176,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         f'expert_throughput_gain_{most["edges"]}_edges': most['throughput_gain'],
         f'expert_p95_batched_over_single_{most["edges"]}_edges': most['p95_batched_over_single'],
         'targets': TARGETS,
+        'startup': startup_summary(report),
     }
     out['meets'] = {
         'edge_model': speedup is not None
@@ -95,6 +190,23 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
             <= TARGETS['expert_p95_batched_over_single_8_edges_max']
         ),
     }
+    start = out['startup']
+    if start and start.get('edge_auto'):
+        auto = start['edge_auto']
+        out['meets']['edge_auto'] = (
+            auto['speedup_b1'] is not None
+            and auto['speedup_b1'] >= TARGETS['edge_auto_speedup_b1_min']
+            and auto['first_result_s'] <= TARGETS['edge_auto_first_result_s_max']
+        )
+    if start and start.get('expert_batched'):
+        out['meets']['expert_compiled'] = (
+            start['expert_batched']['speedup'] >= TARGETS['expert_compiled_speedup_batched_min']
+        )
+    if start and start.get('bf16_memory_over_fp32'):
+        out['meets']['bf16_memory'] = all(
+            v <= TARGETS['bf16_model_memory_over_fp32_max']
+            for v in start['bf16_memory_over_fp32'].values()
+        )
     return out
 
 
@@ -108,7 +220,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append('')
     lines.append(f'{"variant":<10} {"backend":<19} {"GFLOP/img":>9} '
                  f'{"b1 ms":>8} {"b10 ms":>8} {"GFLOP/s b10":>11} {"of peak":>8} '
-                 f'{"build s":>8} {"max|diff|":>9}')  # fmt: skip
+                 f'{"build s":>8} {"start s":>8} {"max|diff|":>9}')  # fmt: skip
     for r in report['models']:
         b = sorted(r['latency_ms_p50'], key=int)
         lo, hi = b[0], b[-1]
@@ -117,6 +229,7 @@ def format_table(report: dict[str, Any]) -> str:
             f'{r["gflop_per_image"]:9.3f} {r["latency_ms_p50"][lo]:8.2f} '
             f'{r["latency_ms_p50"][hi]:8.2f} {r["gflops"][hi]:11.1f} '
             f'{r["fraction_of_peak"][hi]:8.1%} {r["build_s"]:8.1f} '
+            f'{r.get("startup_s", float("nan")):8.2f} '
             f'{r["max_abs_diff_vs_torch_fp32"]:9.1e}'
         )
     speedup = report['summary']['edge_model_speedup_b1']
@@ -147,6 +260,31 @@ def format_table(report: dict[str, Any]) -> str:
             f'{r["throughput_gain"]:6.2f} {s["latency_ms_p95"]:10.1f} '
             f'{b["latency_ms_p95"]:11.1f} {b["mean_batch"]:10.2f}'
         )
+    if report.get('startup'):
+        lines.append('')
+        lines.append(f'{"model":<7} {"asked":<20} {"runs":<20} {"first s":>8} '
+                     f'{"process s":>9} {"import s":>8} {"MB":>7} {"steady ms":>9}')  # fmt: skip
+        for r in report['startup']:
+            lines.append(
+                f'{r["model"]:<7} {r["asked"]:<20} {r["kind"] + "/" + r["precision"]:<20} '
+                f'{r["first_result_s"]:8.2f} {r["process_s"] or float("nan"):9.2f} '
+                f'{r["import_s"]:8.2f} {r["model_mb"]:7.1f} {r["steady_ms"]:9.2f}'
+            )
+        start = report['summary'].get('startup') or {}
+        if start.get('edge_auto'):
+            a = start['edge_auto']
+            speed = f'{a["speedup_b1"]:.2f}x' if a['speedup_b1'] else 'n/a'
+            lines.append(
+                f'edge auto -> {a["picked"]}: first result {a["first_result_s"]:.2f} s, '
+                f'{speed} torch eager fp32 at batch 1'
+            )
+        if start.get('expert_batched'):
+            e = start['expert_batched']
+            lines.append(
+                f'expert at batch {e["batch"]}: {e["backend"]} {e["speedup"]:.2f}x eager fp32'
+            )
+        for name, ratio in (start.get('bf16_memory_over_fp32') or {}).items():
+            lines.append(f'memory {name} / torch fp32: {ratio:.2f}')
     lines.append('')
     lines.append('targets met: ' + ', '.join(
         f'{k} {"yes" if v else "no"}' for k, v in report['summary']['meets'].items()

@@ -62,7 +62,7 @@ from ask_expert_ros.core.inference.backends.torch_backend import (
     compile_missing,
     torch_precisions,
 )
-from ask_expert_ros.core.inference.models import LoadedModel, model_weights_hash
+from ask_expert_ros.core.inference.models import LoadedModel, load_model, model_weights_hash
 from ask_expert_ros.core.inference.patches import (
     AttentionSource,
     AttentionTap,
@@ -538,7 +538,9 @@ class AOTIBackend(Backend):
 
     @property
     def owns_weights(self) -> bool:
-        return all(g in self._runners for g in GRAPHS)
+        """True with every graph packaged, or when the model can be read again from its
+        file for a graph that is not (the first such call pays that read)."""
+        return all(g in self._runners for g in GRAPHS) or self._model.path is not None
 
     @property
     def input_device(self) -> torch.device:
@@ -546,19 +548,22 @@ class AOTIBackend(Backend):
 
     def _fallback(self, what: str) -> TorchBackend:
         if self._eager is None:
-            params = list(self._model.model.parameters())
+            model = self._model
+            params = list(model.model.parameters())
             if not params or params[0].device.type == 'meta':
-                raise BackendUnavailableError(
-                    f'the aoti backend of {self.config.variant} has no {what} package and '
-                    f'the model weights were released; export it with --graphs all'
-                )
+                if model.path is None:
+                    raise BackendUnavailableError(
+                        f'the aoti backend of {self.config.variant} has no {what} package and '
+                        f'the model weights were released; export it with --graphs all'
+                    )
+                model = load_model(model.path, self._device)
             logger.info(
                 'aoti: no %s package for %s, running that graph eagerly (%s)',
                 what,
                 self.config.variant,
                 self.precision,
             )
-            self._eager = TorchBackend(self._model, self.precision)  # type: ignore[arg-type]
+            self._eager = TorchBackend(model, self.precision)  # type: ignore[arg-type]
         return self._eager
 
     def run_tensor(self, inputs: torch.Tensor) -> torch.Tensor:
