@@ -276,3 +276,22 @@ def test_an_aoti_node_drops_the_fp32_weights_and_reads_them_again_for_a_missing_
     ref_logits, ref_scores = TorchBackend(load_model(path)).run_tensor_with_attention(x)
     np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=1e-5)
     np.testing.assert_allclose(scores, ref_scores, rtol=0, atol=1e-6)
+
+
+def test_backends_command_times_the_ready_backends_of_a_model(
+    exported: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    path, out = exported
+    argv = ['backends', '--model', str(path), '--search', str(out), '--probe-s', '0.2']
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {(r['kind'], r['precision']): r for r in report['auto']['timed']}
+    assert rows['aoti', 'fp32']['status'] in ('timed', 'chosen')
+    chosen = [r for r in rows.values() if r['status'] == 'chosen']
+    assert len(chosen) == 1
+    assert (report['auto']['kind'], report['auto']['precision']) == (
+        chosen[0]['kind'],
+        chosen[0]['precision'],
+    )

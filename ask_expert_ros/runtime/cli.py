@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,24 @@ def _cmd_backends(args: argparse.Namespace) -> int:
         'available': [list(p) for p in runtime.available_backends(args.device)],
         'auto': {'kind': choice.kind, 'precision': choice.precision, 'reason': choice.reason},
     }
+    if args.model is not None:
+        from ask_expert_ros.core.inference.backends import BackendOptions, measure_auto
+        from ask_expert_ros.core.inference.models import load_model
+
+        search = tuple(args.search) or (args.model.parent,)
+        options = BackendOptions(device=args.device, cache_dir=args.cache_dir, search_dirs=search)
+        result = measure_auto(
+            load_model(args.model, args.device),
+            options,
+            batch=args.batch,
+            probe_s=args.probe_s,
+        )
+        report['auto'] = {
+            'kind': result.choice.kind,
+            'precision': result.choice.precision,
+            'reason': result.choice.reason,
+            'timed': [asdict(row) for row in result.table],
+        }
     print(json.dumps(report, indent=2))
     return 0
 
@@ -104,6 +123,24 @@ def register(subparsers: Any) -> None:
         'backends', help="list the inference backends usable here and what 'auto' picks"
     )
     backends.add_argument('--device', default='cpu')
+    backends.add_argument(
+        '--model',
+        type=Path,
+        default=None,
+        help="a model file: time the ready backends on it, as a node's auto does at start",
+    )
+    backends.add_argument('--batch', type=int, default=1, help='batch size to time (with --model)')
+    backends.add_argument(
+        '--probe-s', type=float, default=2.0, help='seconds to time (with --model)'
+    )
+    backends.add_argument(
+        '--search',
+        type=Path,
+        action='append',
+        default=[],
+        help="where exported files are (default: the model file's directory)",
+    )
+    backends.add_argument('--cache-dir', type=Path, default=None, help="the nodes' cache_dir")
     backends.set_defaults(func=_cmd_backends)
 
 
