@@ -442,6 +442,9 @@ def build_artifact(
         torch._inductor.aoti_compile_and_package(
             program, package_path=tmp, inductor_configs=options
         )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; a cache is shared
         os.replace(tmp, path)
     except Exception as exc:  # inductor raises many types; all mean "cannot build here"
         Path(tmp).unlink(missing_ok=True)
