@@ -177,6 +177,65 @@ def test_a_frame_the_model_cannot_take_spoils_only_itself(zoo, frames, clock) ->
     assert edge.counters.frames == 3 and edge.counters.bad_input == 1
 
 
+def model_batch_sizes(edge: EdgeLogic, monkeypatch) -> list[int]:
+    """The batch size of every edge model call from now on, in order."""
+    sizes: list[int] = []
+    run = edge.stage.run
+
+    def recording(batch):
+        sizes.append(len(batch))
+        return run(batch)
+
+    monkeypatch.setattr(edge.stage, 'run', recording)
+    return sizes
+
+
+def test_a_backlog_runs_in_batches_of_at_most_max_batch(zoo, frames, clock, monkeypatch) -> None:
+    """20 frames handed over at once with max_batch 8: the model runs on 8, 8 and 4
+    (never a shape above 8, whose per-shape backend state would stay in memory), and
+    the step is the one a single batch of 20 gives: 20 requests (tau 1.01) in frame
+    order, with the same top-k, since each frame's output does not depend on its batch."""
+    whole = make_edge(zoo, clock, max_batch=20).process(as_frames(frames))
+    edge = make_edge(zoo, clock, max_batch=8)
+    sizes = model_batch_sizes(edge, monkeypatch)
+    step = edge.process(as_frames(frames))
+    assert sizes == [8, 8, 4]
+    assert [r.header for r in step.requests] == [r.header for r in whole.requests]
+    assert [r.topk_classes for r in step.requests] == [r.topk_classes for r in whole.requests]
+    assert edge.counters.frames == edge.counters.offloaded == 20
+
+
+def test_edge_params_refuse_a_batch_below_one() -> None:
+    with pytest.raises(ValueError, match='max_batch must be >= 1'):
+        EdgeParams('robot1', max_batch=0)
+
+
+def test_warm_up_runs_every_batch_size_once_and_counts_nothing(zoo, clock, monkeypatch) -> None:
+    """max_batch 5: the model runs at 1, 2, 3, 4 and 5 frames, then no frame is counted."""
+    edge = make_edge(zoo, clock, max_batch=5)
+    sizes = model_batch_sizes(edge, monkeypatch)
+    edge.warm_up()
+    assert sizes == [1, 2, 3, 4, 5]
+    assert edge.counters.frames == edge.counters.results == 0
+
+
+def test_built_edge_is_warmed_up_at_every_batch_size(zoo, monkeypatch) -> None:
+    """The node's ``max_batch`` parameter reaches the logic, and configure (which calls
+    build_edge_logic) runs the model at every size up to it: 1, 2, 3."""
+    from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS, build_edge_logic, resolve
+
+    sizes: list[int] = []
+    run = EdgeStage.run
+
+    def recording(self, batch):
+        sizes.append(len(batch))
+        return run(self, batch)
+
+    monkeypatch.setattr(EdgeStage, 'run', recording)
+    logic = build_edge_logic(resolve(EDGE_PARAMS, {'library': str(zoo), 'max_batch': 3}))
+    assert logic.params.max_batch == 3 and sizes == [1, 2, 3]
+
+
 def test_compressed_transport_encodes_jpeg(zoo, frames, clock) -> None:
     edge = make_edge(zoo, clock, transport='compressed')
     request = edge.process(as_frames(frames[:1])).requests[0]
@@ -344,6 +403,7 @@ def test_shipped_params_files_resolve() -> None:
         ({'k': 1.5}, 'k must be an integer'),
         ({'confidence': 'vibes'}, 'confidence must be one of'),
         ({'offload': 'yes'}, 'true or false'),
+        ({'max_batch': 0}, 'max_batch must be >= 1'),
         ({'tau_typo': 1}, 'unknown parameters'),
     ],
 )
