@@ -180,7 +180,9 @@ def run_node(
         expert = ExpertRunner(
             dp,
             values,
-            lambda: build_expert_logic(values, factory_from_params(values)),
+            lambda: build_expert_logic(
+                values, factory_from_params(values, probe_batch=values['max_batch'])
+            ),
             namespace,
             remapped(ExpertTopics(), remaps or {}),
             on_change=announce,

@@ -452,8 +452,12 @@ def _blank_frame(config: ModelConfig) -> np.ndarray:
     return np.zeros(shape, dtype=np.uint8)
 
 
-def _factory(values: Mapping[str, Any], backend_factory: BackendFactory | None) -> BackendFactory:
-    return backend_factory if backend_factory is not None else factory_from_params(values)
+def _factory(
+    values: Mapping[str, Any], backend_factory: BackendFactory | None, probe_batch: int = 1
+) -> BackendFactory:
+    if backend_factory is not None:
+        return backend_factory
+    return factory_from_params(values, probe_batch=probe_batch)
 
 
 def build_edge_logic(
@@ -495,7 +499,7 @@ def build_expert_logic(
         values['library'],
         device=values['device'],
         max_resident=values['max_resident'] or None,
-        backend_factory=_factory(values, backend_factory),
+        backend_factory=_factory(values, backend_factory, probe_batch=values['max_batch']),
     )
     stage = ExpertStage(library)
     if values['preload']:

@@ -186,9 +186,11 @@ def backend_factory(
     return build
 
 
-def factory_from_params(values: Mapping[str, Any]) -> BackendFactory:
+def factory_from_params(values: Mapping[str, Any], probe_batch: int = 1) -> BackendFactory:
     """The backend factory a node's parameters ask for (``backend``, ``precision``,
-    ``device``, ``cache_dir``; the library's directory is searched for exported files).
+    ``device``, ``cache_dir``, ``auto_probe_s``; the library's directory is searched for
+    exported files). ``probe_batch``: the batch size ``auto`` times (the edge: 1; the
+    expert: its ``max_batch``).
 
     Raises:
         BackendError: ``backend`` or ``precision`` is not a known option.
@@ -203,6 +205,6 @@ def factory_from_params(values: Mapping[str, Any]) -> BackendFactory:
         cache_dir=cache,
         search_dirs=search,
         probe_s=float(values.get('auto_probe_s', 0.0)),
-        probe_batch=int(values.get('max_batch', 1)),
+        probe_batch=probe_batch,
         release=True,
     )
