@@ -67,7 +67,15 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     path = save_model(model.model, model.config, root / 'edge.safetensors')
     out = root / 'export'
     argv = ['export', '--format', 'aoti', '--model', str(path), '--out', str(out)]
-    argv += ['--precision', 'fp32', '--max-batch', '4', '--no-autotune']
+    argv += [
+        '--precision',
+        'fp32',
+        '--max-batch',
+        '4',
+        '--no-autotune',
+        '--graphs',
+        'batch1,batch',
+    ]
     assert main(argv) == 0
     return path, out
 
@@ -188,7 +196,7 @@ def test_auto_times_the_ready_backends_and_keeps_the_fastest(
     assert best.status == 'chosen'
     assert (result.backend.kind, result.backend.precision) == (best.kind, best.precision)
     assert (result.choice.kind, result.choice.precision) == (best.kind, best.precision)
-    assert all(r.start_s is not None and r.calls >= 6 for r in timed)
+    assert all(r.start_s is not None and r.calls >= 2 for r in timed)
     assert 'fastest of' in result.choice.reason
     # without packages, aoti is listed as not ready, with the reason
     bare = measure_auto(model, _options(tmp_path / 'none', tmp_path), 'fp32', probe_s=0.1)

@@ -106,8 +106,9 @@ def register(subparsers: Any) -> None:
     export.add_argument(
         '--graphs',
         default='frames',
-        help="aoti: 'frames' (batch1,batch; default), 'all' (adds attention and tokens, for "
-        'patch offload), or a comma list',
+        help="aoti: 'frames' (the dynamic-batch graph; default), 'all' (adds batch1, static "
+        'and autotuned, and attention and tokens, for patch offload), or a comma list of '
+        'batch1,batch,attention,tokens',
     )
     export.add_argument(
         '--max-batch', type=int, default=32, help='largest batch of engines / aoti graphs'

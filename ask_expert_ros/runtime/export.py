@@ -58,8 +58,9 @@ class ExportOptions:
             packages' dynamic graphs.
         precisions: Package precisions (``'aoti'``); empty: every one this device runs
             (fp32 and bf16 on a CPU with avx512_bf16/AMX; fp32, fp16, bf16 on CUDA).
-        graphs: Package graphs (``'aoti'``): ``batch1`` and ``batch`` by default; add
-            ``attention`` (edge in patch mode) and ``tokens`` (expert in patch mode).
+        graphs: Package graphs (``'aoti'``): ``batch`` (dynamic) by default; add
+            ``batch1`` (static, autotuned), ``attention`` (edge in patch mode) and
+            ``tokens`` (expert in patch mode).
         max_autotune: Autotune the packages' batch-1 matmuls (None: on for CPU).
     """
 

@@ -175,12 +175,11 @@ PROBE_CALLS = 25
 a large one within its share of ``probe_s``."""
 
 
-def _median_ms(
-    backend: Backend, x: np.ndarray, seconds: float, min_calls: int = 3
-) -> tuple[float, int]:
+def _median_ms(backend: Backend, x: np.ndarray, seconds: float) -> tuple[float, int]:
+    """Median of at least one call, more while ``seconds`` last (at most PROBE_CALLS)."""
     times: list[float] = []
     stop = time.perf_counter() + seconds
-    while len(times) < min_calls or (time.perf_counter() < stop and len(times) < PROBE_CALLS):
+    while not times or (time.perf_counter() < stop and len(times) < PROBE_CALLS):
         t = time.perf_counter()
         backend.run(x)
         times.append(time.perf_counter() - t)
@@ -198,7 +197,8 @@ def measure_auto(
     of ``probe_s`` seconds, keep the fastest (the others are dropped).
 
     Candidates are timed in two rounds, interleaved, so a slow spell of the machine does
-    not decide alone. ``precision`` restricts the candidates (``'auto'``: any).
+    not decide alone (the second round only while the budget lasts; every candidate gets
+    at least one timed call). ``precision`` restricts the candidates (``'auto'``: any).
 
     Raises:
         BackendUnavailableError: Nothing here runs ``model`` at ``precision``.
@@ -239,7 +239,10 @@ def measure_auto(
     x = np.random.default_rng(0).standard_normal((batch, c, s, s)).astype(np.float32)
     share = max(probe_s, 0.0) / (2 * len(built))
     samples: dict[int, list[float]] = {id(b): [] for _, b in built}
-    for _ in range(2):
+    stop = time.perf_counter() + max(probe_s, 0.0)
+    for rnd in range(2):
+        if rnd and time.perf_counter() > stop:
+            break  # a slow model: one call each was the budget
         for row, backend in built:
             backend.run(x)  # untimed: the previous candidate's threads may still spin
             ms, calls = _median_ms(backend, x, share)
