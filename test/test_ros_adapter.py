@@ -960,6 +960,33 @@ def test_bad_configuration_fails_configure_and_the_node_stays_up(
 
 
 @pytest.mark.ros
+def test_an_illegal_transition_request_is_refused_and_the_node_lives_on(graph: Graph) -> None:
+    """``activate`` while unconfigured, over the change_state service as ``ros2 lifecycle
+    set`` sends it: rclpy raised out of its callback and the node died (seen on Jazzy);
+    now the answer is success false, the state is unchanged and configure still works."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    edge = graph.edge(start=False)
+    client = graph.probe.create_client(
+        ChangeState, f'{edge.get_fully_qualified_name()}/change_state'
+    )
+    try:
+        assert client.wait_for_service(timeout_sec=30)
+        answers = []
+        for transition in (Transition.TRANSITION_ACTIVATE, Transition.TRANSITION_CONFIGURE):
+            request = ChangeState.Request()
+            request.transition.id = transition
+            future = client.call_async(request)
+            wait_for(future.done, what='change_state')
+            answers.append(future.result().success)
+    finally:
+        graph.probe.destroy_client(client)
+    assert answers == [False, True]
+    assert graph.rcl_state(edge) == 'inactive'
+
+
+@pytest.mark.ros
 def test_lifecycle_nodes_subscribe_only_when_active(graph: Graph) -> None:
     """Unconfigured and inactive nodes have no input subscription (wait_ready's signal);
     activate adds it, deactivate removes it; get_state agrees at every step."""

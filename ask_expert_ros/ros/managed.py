@@ -6,8 +6,11 @@ node's work for each inside the core's :class:`~ask_expert_ros.core.nodes.lifecy
 which mirrors the state for the diagnostics and logs every transition the same way
 the Cyclone DDS nodes do. A transition whose work raises an expected error (a bad
 parameter, a library that does not load) returns FAILURE with the reason logged: the
-node stays where it was, alive. Lifecycle publishers are enabled before the input
-subscriptions exist and disabled only after deactivate answered what was in flight.
+node stays where it was, alive. A request for a transition the current state does not
+have (``activate`` while unconfigured) is answered ``success: false`` with a warning:
+rclpy itself raises out of its service callback there, which ended the node (seen on
+Jazzy). Lifecycle publishers are enabled before the input subscriptions exist and
+disabled only after deactivate answered what was in flight.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ask_expert_ros.core.nodes.lifecycle import Lifecycle, State, Transition
@@ -37,6 +41,7 @@ class ManagedNode(LifecycleNode):
     def __init__(self, node_name: str, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.lifecycle = Lifecycle(node_name, on_change=self._log_change)
+        self._guard_change_state()
         self.declare_parameter(
             AUTOSTART,
             False,
@@ -46,6 +51,29 @@ class ManagedNode(LifecycleNode):
                 read_only=True,
             ),
         )
+
+    def _guard_change_state(self) -> None:
+        """Answer an illegal transition request with ``success: false`` instead of
+        letting rclpy's ``RCLError`` ("Transition is not registered") end the node."""
+        service = getattr(self, '_service_change_state', None)
+        if service is None:  # no communication interface
+            return
+        inner = service.callback
+
+        def guarded(request: Any, response: Any) -> Any:
+            try:
+                return inner(request, response)
+            except _rclpy.RCLError as exc:
+                state = self._state_machine.current_state[1]
+                self.get_logger().warning(
+                    f'lifecycle: transition {request.transition.id} '
+                    f'{request.transition.label!r} refused in state {state!r}: '
+                    f'{str(exc).split(",")[0]}'
+                )
+                response.success = False
+                return response
+
+        service.callback = guarded
 
     def declare(self, specs: Sequence[ParamSpec]) -> None:
         """Declare the node's parameters; if one is refused, the half-made node (its
