@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ask_expert_ros.bench.speed.startup import rss_mb
 from ask_expert_ros.core.inference.backends import (
     BackendOptions,
     TorchBackend,
@@ -25,14 +26,6 @@ from ask_expert_ros.core.inference.backends import (
 )
 from ask_expert_ros.core.inference.backends.aoti import create_aoti_backend
 from ask_expert_ros.core.inference.models import load_model
-
-
-def rss_mb() -> float:
-    with open('/proc/self/status', encoding='ascii') as status:
-        for line in status:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024
-    return float('nan')
 
 
 def main() -> None:

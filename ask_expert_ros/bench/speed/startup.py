@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 MARK = 'ASK_EXPERT_STARTUP '
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
+    """This process's resident memory (VmRSS), MB."""
     with open('/proc/self/status', encoding='ascii') as status:
         for line in status:
             if line.startswith('VmRSS:'):
@@ -54,7 +55,7 @@ def _child(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     # the package's own imports ran before this function: count from the spawn
     import_s = time.time() - args.spawned_at if args.spawned_at else float('nan')
-    rss_base = _rss_mb()
+    rss_base = rss_mb()
     t1 = time.perf_counter()
     model = load_model(args.model)
     load_s = time.perf_counter() - t1
@@ -74,7 +75,7 @@ def _child(args: argparse.Namespace) -> int:
     backend.run(x)
     backend_s = time.perf_counter() - t2
     print(MARK + 'first', flush=True)
-    rss_ready = _rss_mb()
+    rss_ready = rss_mb()
     times = []
     for _ in range(args.repeats):
         t = time.perf_counter()

@@ -582,11 +582,7 @@ class AOTIBackend(Backend):
         return self._eager
 
     def run_tensor(self, inputs: torch.Tensor) -> torch.Tensor:
-        c, s = self.config.in_chans, self.config.img_size
-        if inputs.ndim != 4 or tuple(inputs.shape[1:]) != (c, s, s):
-            raise BackendError(f'expected input [N, {c}, {s}, {s}], got {list(inputs.shape)}')
-        if inputs.dtype != torch.float32:
-            raise BackendError(f'expected float32 input, got {inputs.dtype}')
+        self.check_tensor(inputs)
         x = inputs.to(self._device).contiguous()
         n = x.shape[0]
         if n == 0:

@@ -101,6 +101,15 @@ class Backend(ABC):
             raise BackendError(f'expected float32 input, got {inputs.dtype}')
         return np.ascontiguousarray(inputs)
 
+    def check_tensor(self, inputs: torch.Tensor) -> None:
+        """:class:`BackendError` unless ``inputs`` is a float32 ``[N, C, H, W]`` tensor of
+        this model's size."""
+        c, s = self.config.in_chans, self.config.img_size
+        if inputs.ndim != 4 or tuple(inputs.shape[1:]) != (c, s, s):
+            raise BackendError(f'expected input [N, {c}, {s}, {s}], got {list(inputs.shape)}')
+        if inputs.dtype != torch.float32:
+            raise BackendError(f'expected float32 input, got {inputs.dtype}')
+
     def run_tensor_with_attention(
         self, inputs: torch.Tensor, source: AttentionSource = 'last'
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -95,11 +95,7 @@ class TorchBackend(Backend):
         return torch.autocast(self._device.type, dtype=_AUTOCAST_DTYPES[self.precision])
 
     def run_tensor(self, inputs: torch.Tensor) -> torch.Tensor:
-        c, s = self.config.in_chans, self.config.img_size
-        if inputs.ndim != 4 or tuple(inputs.shape[1:]) != (c, s, s):
-            raise BackendError(f'expected input [N, {c}, {s}, {s}], got {list(inputs.shape)}')
-        if inputs.dtype != torch.float32:
-            raise BackendError(f'expected float32 input, got {inputs.dtype}')
+        self.check_tensor(inputs)
         with torch.inference_mode(), self._autocast():
             x = inputs.to(self._device, non_blocking=True)
             if self.channels_last:
