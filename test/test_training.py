@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from ask_expert_ros.core.inference.backends import cpu_has_bf16
 from ask_expert_ros.core.inference.models import ModelConfig, create_model
 from ask_expert_ros.core.training import training
 from ask_expert_ros.core.training.training import (
@@ -66,6 +67,31 @@ def test_learns_a_separable_problem() -> None:
     )
     assert history.loss[-1] < history.loss[0]
     assert not model.training
+    with torch.no_grad():
+        assert (model(inputs).argmax(dim=1) == labels).float().mean() == 1.0
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason='this CPU has no avx512_bf16/AMX')
+def test_cpu_bf16_autocast_trains_and_keeps_fp32_weights(monkeypatch) -> None:
+    """``cpu_bf16``: the forward runs under bf16 autocast on the CPU (seen by the
+    autocast calls), the weights stay fp32, and the same problem is learnt."""
+    calls: list[tuple[str, torch.dtype, bool]] = []
+    real = torch.autocast
+
+    def spy(device_type: str, dtype: torch.dtype | None = None, enabled: bool = True, **kw):
+        calls.append((device_type, dtype, enabled))
+        return real(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    monkeypatch.setattr(training.torch, 'autocast', spy)
+    torch.manual_seed(0)
+    labels = torch.arange(64) % 2
+    inputs = labels.float().view(-1, 1, 1, 1).expand(-1, 1, 8, 8) + 0.1 * torch.randn(64, 1, 8, 8)
+    model = create_model(tiny(('dark', 'bright')))
+    config = TrainConfig(epochs=8, batch_size=16, warmup_epochs=1, cpu_bf16=True)
+    history = train_classifier(model, inputs, labels, config, progress=False)
+    assert calls and all(c == ('cpu', torch.bfloat16, True) for c in calls)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert history.loss[-1] < history.loss[0]
     with torch.no_grad():
         assert (model(inputs).argmax(dim=1) == labels).float().mean() == 1.0
 

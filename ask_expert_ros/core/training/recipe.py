@@ -93,7 +93,9 @@ class StageConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     patch_drop: PatchDropConfig | None = None
 
-    def train_config(self, seed: int, workers: int, amp: bool) -> TrainConfig:
+    def train_config(
+        self, seed: int, workers: int, amp: bool, cpu_bf16: bool = False
+    ) -> TrainConfig:
         return TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -105,6 +107,7 @@ class StageConfig:
             workers=workers,
             amp=amp,
             patch_drop=self.patch_drop,
+            cpu_bf16=cpu_bf16,
         )
 
 
@@ -140,6 +143,8 @@ class RecipeConfig:
         seed: Initialisation, shuffling and augmentation seed.
         workers: DataLoader worker processes.
         amp: Mixed precision on CUDA.
+        cpu_bf16: bfloat16 autocast when training on a CPU with avx512_bf16/AMX (off by
+            default: the committed CPU results were trained in fp32).
         taus: Thresholds of the evaluation sweep.
         stages: ``teacher``, ``student``, ``specialist_teacher``, ``specialist_student``;
             optionally ``generalist``, the near-edge generalist's own settings (those it
@@ -168,6 +173,7 @@ class RecipeConfig:
     seed: int = 0
     workers: int = 0
     amp: bool = True
+    cpu_bf16: bool = False
     taus: tuple[float, ...] = (0.99, 0.9, 0.8, 0.7, 0.6, 0.5)
     eval_batch_size: int = 10
     stages: dict[str, StageConfig] = field(default_factory=_default_stages)
@@ -554,7 +560,9 @@ def _fit(
         model.to(ctx.device),
         dataset,
         None,
-        stage.train_config(ctx.config.seed, ctx.config.workers, ctx.config.amp),
+        stage.train_config(
+            ctx.config.seed, ctx.config.workers, ctx.config.amp, ctx.config.cpu_bf16
+        ),
         desc=stage_name,
         progress=ctx.progress,
         teacher=teacher,

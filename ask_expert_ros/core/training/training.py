@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from ask_expert_ros.core.inference.backends import cpu_has_bf16
 from ask_expert_ros.core.training.augment import AugmentConfig
 from ask_expert_ros.core.training.distillation import (
     hard_distillation_loss,
@@ -51,6 +52,9 @@ class TrainConfig:
         seed: Seeds initialisation-independent randomness (shuffling, augmentation).
         workers: DataLoader worker processes (0: load in the training process).
         amp: Mixed precision when training on CUDA (ignored on the CPU).
+        cpu_bf16: bfloat16 autocast when training on a CPU with avx512_bf16 or AMX
+            (matmuls in bf16, losses and optimiser in fp32; measured 1.1-1.5x faster per
+            step for 2-block DeiT-3H/4H/6H at 28 px on this project's AMD EPYC).
         patch_drop: Train on patch subsets (:mod:`ask_expert_ros.core.training.patch_training`);
             None trains on whole frames.
     """
@@ -66,6 +70,7 @@ class TrainConfig:
     workers: int = 0
     amp: bool = True
     patch_drop: PatchDropConfig | None = None
+    cpu_bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -162,7 +167,8 @@ def train_classifier(
     (per-image augmentation lives in the dataset's transform).
 
     Runs on the model's device; on CUDA with ``config.amp``, in bfloat16 autocast (fp16
-    with a gradient scaler where bf16 is missing). Under ``torchrun`` (an initialised
+    with a gradient scaler where bf16 is missing); on a CPU with ``config.cpu_bf16``, in
+    bfloat16 autocast. Under ``torchrun`` (an initialised
     process group) the model is wrapped in DistributedDataParallel, each rank reads its
     shard, and rank 0 writes the checkpoint; ``distributed=False`` trains this rank's
     model alone even then (the recipe's per-key stages).
@@ -214,7 +220,13 @@ def train_classifier(
     )
     use_amp = config.amp and device.type == 'cuda'
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler('cuda', enabled=use_amp and amp_dtype == torch.float16)
+    if config.cpu_bf16 and device.type == 'cpu':
+        if not cpu_has_bf16():
+            raise ValueError('cpu_bf16 needs a CPU with avx512_bf16 or AMX; this one has neither')
+        use_amp, amp_dtype = True, torch.bfloat16
+    scaler = torch.amp.GradScaler(
+        'cuda', enabled=use_amp and device.type == 'cuda' and amp_dtype == torch.float16
+    )
     steps_per_epoch = len(loader)
     total = steps_per_epoch * config.epochs
     warmup = steps_per_epoch * config.warmup_epochs
