@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +13,35 @@ import torch
 from ask_expert_ros.core.inference.library import write_manifest
 from ask_expert_ros.core.inference.models import ModelConfig, create_model, save_model
 from ask_expert_ros.core.inference.taxonomy import PartitionScheme, key_slug
+
+_FRESH_IDS = random.sample(range(30, 201), 171)
+
+
+def fresh_domain_id() -> int:
+    """A DDS domain id in [30, 200] that no earlier call in this process returned."""
+    if not _FRESH_IDS:
+        raise RuntimeError('the test process used every DDS domain id in [30, 200]')
+    return _FRESH_IDS.pop()
+
+
+def open_loopback_domain() -> tuple[int, Any]:
+    """``(domain id, Domain)``: a random id in [30, 200] this process has not opened,
+    opened on the loopback interface. Cyclone refuses a second ``Domain`` for an id the
+    process has open (PRECONDITION_NOT_MET): two tests drawing the same random id made a
+    suite run fail now and then."""
+    from cyclonedds.core import DDSException
+    from cyclonedds.domain import Domain
+
+    from ask_expert_ros.dds.config import loopback_config
+
+    for _ in range(16):
+        domain_id = fresh_domain_id()
+        try:
+            return domain_id, Domain(domain_id, loopback_config())
+        except DDSException:  # opened by a test that picked its own id
+            continue
+    raise RuntimeError('no free DDS domain id in [30, 200] in this process')
+
 
 TINY = dict(img_size=8, patch_size=4, depth=1, in_chans=1, mean=(0.5,), std=(0.5,))
 

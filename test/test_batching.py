@@ -11,7 +11,6 @@ Two tiers, both on the tiny trained-shape zoo of ``conftest.py`` (real timm mode
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import open_loopback_domain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -282,12 +282,11 @@ def test_concurrent_edges_over_dds_each_get_all_their_answers(zoo, frames) -> No
     order, and every other edge's reply counted as foreign, never used.
     """
     pytest.importorskip('cyclonedds')
-    from cyclonedds.domain import Domain, DomainParticipant
+    from cyclonedds.domain import DomainParticipant
 
     from ask_expert_ros.core.nodes.node_config import EXPERT_PARAMS, resolve
     from ask_expert_ros.dds import conversions as conv
     from ask_expert_ros.dds import msgs
-    from ask_expert_ros.dds.config import loopback_config
     from ask_expert_ros.dds.nodes import (
         ExpertRunner,
         _Endpoints,
@@ -304,8 +303,7 @@ def test_concurrent_edges_over_dds_each_get_all_their_answers(zoo, frames) -> No
         .infer(frames)
         .labels
     )
-    domain_id = random.randint(30, 200)
-    domain = Domain(domain_id, loopback_config())
+    domain_id, domain = open_loopback_domain()
     values = resolve(
         EXPERT_PARAMS,
         {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,19 +22,19 @@ import pytest
 
 pytest.importorskip('cyclonedds', reason='the DDS adapter needs `pip install cyclonedds`')
 
+from conftest import open_loopback_domain
 from cyclonedds.builtin import (
     BuiltinDataReader,
     BuiltinTopicDcpsPublication,
     BuiltinTopicDcpsSubscription,
 )
-from cyclonedds.domain import Domain, DomainParticipant
+from cyclonedds.domain import DomainParticipant
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from ask_expert_ros.dds import graph
-from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.live import spawn_node
 
 pytestmark = pytest.mark.timeout(120)
@@ -51,8 +50,7 @@ def rosbags_store(distro: graph.Distro) -> Typestore:
 
 @pytest.fixture(scope='module')
 def dp() -> Iterator[DomainParticipant]:
-    domain_id = random.randint(30, 200)
-    domain = Domain(domain_id, loopback_config())
+    domain_id, domain = open_loopback_domain()
     yield DomainParticipant(domain_id)
     del domain
 
@@ -120,8 +118,7 @@ def test_edge_process_announces_its_node_with_the_gids_of_its_endpoints(zoo: Pat
     whose participant gid is the participant key of its endpoints, and whose reader and
     writer gids are exactly the keys of the subscriptions and publications that
     participant has (the ros_discovery_info writer itself excepted), once it is active."""
-    domain_id = random.randint(30, 200)
-    _domain = Domain(domain_id, loopback_config())
+    domain_id, _domain = open_loopback_domain()
     dp = DomainParticipant(domain_id)
     # the process announces in the format of $ROS_DISTRO (24-byte gids with Humble sourced)
     distro = graph.resolve_distro()

@@ -7,7 +7,6 @@ its own, with every participant bound to 127.0.0.1.
 
 from __future__ import annotations
 
-import random
 import signal
 import subprocess
 import threading
@@ -21,6 +20,7 @@ import pytest
 
 pytest.importorskip('cyclonedds', reason='the DDS adapter needs `pip install cyclonedds`')
 
+from conftest import fresh_domain_id
 from cyclonedds.domain import Domain, DomainParticipant
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
@@ -136,7 +136,7 @@ def expected_labels(zoo: Path, frames: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 @pytest.fixture
 def domain_id() -> int:
-    return random.randint(30, 200)
+    return fresh_domain_id()
 
 
 EDGE_ARGS = (

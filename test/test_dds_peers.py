@@ -17,14 +17,14 @@ import pytest
 
 pytest.importorskip('cyclonedds', reason='the DDS adapter needs `pip install cyclonedds`')
 
-from cyclonedds.domain import Domain, DomainParticipant
+from conftest import fresh_domain_id, open_loopback_domain
+from cyclonedds.domain import DomainParticipant
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.app import participant
-from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.live import spawn_node
 from ask_expert_ros.dds.nodes import reliable_qos
 from ask_expert_ros.dds.peers import PeerWatch, cyclone_config_in_use, endpoint_watch
@@ -104,8 +104,7 @@ def test_real_writer_without_readers_warns_then_sees_its_reader(
 ) -> None:
     """A real Cyclone writer on rt/expert/requests: no reader -> warning naming the domain;
     a reader appears -> 'matched now'."""
-    domain_id = random.randint(30, 200)
-    _domain = Domain(domain_id, loopback_config())
+    domain_id, _domain = open_loopback_domain()
     dp = DomainParticipant(domain_id)
     topic = Topic(dp, 'rt/expert/requests', msgs.ExpertRequest)
     writer = DataWriter(dp, topic, qos=reliable_qos(10))
@@ -129,7 +128,7 @@ def test_edge_and_expert_on_different_domains_both_say_what_to_check(zoo: Path) 
     """The usual mistake: edge on domain A, expert on domain B. Both processes keep
     running and each logs, after --warn-no-peer-after 1 s, which domain and topic it
     waited on and which Cyclone config it used."""
-    domain = random.randint(30, 200)
+    domain = fresh_domain_id()
     procs = [
         spawn_node('edge', zoo, domain, zoo.parent, ('--warn-no-peer-after', '1')),
         spawn_node('expert', zoo, domain + 1, zoo.parent, ('--warn-no-peer-after', '1')),

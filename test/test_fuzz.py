@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip('cyclonedds', reason='the DDS adapter needs `pip install cyclonedds`')
 
+from conftest import open_loopback_domain
+
 from ask_expert_ros.bench import fuzz
 from ask_expert_ros.core.errors import UnsupportedImageError
 from ask_expert_ros.core.inference.image_codec import (
@@ -234,18 +236,15 @@ def test_one_hostile_sample_does_not_drop_the_valid_ones_taken_with_it(tmp_path:
     bad one: take_valid lost every valid request taken with a hostile one. It now takes
     one at a time: 3 good, 1 hostile (an edge_id that is not UTF-8: Cyclone checks the
     CDR layout against the type, not string contents), 3 good in -> the 6 good ones out."""
-    import random
 
-    from cyclonedds.domain import Domain, DomainParticipant
+    from cyclonedds.domain import DomainParticipant
     from cyclonedds.pub import DataWriter
     from cyclonedds.sub import DataReader
     from cyclonedds.topic import Topic
 
-    from ask_expert_ros.dds.config import loopback_config
     from ask_expert_ros.dds.nodes import reliable_qos, take_valid
 
-    domain_id = random.randint(30, 200)
-    domain = Domain(domain_id, loopback_config())
+    domain_id, domain = open_loopback_domain()
     dp = DomainParticipant(domain_id)
     topic = Topic(dp, 'rt/fuzz/requests', msgs.ExpertRequest)
     reader = DataReader(dp, topic, qos=reliable_qos(50))

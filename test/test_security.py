@@ -26,6 +26,8 @@ import pytest
 
 pytest.importorskip('cyclonedds', reason='the DDS adapter needs `pip install cyclonedds`')
 
+from conftest import fresh_domain_id
+
 from ask_expert_ros import cli
 from ask_expert_ros.dds import msgs, security
 from ask_expert_ros.dds.live import spawn_node
@@ -500,9 +502,8 @@ def test_only_enrolled_participants_see_or_reach_the_expert(zoo: Path, tmp_path:
     reader of expert/requests, read 0 requests, 0 responses, 0 results, and none of their
     requests is answered.
     """
-    import random
 
-    domain_id = random.randint(30, 200)
+    domain_id = fresh_domain_id()
     ours = make_keystore(tmp_path / 'ks_a', ['/ask_expert/edge', '/ask_expert/expert',
                                              '/ask_expert/camera'])  # fmt: skip
     theirs = make_keystore(tmp_path / 'ks_b', ['/ask_expert/camera'])
