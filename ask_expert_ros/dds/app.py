@@ -14,7 +14,6 @@ from typing import Any
 from cyclonedds.core import DDSException
 from cyclonedds.domain import Domain, DomainParticipant
 
-from ask_expert_ros.core.inference.backends.factory import factory_from_params
 from ask_expert_ros.core.nodes.lifecycle import TransitionFailedError
 from ask_expert_ros.core.nodes.node_config import (
     build_edge_logic,
@@ -165,7 +164,7 @@ def run_node(
         edge = EdgeRunner(
             dp,
             values,
-            lambda: build_edge_logic(values, factory_from_params(values)),
+            lambda: build_edge_logic(values),
             namespace,
             remapped(EdgeTopics(), remaps or {}),
             on_change=announce,
@@ -180,9 +179,7 @@ def run_node(
         expert = ExpertRunner(
             dp,
             values,
-            lambda: build_expert_logic(
-                values, factory_from_params(values, probe_batch=values['max_batch'])
-            ),
+            lambda: build_expert_logic(values),
             namespace,
             remapped(ExpertTopics(), remaps or {}),
             on_change=announce,

@@ -10,7 +10,8 @@ folded in (``freezing``), one package per graph:
   run in chunks); the one graph built by default;
 * ``batch1``: batch 1, static shapes, matmuls autotuned on CPU (opt-in: worth it where
   inductor's AMX micro-kernels pay at batch 1; it holds a second copy of the weights);
-* ``attention``: batch 1, logits and the class token's attention (an edge in patch mode);
+* ``attention``: dynamic batch, logits and the class token's attention (an edge in patch
+  mode);
 * ``tokens``: dynamic batch and token count, the ViT on a subset of patches (an expert in
   patch mode).
 
@@ -357,7 +358,7 @@ def _graph_program(
             wrapper = _Attention(module, dtype, attention)
         else:
             wrapper = _Frames(module, dtype)
-        rows = 2 if graph == 'batch' else 1
+        rows = 1 if graph == 'batch1' else 2
         args = (torch.zeros((rows, c, s, s), device=device),)
         dims = {'x': {0: torch.export.Dim('batch', min=1, max=max_batch)}} if rows > 1 else None
     wrapper.eval()
@@ -438,7 +439,7 @@ def build_artifact(
         'aot_inductor.package_constants_in_so': False,
         'aot_inductor.package_constants_on_disk_format': 'binary_blob',
     }
-    if max_autotune and graph in ('batch1', 'attention'):
+    if max_autotune and graph == 'batch1':
         options.update(
             max_autotune=True,
             autotune_num_choices_displayed=0,
@@ -544,7 +545,7 @@ class AOTIBackend(Backend):
         self._device = torch.device(device)
         self.device = str(self._device)
         self.paths = dict(packages)
-        self._max_batch = {g: read_artifact_key(p).max_batch for g, p in packages.items()}
+        self._keys = {g: read_artifact_key(p) for g, p in packages.items()}
         start = time.perf_counter()
         self._runners = {g: _load_package(p, self._device) for g, p in packages.items()}
         self.load_s = time.perf_counter() - start
@@ -594,7 +595,7 @@ class AOTIBackend(Backend):
                 if 'batch1' in self._runners:
                     return torch.cat([self._runners['batch1'](x[i : i + 1]) for i in range(n)])
                 return self._fallback('frame').run_tensor(inputs)
-            runner, step = self._runners['batch'], self._max_batch['batch']
+            runner, step = self._runners['batch'], self._keys['batch'].max_batch
             outs = [runner(x[i : i + step]) for i in range(0, n, step)]
             return (outs[0] if len(outs) == 1 else torch.cat(outs)).float()
 
@@ -605,17 +606,19 @@ class AOTIBackend(Backend):
         self, inputs: torch.Tensor, source: AttentionSource = 'last'
     ) -> tuple[torch.Tensor, torch.Tensor]:
         runner = self._runners.get('attention')
-        recorded = self.__dict__.setdefault('_attention_source', self._recorded_source())
-        if runner is None or recorded != source:
+        if runner is None or self._keys['attention'].attention != source:
             return self._fallback('attention').run_tensor_with_attention(inputs, source)
+        self.check_tensor(inputs)
         x = inputs.to(self._device).contiguous()
+        step = self._keys['attention'].max_batch
+        if x.shape[0] == 0:
+            grid = (self.config.img_size // self.config.patch_size) ** 2
+            return torch.zeros((0, self.config.num_classes)), torch.zeros((0, grid))
         with torch.inference_mode():
-            pairs = [runner(x[i : i + 1]) for i in range(x.shape[0])]
-        return torch.cat([p[0] for p in pairs]).float(), torch.cat([p[1] for p in pairs]).float()
-
-    def _recorded_source(self) -> str:
-        path = self.paths.get('attention')
-        return read_artifact_key(path).attention if path is not None else ''
+            pairs = [runner(x[i : i + step]) for i in range(0, x.shape[0], step)]
+        logits = torch.cat([p[0] for p in pairs]) if len(pairs) > 1 else pairs[0][0]
+        scores = torch.cat([p[1] for p in pairs]) if len(pairs) > 1 else pairs[0][1]
+        return logits.float(), scores.float()
 
     def run_tokens(
         self, patches: torch.Tensor, indices: torch.Tensor, lengths: torch.Tensor | None = None
@@ -634,7 +637,7 @@ class AOTIBackend(Backend):
         patches = patches.to(self._device, torch.float32).contiguous()
         indices = indices.to(self._device, torch.int64).contiguous()
         lengths = lengths.to(self._device, torch.int64).contiguous()
-        step = self._max_batch['tokens']
+        step = self._keys['tokens'].max_batch
         with torch.inference_mode():
             outs = [
                 runner(patches[i : i + step], indices[i : i + step], lengths[i : i + step])
@@ -648,7 +651,7 @@ class AOTIBackend(Backend):
             'torch': torch.__version__,
             'packages': {g: p.name for g, p in self.paths.items()},
             'load_s': round(self.load_s, 3),
-            'max_batch': self._max_batch,
+            'max_batch': {g: key.max_batch for g, key in self._keys.items()},
         }
 
 

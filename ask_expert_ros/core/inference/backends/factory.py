@@ -160,10 +160,23 @@ def backend_factory(
     check_precision(precision)
     chosen: dict[tuple[object, ...], tuple[str, str]] = {}
 
+    options = BackendOptions(
+        device=device,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        threads=threads,
+        search_dirs=tuple(Path(d) for d in search_dirs),
+    )
+
     def build(model: LoadedModel) -> Backend:
         use_kind, use_precision, probe = kind, precision, probe_s
-        if kind == 'auto' and probe_s > 0 and _signature(model.config) in chosen:
-            use_kind, use_precision = chosen[_signature(model.config)]
+        earlier = chosen.get(_signature(model.config)) if kind == 'auto' and probe_s > 0 else None
+        # the shape's choice, unless it is not ready for this model (an expert without
+        # its package): auto never builds, so that one is probed on its own
+        if (
+            earlier is not None
+            and backend_entry(earlier[0]).not_ready(model, earlier[1], options) is None
+        ):
+            use_kind, use_precision = earlier
             probe = 0.0
         backend = create_backend(
             model,
