@@ -130,3 +130,26 @@ def test_tau_sweep_rows(zoo: Path, frames: np.ndarray) -> None:
     assert engine.edge.routing.tau == 0.5  # restored
     edge = report['edge']
     assert edge['top1_accuracy'] <= edge['top2_accuracy'] <= edge['top3_accuracy']
+
+
+def test_tau_sweep_per_frame_arrays_are_the_engine_answers(zoo: Path, frames: np.ndarray) -> None:
+    """Every figure of the sweep is recoverable frame by frame (the experiment's paired
+    tests rest on it): the final labels per tau are the edge's Top-1 where kept and the
+    all-offloaded expert answer where offloaded."""
+    engine, _ = make_engine(zoo)
+    labels = np.arange(len(frames)) % 6
+    taus = [0.0, 0.4, 0.6, 1.01]
+    report = tau_sweep(engine, frames, labels, taus, batch_size=5, per_frame=True)
+    arrays = report['per_frame']
+    n = len(frames)
+    assert arrays['final'].shape == arrays['offload'].shape == (len(taus), n)
+    assert arrays['topk'].shape == (n, 2) and arrays['key_bits'].shape == (n,)
+    assert (arrays['key_bits'] > 0).all()  # every frame has the key it would be routed to
+    for t, row in enumerate(report['sweep']):
+        offload = arrays['offload'][t]
+        assert offload.mean() == pytest.approx(row['offload_ratio'])
+        assert (arrays['final'][t] == labels).mean() == pytest.approx(row['co_inference_accuracy'])
+        expected = np.where(offload, arrays['expert_pred'], arrays['topk'][:, 0])
+        np.testing.assert_array_equal(arrays['final'][t], expected)
+        np.testing.assert_array_equal(offload, arrays['confidence'] < taus[t])
+    assert 'per_frame' not in tau_sweep(engine, frames, labels, taus[:1], batch_size=5)

@@ -193,7 +193,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
         torch.testing.assert_close(a, b, msg=name)
 
 
-def _frames_dataset(n: int = 40, seed: int = 0):
+def _frames_dataset(n: int = 40, seed: int = 0, on_batch: bool = False):
     import numpy as np
 
     from ask_expert_ros.core.training.augment import AugmentConfig, FrameDataset, train_transform
@@ -203,12 +203,17 @@ def _frames_dataset(n: int = 40, seed: int = 0):
     labels = np.arange(n) % 2
     config = tiny(('a', 'b'))
     augment = AugmentConfig(scale_min=0.5, hflip=0.5)  # DeiT's RandAugment + erasing
+    if on_batch:
+        augment = AugmentConfig(
+            scale_min=0.5, hflip=0.5, auto_augment=None, re_prob=0.0, on_batch=True
+        )
     return config, FrameDataset(frames, labels, train_transform(config, augment), 1, labels == 1)
 
 
-def test_augmented_frames_resume_to_the_same_weights(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize('on_batch', [False, True], ids=['per_frame', 'on_batch'])
+def test_augmented_frames_resume_to_the_same_weights(tmp_path, monkeypatch, on_batch) -> None:
     """RandAugment, crops and erasing draw from seeded RNGs: a resumed run matches."""
-    config, dataset = _frames_dataset()
+    config, dataset = _frames_dataset(on_batch=on_batch)
     train = TrainConfig(epochs=3, batch_size=16, warmup_epochs=1)
     torch.manual_seed(1)
     straight = create_model(config)
@@ -275,3 +280,53 @@ def test_mixup_and_label_smoothing_train() -> None:
             augment=augment,
             num_classes=2,
         )
+
+
+def test_batch_crop_flip_is_the_preprocessor_at_full_scale_and_mirrors_when_flipping() -> None:
+    import numpy as np
+
+    from ask_expert_ros.core.inference.preprocess import Preprocessor
+    from ask_expert_ros.core.training.augment import AugmentConfig, BatchCropFlip
+
+    config = ModelConfig(
+        variant='deit_3h',
+        class_names=('a', 'b'),
+        img_size=12,
+        patch_size=4,
+        depth=1,
+        in_chans=1,
+        mean=(0.3,),
+        std=(0.2,),
+    )
+    frames = np.random.default_rng(0).integers(0, 256, size=(9, 12, 12), dtype=np.uint8)
+    batch = torch.from_numpy(frames[:, None])
+    reference = Preprocessor(config)(frames)
+    g = torch.Generator().manual_seed(0)
+
+    def crop(scale_min: float, hflip: float) -> BatchCropFlip:
+        aug = AugmentConfig(scale_min, hflip, None, 0.0, on_batch=True)
+        return BatchCropFlip(config, aug)
+
+    torch.testing.assert_close(crop(1.0, 0.0)(batch, g), reference, atol=1e-4, rtol=0)
+    torch.testing.assert_close(crop(1.0, 1.0)(batch, g), reference.flip(-1), atol=1e-4, rtol=0)
+    # small crops, magnified: every frame changes, the pixel range stays the frame's
+    cropped = crop(0.2, 0.0)(batch, g)
+    assert cropped.shape == reference.shape
+    assert ((cropped - reference).abs().flatten(1).amax(1) > 0.1).all()
+    assert cropped.min() >= reference.min() - 1e-4 and cropped.max() <= reference.max() + 1e-4
+
+
+def test_batch_crop_flip_converts_colour_frames_as_pil_does() -> None:
+    import numpy as np
+    from PIL import Image
+
+    from ask_expert_ros.core.training.augment import AugmentConfig, FrameDataset, train_transform
+
+    frames = np.random.default_rng(1).integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8)
+    aug = AugmentConfig(1.0, 0.0, None, 0.0, on_batch=True)
+    grey = FrameDataset(frames, np.zeros(5, np.int64), train_transform(tiny(('a', 'b')), aug), 1)
+    for i, frame in enumerate(frames):
+        pil = np.asarray(Image.fromarray(frame).convert('L'))
+        assert np.abs(grey[i][0][0].numpy().astype(int) - pil).max() <= 1
+    with pytest.raises(ValueError, match='RandAugment'):
+        AugmentConfig(on_batch=True)  # DeiT's default keeps RandAugment: per frame only

@@ -77,6 +77,7 @@ def tau_sweep(
     taus: Sequence[float],
     batch_size: int = 10,
     generalist: CoInferenceEngine | None = None,
+    per_frame: bool = False,
 ) -> dict[str, Any]:
     """Run the engine over a labelled set once per tau and once with everything offloaded.
 
@@ -87,6 +88,11 @@ def tau_sweep(
         batch_size: Frames per engine call.
         generalist: Optional baseline engine whose "experts" are one near-edge generalist:
             adds ``generalist_co_inference_accuracy`` and ``near_edge_only_accuracy``.
+        per_frame: Also return ``per_frame``, the arrays behind every figure (for paired
+            tests and intervals): ``confidence``, ``topk`` ``[N, k]`` and ``key_bits``
+            (the key every frame would be routed to), ``expert_pred`` (everything
+            offloaded), and per tau ``offload`` and ``final`` ``[T, N]``; with
+            ``generalist``, ``near_edge_pred`` and ``generalist_final`` too.
 
     Returns:
         ``{'edge': {...top-k accuracies...}, 'sweep': [row per tau]}``. Each row has
@@ -106,13 +112,33 @@ def tau_sweep(
     if generalist is not None:
         near_edge = _at_tau(generalist, ALL_OFFLOADED_TAU, frames, batch_size)
         fixed['near_edge_only_accuracy'] = summarise(near_edge, labels)['co_inference_accuracy']
+    arrays: dict[str, list[np.ndarray]] = {'offload': [], 'final': [], 'generalist_final': []}
     rows = []
     for tau in taus:
         row: dict[str, Any] = {'tau': float(tau)}
-        row.update(summarise(_at_tau(engine, tau, frames, batch_size), labels))
+        results = _at_tau(engine, tau, frames, batch_size)
+        row.update(summarise(results, labels))
         row.update(fixed)
+        arrays['offload'].append(np.concatenate([r.edge.routing.offload for r in results]))
+        arrays['final'].append(np.concatenate([r.labels for r in results]))
         if generalist is not None:
-            base = summarise(_at_tau(generalist, tau, frames, batch_size), labels)
+            base_results = _at_tau(generalist, tau, frames, batch_size)
+            base = summarise(base_results, labels)
             row['generalist_co_inference_accuracy'] = base['co_inference_accuracy']
+            arrays['generalist_final'].append(np.concatenate([r.labels for r in base_results]))
         rows.append(row)
-    return {'edge': edge, 'sweep': rows}
+    out: dict[str, Any] = {'edge': edge, 'sweep': rows}
+    if per_frame:
+        routed = [r.edge.routing for r in everything]
+        frame_arrays = {
+            'labels': np.asarray(labels),
+            'confidence': np.concatenate([r.confidence for r in routed]),
+            'topk': np.concatenate([r.topk_classes for r in routed]),
+            'key_bits': np.concatenate([r.key_bits for r in routed]),
+            'expert_pred': np.concatenate([r.labels for r in everything]),
+            **{name: np.stack(values) for name, values in arrays.items() if values},
+        }
+        if generalist is not None:
+            frame_arrays['near_edge_pred'] = np.concatenate([r.labels for r in near_edge])
+        out['per_frame'] = frame_arrays
+    return out

@@ -1,7 +1,16 @@
 """Evaluation of a trained zoo: the paper's Table 2/3/5 columns and the tau sweep of Fig. 4.
 
 Reads only what is on disk (the zoo directory) and the test split, and writes
-``eval.json`` plus ``eval.md`` (Markdown tables) beside the models.
+``eval.json`` plus ``eval.md`` (Markdown tables) beside the models, and
+``eval_frames.npz``: every model's answer for every test frame, which the experiment
+summary pairs across models and seeds for its intervals and tests
+(:mod:`~ask_expert_ros.core.evaluation.significance`).
+
+Each tau row also carries the ceiling a specialist works under: of the frames offloaded
+at that tau, the share whose true class is in the edge's Top-k (``topk_recall_offloaded``)
+and in the routed key's classes (``key_recall_offloaded``), and the co-inference accuracy
+an expert that is always right within its key's classes would reach
+(``key_ceiling_accuracy``).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from ask_expert_ros.core.inference.engine import CoInferenceEngine, EdgeStage, E
 from ask_expert_ros.core.inference.library import ExpertLibrary
 from ask_expert_ros.core.inference.models import LoadedModel, load_model
 from ask_expert_ros.core.inference.preprocess import Preprocessor
-from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.inference.routing import RoutingConfig, bits_to_key
 from ask_expert_ros.core.inference.taxonomy import format_key, key_slug
 
 
@@ -72,33 +81,42 @@ def evaluate_zoo(
     if (zoo / 'teacher.safetensors').is_file():
         named['teacher'] = zoo / 'teacher.safetensors'
     general_logits = None
+    per_frame: dict[str, np.ndarray] = {}
     for name, path in named.items():
         if path is None:
             continue
         model = load_model(path)
         logits = predict_logits(model, frames)
         report['generalists'][name] = {'variant': model.config.variant, **_topk(logits, labels)}
+        per_frame[f'{name}_pred'] = logits.argmax(axis=1)
         if name == 'generalist':
             general_logits = logits
     static_dir = zoo / 'static'
     static = ExpertLibrary(static_dir) if (static_dir / 'library.yaml').is_file() else None
     rows = []
+    key_preds: dict[str, list[np.ndarray]] = {'progressive': [], 'static': [], 'teacher': []}
     for key in library.keys:
         mask = scheme.class_mask(key)[labels]
         row: dict[str, Any] = {'key': format_key(key), 'target_frames': int(mask.sum())}
         progressive = library.get(key)
         row['variant'] = progressive.config.variant
-        row['progressive'] = _target_overall(predict_logits(progressive, frames), labels, mask)
+        models = {'progressive': progressive}
         if static is not None and key in static:
-            row['static'] = _target_overall(predict_logits(static.get(key), frames), labels, mask)
-        if general_logits is not None:
-            row['generalist'] = _target_overall(general_logits, labels, mask)
+            models['static'] = static.get(key)
         teacher = zoo / 'teachers' / f'teacher_{key_slug(key)}.safetensors'
         if teacher.is_file():
-            row['teacher'] = _target_overall(
-                predict_logits(load_model(teacher), frames), labels, mask
-            )
+            models['teacher'] = load_model(teacher)
+        for name, model in models.items():
+            logits = predict_logits(model, frames)
+            row[name] = _target_overall(logits, labels, mask)
+            key_preds[name].append(logits.argmax(axis=1))
+        if general_logits is not None:
+            row['generalist'] = _target_overall(general_logits, labels, mask)
         rows.append(row)
+    per_frame['key_masks'] = np.stack([scheme.class_mask(k)[labels] for k in library.keys])
+    for name, preds in key_preds.items():
+        if preds and len(preds) == len(rows):
+            per_frame[f'{name}_key_pred'] = np.stack(preds)
     report['experts'] = rows
     report['experts_mean'] = {
         name: [float(np.mean([r[name][i] for r in rows])) for i in (0, 1)]
@@ -113,17 +131,62 @@ def evaluate_zoo(
         baseline = CoInferenceEngine(
             EdgeStage(edge.model, scheme, routing), ExpertStage(library.generalist_library())
         )
-    sweep = tau_sweep(engine, frames, labels, taus, batch_size, generalist=baseline)
+    sweep = tau_sweep(
+        engine, frames, labels, taus, batch_size, generalist=baseline, per_frame=True
+    )
+    per_frame.update(sweep['per_frame'])
     if static is not None and not static.missing_keys():
         static_engine = CoInferenceEngine(
             EdgeStage(edge.model, scheme, replace(routing)), ExpertStage(static)
         )
-        static_sweep = tau_sweep(static_engine, frames, labels, taus, batch_size)
+        static_sweep = tau_sweep(static_engine, frames, labels, taus, batch_size, per_frame=True)
         for row, other in zip(sweep['sweep'], static_sweep['sweep'], strict=True):
             row['static_co_inference_accuracy'] = other['co_inference_accuracy']
             row['static_expert_only_accuracy'] = other['expert_only_accuracy']
+        per_frame['static_final'] = static_sweep['per_frame']['final']
+    per_frame['key_class_masks'] = _key_class_masks(per_frame['key_bits'], scheme)
+    for row, ceiling in zip(sweep['sweep'], routing_ceilings(per_frame), strict=True):
+        row.update(ceiling)
     report['sweep'] = sweep['sweep']
+    report['per_frame'] = per_frame
     return report
+
+
+def _key_class_masks(key_bits: np.ndarray, scheme: Any) -> np.ndarray:
+    """``[N, C]``: the classes of the key each frame is routed to (none for bits 0)."""
+    masks = np.zeros((len(key_bits), len(scheme.class_names)), dtype=bool)
+    for bits in np.unique(key_bits):
+        if bits:
+            masks[key_bits == bits] = scheme.class_mask(bits_to_key(int(bits)))
+    return masks
+
+
+def routing_ceilings(per_frame: dict[str, np.ndarray]) -> list[dict[str, float]]:
+    """Per tau: how many offloaded frames a specialist can still get right.
+
+    A frame's expert is chosen from the edge's Top-k, so when the true class is outside
+    the routed key's classes, an expert trained for that key works against its own
+    specialisation (and a static expert cannot name the class at all).
+    """
+    labels = per_frame['labels']
+    n = len(labels)
+    in_topk = (per_frame['topk'] == labels[:, None]).any(axis=1)
+    in_key = per_frame['key_class_masks'][np.arange(n), labels]
+    edge_right = per_frame['topk'][:, 0] == labels
+    out = []
+    for offload in per_frame['offload']:
+        sent = int(offload.sum())
+        out.append(
+            {
+                'topk_recall_offloaded': float(in_topk[offload].mean()) if sent else 1.0,
+                'key_recall_offloaded': float(in_key[offload].mean()) if sent else 1.0,
+                'key_ceiling_accuracy': float(
+                    (edge_right & ~offload).sum() + (in_key & offload).sum()
+                )
+                / n,
+            }
+        )
+    return out
 
 
 def _pct(value: float) -> str:
@@ -199,7 +262,12 @@ def format_markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """``eval.json`` and ``eval.md``; the per-frame arrays, if any, to ``eval_frames.npz``."""
     out = Path(out_dir)
+    report = dict(report)
+    per_frame = report.pop('per_frame', None)
+    if per_frame:
+        np.savez_compressed(out / 'eval_frames.npz', **per_frame)
     json_path = out / 'eval.json'
     json_path.write_text(json.dumps(report, indent=2) + '\n', encoding='utf-8')
     md_path = out / 'eval.md'

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ask_expert_ros.core.evaluation.significance import bootstrap_interval, paired_difference
 from ask_expert_ros.core.training.recipe import RecipeConfig, run_recipe
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ SWEEP_SERIES = {
     'generalist_co_inference_accuracy': 'generalist co-inference',
     'static_co_inference_accuracy': 'static-expert co-inference',
     'co_inference_accuracy': 'specialist co-inference (progressive)',
+}
+
+CEILING_SERIES = {
+    'topk_recall_offloaded': 'offloaded frames with the true class in the edge Top-k',
+    'key_recall_offloaded': "offloaded frames with the true class in the routed key's classes",
+    'key_ceiling_accuracy': 'co-inference ceiling (expert right whenever the class is in its key)',
 }
 
 
@@ -149,7 +156,7 @@ def summarise_experiment(out_dir: str | Path, partitions: tuple[str, ...]) -> di
         sweep = []
         for i, tau in enumerate(taus):
             row: dict[str, Any] = {'tau': tau}
-            for metric in ('offload_ratio', *SWEEP_SERIES):
+            for metric in ('offload_ratio', *SWEEP_SERIES, *CEILING_SERIES):
                 values = [r['sweep'][i].get(metric) for r in reports]
                 if all(v is not None for v in values):
                     row[metric] = _stats([float(v) for v in values])
@@ -163,11 +170,112 @@ def summarise_experiment(out_dir: str | Path, partitions: tuple[str, ...]) -> di
                 row['specialist_minus_generalist'] = _stats(gains)
             sweep.append(row)
         part['sweep'] = sweep
+        frames = sorted(out.glob(f'seed_*/{partition}/eval_frames.npz'))
+        if len(frames) == len(reports):
+            part['intervals'] = interval_summary(frames)
         summary['partitions'][partition] = part
     (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n', encoding='utf-8')
     (out / 'results.md').write_text(format_summary(summary), encoding='utf-8')
     plot_summary(summary, out)
     return summary
+
+
+def _key_means(preds: np.ndarray, labels: np.ndarray, masks: np.ndarray) -> dict[str, Any]:
+    """Per-frame values whose mean over frames is the mean over keys of each key's
+    target accuracy (``target``) and of its overall accuracy (``overall``)."""
+    right = (preds == labels[None, :]).astype(np.float64)  # [K, N]
+    sizes = masks.sum(axis=1, keepdims=True)
+    n_keys, n = right.shape
+    target = (right * masks * (n / (n_keys * np.maximum(sizes, 1)))).sum(axis=0)
+    return {'target': target, 'overall': right.mean(axis=0)}
+
+
+def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
+    """95 % intervals (seeds and test frames resampled) on every figure of a partition's
+    tables, from the runs' ``eval_frames.npz`` (one per seed, same test frames), and the
+    paired tests of specialist vs generalist and progressive vs static."""
+    runs = [dict(np.load(path)) for path in frame_files]
+    labels = runs[0]['labels']
+    if any(not np.array_equal(run['labels'], labels) for run in runs):
+        raise ValueError('the runs were evaluated on different test frames')
+
+    def right(name: str, row: int | None = None) -> np.ndarray:
+        return np.stack(
+            [(run[name] if row is None else run[name][row]) == labels for run in runs]
+        ).astype(np.float64)
+
+    result: dict[str, Any] = {
+        'generalists': {
+            name: bootstrap_interval(right(f'{name}_pred'))
+            for name in ('edge', 'generalist', 'teacher')
+            if all(f'{name}_pred' in run for run in runs)
+        }
+    }
+    experts: dict[str, dict[str, np.ndarray]] = {}
+    for name in ('progressive', 'static', 'teacher'):
+        if all(f'{name}_key_pred' in run for run in runs):
+            per_seed = [
+                _key_means(run[f'{name}_key_pred'], labels, run['key_masks']) for run in runs
+            ]
+            experts[name] = {
+                part: np.stack([m[part] for m in per_seed]) for part in ('target', 'overall')
+            }
+    if 'generalist' in result['generalists']:
+        per_seed = [
+            _key_means(
+                np.broadcast_to(run['generalist_pred'], run['key_masks'].shape),
+                labels,
+                run['key_masks'],
+            )
+            for run in runs
+        ]
+        experts['generalist'] = {
+            part: np.stack([m[part] for m in per_seed]) for part in ('target', 'overall')
+        }
+    result['experts'] = {
+        name: {part: bootstrap_interval(values) for part, values in parts.items()}
+        for name, parts in experts.items()
+    }
+    for other in ('static', 'generalist'):
+        if 'progressive' in experts and other in experts:
+            result[f'progressive_minus_{other}'] = {
+                part: paired_difference(experts['progressive'][part], experts[other][part])
+                for part in ('target', 'overall')
+            }
+    sweep = []
+    for t in range(runs[0]['final'].shape[0]):
+        row: dict[str, Any] = {
+            'offload_ratio': bootstrap_interval(
+                np.stack([run['offload'][t] for run in runs]).astype(np.float64)
+            ),
+            'co_inference_accuracy': bootstrap_interval(right('final', t)),
+        }
+        if all('generalist_final' in run for run in runs):
+            row['generalist_co_inference_accuracy'] = bootstrap_interval(
+                right('generalist_final', t)
+            )
+            row['specialist_minus_generalist'] = paired_difference(
+                right('final', t), right('generalist_final', t)
+            )
+        if all('static_final' in run for run in runs):
+            row['static_co_inference_accuracy'] = bootstrap_interval(right('static_final', t))
+            row['progressive_minus_static'] = paired_difference(
+                right('final', t), right('static_final', t)
+            )
+        ceiling = np.stack(
+            [
+                np.where(
+                    run['offload'][t],
+                    run['key_class_masks'][np.arange(len(labels)), labels],
+                    run['topk'][:, 0] == labels,
+                )
+                for run in runs
+            ]
+        ).astype(np.float64)
+        row['key_ceiling_accuracy'] = bootstrap_interval(ceiling)
+        sweep.append(row)
+    result['sweep'] = sweep
+    return result
 
 
 def _pm(stat: dict[str, float]) -> str:
@@ -206,7 +314,73 @@ def format_summary(summary: dict[str, Any]) -> str:
                 + f' | {_pm(gain) if gain else "-"} |'
             )
         lines.append('')
+        if 'intervals' in part:
+            lines += format_intervals(part)
     return '\n'.join(lines)
+
+
+def _ci(stat: dict[str, Any]) -> str:
+    return f'{100 * stat["mean"]:.2f} [{100 * stat["low"]:.2f}, {100 * stat["high"]:.2f}]'
+
+
+def _diff(stat: dict[str, Any]) -> str:
+    return (
+        f'{100 * stat["mean"]:+.2f} [{100 * stat["low"]:+.2f}, {100 * stat["high"]:+.2f}]'
+        f' p={stat["p_bootstrap"]:.3f}'
+    )
+
+
+def format_intervals(part: dict[str, Any]) -> list[str]:
+    """The partition's tables with 95 % intervals (seeds and test frames resampled)."""
+    iv = part['intervals']
+    lines = [
+        '### With 95 % intervals (bootstrap over seeds and test frames)',
+        '',
+        '| model | Top-1 |',
+        '|---|---:|',
+    ]
+    lines += [f'| {name} | {_ci(stat)} |' for name, stat in iv['generalists'].items()]
+    lines += ['', '| experts (mean over keys) | target | overall |', '|---|---:|---:|']
+    for name, stat in iv['experts'].items():
+        lines.append(f'| {name} | {_ci(stat["target"])} | {_ci(stat["overall"])} |')
+    for other in ('static', 'generalist'):
+        if f'progressive_minus_{other}' in iv:
+            d = iv[f'progressive_minus_{other}']
+            lines.append(
+                f'| progressive − {other} | {_diff(d["target"])} | {_diff(d["overall"])} |'
+            )
+    cols = [
+        ('offload_ratio', 'α(τ)'),
+        ('co_inference_accuracy', 'specialist co-inference'),
+        ('generalist_co_inference_accuracy', 'generalist co-inference'),
+        ('static_co_inference_accuracy', 'static co-inference'),
+        ('key_ceiling_accuracy', 'key ceiling'),
+    ]
+    cols = [c for c in cols if c[0] in iv['sweep'][0]]
+    diffs = [
+        (name, label)
+        for name, label in (
+            ('specialist_minus_generalist', 'specialist − generalist'),
+            ('progressive_minus_static', 'progressive − static'),
+        )
+        if name in iv['sweep'][0]
+    ]
+    lines += [
+        '',
+        '| τ | ' + ' | '.join(label for _, label in cols + diffs) + ' | key recall of offloaded |',
+        '|---:|' + '---:|' * (len(cols) + len(diffs) + 1),
+    ]
+    for row, stats in zip(part['sweep'], iv['sweep'], strict=True):
+        recall = row.get('key_recall_offloaded')
+        lines.append(
+            f'| {row["tau"]:.2f} | '
+            + ' | '.join(
+                [_ci(stats[name]) for name, _ in cols] + [_diff(stats[n]) for n, _ in diffs]
+            )
+            + f' | {_pm(recall) if recall else "-"} |'
+        )
+    lines.append('')
+    return lines
 
 
 def plot_summary(summary: dict[str, Any], out_dir: Path) -> list[Path]:

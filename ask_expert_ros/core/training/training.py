@@ -182,6 +182,7 @@ def train_classifier(
     picks them in ``attention`` mode.
     """
     dataset = _batches_of(inputs, labels, in_domain)
+    batch_transform = getattr(dataset, 'batch_transform', None)
     device = next(model.parameters()).device
     dropper = None
     if config.patch_drop is not None:
@@ -268,6 +269,8 @@ def train_classifier(
         for x, y, flags in loader:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
+            if batch_transform is not None:
+                x = batch_transform(x, generator)
             x = random_shift(x, config.max_shift, generator)
             targets: torch.Tensor = y
             if mixer is not None:
