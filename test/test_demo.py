@@ -62,6 +62,13 @@ def test_demo_writes_report_and_zoo(tmp_path: Path, capsys) -> None:
     assert ratios == sorted(ratios, reverse=True)  # alpha(tau) falls with tau
     assert rows[0]['co_inference_accuracy'] == rows[0]['expert_only_accuracy']
     assert rows[-1]['co_inference_accuracy'] == rows[-1]['edge_only_accuracy']
+    for row in rows:  # the demo says, with an interval, how its specialists compare
+        diff = row['specialist_minus_generalist']
+        gap = row['co_inference_accuracy'] - row['generalist_co_inference_accuracy']
+        assert diff['mean'] == pytest.approx(gap)
+        assert diff['low'] <= diff['mean'] <= diff['high']
+    assert rows[-1]['specialist_minus_generalist']['high'] == 0.0  # nothing offloaded
+    assert 'the same-size generalist' in printed and '95 % interval' in printed
     assert report['partition'] == {
         'name': 'digits_s4',
         'num_subsets': 4,

@@ -103,6 +103,13 @@ def test_one_epoch_recipe_writes_a_zoo_the_engine_loads(tiny_recipe: Path, tmp_p
     assert {'progressive', 'static', 'generalist', 'teacher'} <= set(report['experts_mean'])
     assert [row['tau'] for row in report['sweep']] == [0.9, 0.5]
     assert 'static_co_inference_accuracy' in report['sweep'][0]
+    arrays = np.load(out / 'eval_frames.npz')  # every answer behind the tables
+    assert arrays['final'].shape == arrays['static_final'].shape == (2, 24)
+    assert arrays['progressive_key_pred'].shape == arrays['key_masks'].shape == (6, 24)
+    for t, row in enumerate(report['sweep']):
+        right = (arrays['final'][t] == arrays['labels']).mean()
+        assert right == pytest.approx(row['co_inference_accuracy'])
+        assert 0 <= row['key_recall_offloaded'] <= row['topk_recall_offloaded'] <= 1
     assert (
         '## Experts on their target subset and overall (Table 3)' in (out / 'eval.md').read_text()
     )
@@ -245,8 +252,19 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
     assert part['sweep'][0]['specialist_minus_generalist']['n'] == 2
     text = (out / 'results.md').read_text()
     assert '±' in text and 'specialist − generalist' in text
-    for png in ('specialist_gain.png', 'fig4_scheme.png', 'fig4_scheme_b.png'):
+    for png in (
+        'specialist_gain.png',
+        'fig4_scheme.png',
+        'fig4_scheme_b.png',
+        'curves_scheme.png',
+        'curves_scheme_b.png',
+    ):
         assert (out / png).stat().st_size > 1000
+    intervals = part['intervals']  # pooled over both seeds, paired frame by frame
+    gain = intervals['sweep'][0]['specialist_minus_generalist']
+    assert gain['seeds'] == 2 and gain['low'] <= gain['mean'] <= gain['high']
+    assert gain['mean'] == pytest.approx(part['sweep'][0]['specialist_minus_generalist']['mean'])
+    assert '95 % intervals' in text
 
 
 @pytest.mark.parametrize(

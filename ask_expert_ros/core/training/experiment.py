@@ -177,6 +177,7 @@ def summarise_experiment(out_dir: str | Path, partitions: tuple[str, ...]) -> di
     (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n', encoding='utf-8')
     (out / 'results.md').write_text(format_summary(summary), encoding='utf-8')
     plot_summary(summary, out)
+    plot_training_curves(out, tuple(summary['partitions']))
     return summary
 
 
@@ -436,4 +437,70 @@ def plot_summary(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     gain_fig.savefig(path, dpi=110)
     plt.close(gain_fig)
     written.append(path)
+    return written
+
+
+def training_curves(run_dir: Path) -> dict[str, dict[str, list[float]]]:
+    """Per finished stage of one run: training loss and accuracy per epoch (``done/``)."""
+    curves = {}
+    for marker in sorted((run_dir / 'done').glob('*')):
+        try:
+            record = json.loads(marker.read_text(encoding='utf-8'))
+        except (OSError, ValueError):
+            continue
+        if record.get('loss'):
+            curves[marker.name] = {
+                'loss': record['loss'],
+                'train_accuracy': record.get('train_accuracy', []),
+            }
+    return curves
+
+
+def plot_training_curves(out_dir: Path, partitions: tuple[str, ...]) -> list[Path]:
+    """``curves_<partition>.png``: training loss per epoch of every stage, every seed
+    (the generalists, then the experts, progressive and static, one line per key)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    written = []
+    for partition in partitions:
+        runs = sorted(out_dir.glob(f'seed_*/{partition}'))
+        if not runs:
+            continue
+        groups = ('teacher', 'edge', 'generalist', 'teacher_', 'expert_', 'static_')
+        titles = (
+            'teacher (DeiT-6H)',
+            'edge',
+            'near-edge generalist',
+            'specialist teachers',
+            'progressive experts',
+            'static experts',
+        )
+        fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+        for ax, group, title in zip(axes.flat, groups, titles, strict=True):
+            for run in runs:
+                for stage, curve in training_curves(run).items():
+                    exact = group in ('teacher', 'edge', 'generalist')
+                    if (stage == group) if exact else stage.startswith(group):
+                        epochs = range(1, len(curve['loss']) + 1)
+                        ax.plot(
+                            epochs,
+                            curve['loss'],
+                            marker='.',
+                            alpha=0.7,
+                            label=f'{run.parent.name} {stage}',
+                        )
+            ax.set_title(title)
+            ax.set_xlabel('epoch')
+            ax.set_ylabel('training loss')
+            if ax.lines and len(ax.lines) <= 8:
+                ax.legend(fontsize=6)
+        fig.suptitle(f'{partition}: training loss per epoch')
+        fig.tight_layout()
+        path = out_dir / f'curves_{partition}.png'
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
     return written
