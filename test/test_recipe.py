@@ -288,3 +288,29 @@ def test_shipped_experiment_parses(name: str) -> None:
     config = ExperimentConfig.from_file(config_dir() / name)
     assert config.seeds == (0, 1, 2) and 'fashion_mnist_s3_random' in config.partitions
     assert config.recipe.dataset == 'fashion_mnist'
+
+
+def test_experts_can_start_from_the_trained_generalist(tiny_recipe: Path, tmp_path: Path) -> None:
+    """expert_init: generalist copies the near-edge generalist into each expert before its
+    own stage (at lr 1e-12 that stage changes nothing visible, so the copy shows)."""
+    import torch
+
+    from ask_expert_ros.core.inference.models import load_model
+
+    data = yaml.safe_load((tiny_recipe / 'recipe.yaml').read_text())
+    data['static'] = False
+    data['expert_init'] = 'generalist'
+    data['stages']['specialist_student'] = {**ONE_EPOCH, 'lr': 1e-12}
+    out = tmp_path / 'zoo'
+    run_recipe(RecipeConfig.from_dict(data), out, keys=[(1,)], progress=False, evaluate=False)
+    expert = load_model(out / 'experts' / 'expert_1.safetensors')
+    general = load_model(out / 'generalist.safetensors')
+    assert expert.config.expert_key == (1,) and expert.config.variant == 'deit_4h'
+    for (name, a), b in zip(
+        expert.model.state_dict().items(), general.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+    assert RecipeConfig.from_dict(data).to_dict()['expert_init'] == 'generalist'
+    assert 'expert_init' not in _config(tiny_recipe).to_dict()  # older eval.json still match
+    with pytest.raises(ValueError, match='expert_init'):
+        RecipeConfig.from_dict({**data, 'expert_init': 'teacher'})

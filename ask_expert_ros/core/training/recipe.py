@@ -133,6 +133,10 @@ class RecipeConfig:
         teacher_init: Official timm checkpoint for the teachers (None: random init).
         specialist_teacher_init: ``generalist`` (fine-tune M_D), ``pretrained``
             (``teacher_init``) or ``scratch``.
+        expert_init: Where an expert (progressive or static) starts: ``pruned`` from
+            its specialist teacher, as §4.3 of the paper does, or ``generalist``, the
+            trained near-edge generalist (same variant and depth), so that an expert
+            starts where its baseline ends and its own stage only specialises it.
         img_size / patch_size / depth / in_chans / interpolation: Model input and depth.
         mean / std: Normalisation; None computes them from the training frames.
         max_weight: W of eq. (1).
@@ -159,6 +163,7 @@ class RecipeConfig:
     expert_variant: VariantName = 'deit_4h'
     teacher_init: str | None = None
     specialist_teacher_init: str = 'generalist'
+    expert_init: str = 'pruned'
     img_size: int = 224
     patch_size: int = 16
     depth: int = 12
@@ -186,6 +191,8 @@ class RecipeConfig:
             raise ValueError(
                 "specialist_teacher_init must be 'generalist', 'pretrained' or 'scratch'"
             )
+        if self.expert_init not in ('pruned', 'generalist'):
+            raise ValueError("expert_init must be 'pruned' or 'generalist'")
         if self.specialist_teacher_init == 'pretrained' and not self.teacher_init:
             raise ValueError("specialist_teacher_init 'pretrained' needs teacher_init")
         missing = {'teacher', 'student', 'specialist_teacher', 'specialist_student'} - set(
@@ -266,10 +273,15 @@ class RecipeConfig:
         for name in ('mean', 'std', 'taus'):
             if out[name] is not None:
                 out[name] = list(out[name])
-        # a recipe without patch dropping reads (and compares, see _evaluated) as before
+        # a recipe without patch dropping, generalist-initialised experts or batch
+        # augmentation reads (and compares, see _evaluated) as before
         for stage in out['stages'].values():
             if stage['patch_drop'] is None:
                 del stage['patch_drop']
+            if not stage['augment']['on_batch']:
+                del stage['augment']['on_batch']
+        if out['expert_init'] == 'pruned':
+            del out['expert_init']
         return out
 
     def stage(self, name: str) -> StageConfig:
@@ -672,8 +684,11 @@ def _train_specialist_student(
 ) -> tuple[Any, ModelConfig, Any]:
     name = f'expert_{key_slug(key)}' if progressive else f'static_{key_slug(key)}'
     teacher, t_cfg = _load(ctx, teacher_path)
-    variant = ctx.config.expert_variant
-    student, config = _student(ctx, name, teacher, t_cfg, variant, key, progressive)
+    if ctx.config.expert_init == 'generalist':
+        student, config = _from_generalist(ctx, key)
+    else:
+        variant = ctx.config.expert_variant
+        student, config = _student(ctx, name, teacher, t_cfg, variant, key, progressive)
     history = _fit(
         ctx,
         name,
@@ -687,3 +702,17 @@ def _train_specialist_student(
         distributed=False,
     )
     return student, config, history
+
+
+def _from_generalist(ctx: _Context, key: ExpertKey) -> tuple[torch.nn.Module, ModelConfig]:
+    """A copy of the trained near-edge generalist, labelled as the expert for ``key``."""
+    loaded = load_model(_stage_path(ctx.out, 'generalist'), ctx.device)
+    if loaded.config.variant != ctx.config.expert_variant:
+        raise ValueError(
+            f'expert_init generalist: the generalist is {loaded.config.variant}, '
+            f'the experts {ctx.config.expert_variant}'
+        )
+    config = replace(loaded.config, expert_key=key)
+    model = create_model(config)
+    model.load_state_dict(loaded.model.state_dict())
+    return model, config
