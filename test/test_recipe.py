@@ -265,6 +265,11 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
     assert gain['seeds'] == 2 and gain['low'] <= gain['mean'] <= gain['high']
     assert gain['mean'] == pytest.approx(part['sweep'][0]['specialist_minus_generalist']['mean'])
     assert '95 % intervals' in text
+    for t, rows in enumerate(intervals['routed_by_key']):  # the gain, key by key
+        spec_minus_gen = sum(r['share'] * (r['specialist'] - r['generalist']) for r in rows)
+        assert spec_minus_gen == pytest.approx(
+            intervals['sweep'][t]['specialist_minus_generalist']['mean']
+        )
 
 
 @pytest.mark.parametrize(

@@ -276,7 +276,52 @@ def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
         row['key_ceiling_accuracy'] = bootstrap_interval(ceiling)
         sweep.append(row)
     result['sweep'] = sweep
+    result['routed_by_key'] = routed_by_key(runs)
     return result
+
+
+def routed_by_key(runs: list[dict[str, np.ndarray]]) -> list[list[dict[str, Any]]]:
+    """Per tau, per routed key, pooled over the seeds: where the specialists win or lose.
+
+    For the frames offloaded to a key: their share of all frames, the share whose class
+    is in the key, and the specialist's and the generalist's accuracy on them. The
+    co-inference difference at that tau is the sum over keys of share x (specialist -
+    generalist).
+    """
+    labels = runs[0]['labels']
+    n = len(labels)
+    out = []
+    for t in range(runs[0]['final'].shape[0]):
+        rows = []
+        bits_seen = sorted({int(b) for run in runs for b in np.unique(run['key_bits'])})
+        for bits in bits_seen:
+            sent = [run['offload'][t] & (run['key_bits'] == bits) for run in runs]
+            count = sum(int(m.sum()) for m in sent)
+            if not count or not all('generalist_final' in run for run in runs):
+                continue
+            spec = sum(
+                int((run['final'][t][m] == labels[m]).sum())
+                for run, m in zip(runs, sent, strict=True)
+            )
+            gen = sum(
+                int((run['generalist_final'][t][m] == labels[m]).sum())
+                for run, m in zip(runs, sent, strict=True)
+            )
+            in_key = sum(
+                int(run['key_class_masks'][m, labels[m]].sum())
+                for run, m in zip(runs, sent, strict=True)
+            )
+            rows.append(
+                {
+                    'key_bits': bits,
+                    'share': count / (n * len(runs)),
+                    'key_recall': in_key / count,
+                    'specialist': spec / count,
+                    'generalist': gen / count,
+                }
+            )
+        out.append(rows)
+    return out
 
 
 def _pm(stat: dict[str, float]) -> str:
@@ -381,6 +426,28 @@ def format_intervals(part: dict[str, Any]) -> list[str]:
             + f' | {_pm(recall) if recall else "-"} |'
         )
     lines.append('')
+    if iv.get('routed_by_key') and 'specialist_minus_generalist' in iv['sweep'][0]:
+        best = max(
+            range(len(iv['sweep'])),
+            key=lambda t: iv['sweep'][t]['specialist_minus_generalist']['mean'],
+        )
+        lines += [
+            f'Where the difference comes from at τ = {part["sweep"][best]["tau"]:.2f} '
+            '(offloaded frames by routed key, all seeds pooled):',
+            '',
+            '| key (subsets) | share of frames | class in key | specialist | generalist '
+            '| contribution (points) |',
+            '|---|---:|---:|---:|---:|---:|',
+        ]
+        for row in iv['routed_by_key'][best]:
+            subsets = ', '.join(str(i + 1) for i in range(32) if row['key_bits'] >> i & 1)
+            gain = row['share'] * (row['specialist'] - row['generalist'])
+            lines.append(
+                f'| {{{subsets}}} | {100 * row["share"]:.2f} | {100 * row["key_recall"]:.1f} '
+                f'| {100 * row["specialist"]:.2f} | {100 * row["generalist"]:.2f} '
+                f'| {100 * gain:+.2f} |'
+            )
+        lines.append('')
     return lines
 
 
