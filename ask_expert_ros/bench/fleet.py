@@ -78,7 +78,7 @@ class ModelSize:
         return f'{self.variant}_{self.img_size}px_d{self.depth}'
 
 
-PAPER_EXPERT = ModelSize()
+PAPER_EXPERT = ModelSize(img_size=112)  # DeiT-4H, 12 blocks, 49 tokens
 SMALL_EXPERT = ModelSize(img_size=28, patch_size=7, depth=2)
 
 
@@ -307,9 +307,9 @@ def local_logic(manifest: Path, budget: int) -> tuple[ExpertLogic, _CountingFact
     """The in-process expert; every expert loaded first when the budget holds them all."""
     factory = _CountingFactory()
     library = ExpertLibrary(manifest, max_resident=budget or None, backend_factory=factory)
-    if not budget:
+    if not budget:  # loaded and run once, as the node's preload does
         for key in library.keys:
-            library.backend(key)
+            library.backend(key).warmup((1,))
     return ExpertLogic(ExpertStage(library), ExpertParams()), factory
 
 
@@ -373,21 +373,17 @@ def measure(
     check: Callable[[ExpertReply, ExpertKey, int], bool] | None = None,
     local_loads: _CountingFactory | None = None,
     warmup_s: float | None = None,
+    seconds: float | None = None,
 ) -> Run:
     library = ExpertLibrary(manifest)
     edges = Edges(library, pool=args.pool, seed=n)
     loads0 = local_loads.loads if local_loads is not None else 0
     if local_loads is not None:  # the local node has no cold-load counter of its own
         before = logic.counters.batches
-    figures = drive(
-        logic,
-        edges,
-        n,
-        args.warmup if warmup_s is None else warmup_s,
-        args.seconds,
-        check,
-    )
-    run = Run(part, mode, replicas, n, experts, budget, model, args.seconds, **figures)
+    seconds = args.seconds if seconds is None else seconds
+    warmup_s = args.warmup if warmup_s is None else warmup_s
+    figures = drive(logic, edges, n, warmup_s, seconds, check)
+    run = Run(part, mode, replicas, n, experts, budget, model, seconds, **figures)
     if local_loads is not None:
         run.calls = logic.counters.batches - before
         run.cold_calls = local_loads.loads - loads0
@@ -443,7 +439,13 @@ def part_libraries(args: argparse.Namespace, runs: list[Run]) -> None:
         ) -> bool:
             return reply.label == reference[(key, frame)]
 
-        kw = {'experts': experts, 'budget': args.budget, 'model': PAPER_EXPERT.name}
+        kw = {
+            'experts': experts,
+            'budget': args.budget,
+            'model': PAPER_EXPERT.name,
+            'warmup_s': args.lib_warmup,  # the budget fills, LRU reaches its steady state
+            'seconds': args.lib_seconds,
+        }
         logic, loads = local_logic(manifest, args.budget)
         runs.append(measure('libraries', logic, manifest, 8, args, mode='local', replicas=1,
                             check=check, local_loads=loads, **kw))  # fmt: skip
@@ -513,7 +515,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
             ax.set_ylabel(what)
             ax.grid(True, alpha=0.3)
         ax1.legend()
-        fig.suptitle(f'{part}: {rows[0].model}, {rows[0].experts} experts')
+        fig.suptitle(f'{part}: {rows[0].model}, {rows[0].experts} experts, 2 CPU cores')
         fig.tight_layout()
         path = out / f'fleet_{part}.png'
         fig.savefig(path, dpi=90)
@@ -538,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seconds', type=float, default=4.0, help='measured per point')
     parser.add_argument('--warmup', type=float, default=1.0, help='unmeasured first')
     parser.add_argument('--pool', type=int, default=16, help='distinct frames per run')
+    parser.add_argument('--lib-warmup', type=float, default=4.0, help='libraries: unmeasured')
+    parser.add_argument('--lib-seconds', type=float, default=8.0, help='libraries: measured')
     parser.add_argument('--sim-edges', type=_ints, default=[4, 8, 16, 32])
     parser.add_argument('--sim-fixed-ms', type=float, default=5.0)
     parser.add_argument('--sim-item-ms', type=float, default=1.5)
