@@ -38,8 +38,11 @@ setup(
         'onnx': ['onnx>=1.16', 'onnxruntime>=1.18'],
         # coverage-guided fuzzing (python -m ask_expert_ros.bench.fuzz --atheris ...)
         'fuzz': ['atheris>=2.3'],
+        # the expert library served by Ray Serve (expert node parameter serving: ray)
+        'fleet': ['ray[serve]>=2.40'],
         'test': [
             'ask_expert_ros[onnx]',
+            'ask_expert_ros[fleet]',
             'pytest>=8',
             'pytest-timeout>=2.3',
             'hypothesis>=6.100',

@@ -111,11 +111,30 @@ PARAMETER_ARGUMENTS: dict[str, tuple[type, str]] = {
         'Requests/s one edge may send to the expert; more are answered OVERLOADED on '
         'arrival; 0 no quota;',
     ),
+    'max_resident': (
+        int,
+        'Experts kept loaded (with serving ray: per replica), least recently used out; 0 all;',
+    ),
+    'serving': (
+        str,
+        'Where the experts run: local (in the node) or ray (a Ray Serve application the '
+        'node fronts);',
+    ),
+    'ray_address': (
+        str,
+        "serving ray: the Ray cluster to join ('auto', 'head-host:6379', 'ray://...');",
+    ),
+    'ray_app': (str, 'serving ray: the Serve application of the library (shared by fronts);'),
+    'ray_replicas': (int, 'serving ray: replicas of the library, 0 autoscale;'),
+    'ray_replica_cpus': (float, 'serving ray: CPUs per replica (fractions allowed);'),
+    'ray_replica_gpus': (float, 'serving ray: GPUs per replica (0 without GPUs);'),
 }
 EDGE_ONLY = ('tau', 'transport', 'offload_mode', 'keep_ratio', 'attention_mass',
              'patch_selection', 'attention_source', 'down_after_misses', 'probe_interval_ms',
              'offload_budget_mbps')  # fmt: skip
-EXPERT_ONLY = ('ragged', 'max_queue_per_edge', 'max_queued', 'max_rate_per_edge')
+EXPERT_ONLY = ('ragged', 'max_queue_per_edge', 'max_queued', 'max_rate_per_edge',
+               'max_resident', 'serving', 'ray_address', 'ray_app', 'ray_replicas',
+               'ray_replica_cpus', 'ray_replica_gpus')  # fmt: skip
 PER_NODE = ('device', 'backend', 'precision')  # both.launch.py: edge_device, expert_device ...
 EDGE_ARGUMENTS = ('library', *PER_NODE, *EDGE_ONLY)
 EXPERT_ARGUMENTS = ('library', *PER_NODE, *EXPERT_ONLY)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from cyclonedds.core import (
     DDSException,
+    GuardCondition,
     InstanceState,
     Policy,
     Qos,
@@ -52,6 +53,7 @@ from ask_expert_ros.core.nodes.lifecycle import (
 )
 from ask_expert_ros.core.nodes.messages import ExpertReply, FinalResult, Frame, Header, Stamp
 from ask_expert_ros.core.nodes.node_config import default_edge_id
+from ask_expert_ros.core.nodes.remote_expert import RemoteExpertLogic
 from ask_expert_ros.dds import conversions as conv
 from ask_expert_ros.dds import msgs
 
@@ -525,6 +527,9 @@ class ExpertRunner(_ManagedRunner):
         self._requests: DataReader | None = None
         self._responses: DataWriter | None = None
         super().__init__('expert', participant, values, namespace, 'ask_expert: expert', on_change)
+        # a serving engine's answers arrive on its thread: this wakes the spin for them
+        self._answers = GuardCondition(participant)
+        self._io.waitset.attach(self._answers)
 
     @property
     def logic(self) -> ExpertLogic:
@@ -542,6 +547,9 @@ class ExpertRunner(_ManagedRunner):
 
     def _configure(self) -> None:
         logic = self._build_logic()
+        if isinstance(logic, RemoteExpertLogic):
+            logic.on_ready(lambda: self._answers.set(True))
+            logger.info('expert node is the front of %s', logic.service.describe())
         self._responses = self._io.writer(
             self._topics.responses,
             msgs.ExpertResponse,
@@ -562,13 +570,20 @@ class ExpertRunner(_ManagedRunner):
         self._take_requests()
         self._io.delete(self._requests)
         self._requests = None
-        while self.logic.queued:
-            for reply in self.logic.poll(flush=True):
+        logic = self.logic
+        while logic.queued:
+            replies = logic.poll(flush=True)
+            for reply in replies:
                 self._reply(reply)
+            if not replies:  # in flight in a serving engine: its answer or expiry comes
+                due = logic.next_due_ns()
+                logic.wait(0.05 if due is None else (due - time.monotonic_ns()) / 1e9)
 
     def _cleanup(self) -> None:
         self._io.delete(self._responses)
         self._responses = None
+        if self._logic is not None:
+            self._logic.close()
         self._logic = None  # the experts go with it
 
     def _status(self) -> tuple[dict[str, int], dict[str, int | float | str]]:
@@ -581,6 +596,7 @@ class ExpertRunner(_ManagedRunner):
         if due is not None:
             timeout_s = min(timeout_s, max(0.0, (due - time.monotonic_ns()) / 1e9))
         self._io.wait(timeout_s)
+        self._answers.set(False)  # before poll: an answer arriving after it wakes the next wait
         self._take_requests()
         # one batch per turn: its replies go out before the next batch runs, and
         # requests that came meanwhile join the queues before the next pick

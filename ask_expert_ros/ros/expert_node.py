@@ -40,6 +40,7 @@ from ask_expert_ros.core.nodes.node_config import (
     expert_params,
     resolve,
 )
+from ask_expert_ros.core.nodes.remote_expert import RemoteExpertLogic
 from ask_expert_ros.msg import ExpertRequest, ExpertResponse
 from ask_expert_ros.ros import conversions as conv
 from ask_expert_ros.ros.managed import ManagedNode
@@ -99,11 +100,16 @@ class ExpertNode(ManagedNode):
         values = conv.parameter_values(self, EXPERT_PARAMS)
         logic = build_expert_logic(values)
         library = logic.stage.library
-        runs_on = sorted({str(library.backend(k).describe()) for k in library.loaded_keys})
-        self.get_logger().info(
-            f'experts run on backend={values["backend"]} '
-            f'precision={values["precision"]}: {"; ".join(runs_on) or "(lazy)"}'
-        )
+        if isinstance(logic, RemoteExpertLogic):
+            # the engine's answers arrive on its thread: wake the worker to publish them
+            logic.on_ready(self._arrived.set)
+            self.get_logger().info(f'expert node is the front of {logic.service.describe()}')
+        else:
+            runs_on = sorted({str(library.backend(k).describe()) for k in library.loaded_keys})
+            self.get_logger().info(
+                f'experts run on backend={values["backend"]} '
+                f'precision={values["precision"]}: {"; ".join(runs_on) or "(lazy)"}'
+            )
         missing = library.missing_keys()
         if missing:
             self.get_logger().warning(
@@ -146,8 +152,12 @@ class ExpertNode(ManagedNode):
         self._stop_worker()  # it finishes the batch it is running
         logic = self.logic
         while logic.queued:
-            for reply in logic.poll(flush=True):
+            replies = logic.poll(flush=True)
+            for reply in replies:
                 self._publish(reply)
+            if not replies:  # in flight in a serving engine: its answer or expiry comes
+                due = logic.next_due_ns()
+                logic.wait(0.05 if due is None else (due - time.monotonic_ns()) / 1e9)
 
     def _cleanup(self) -> None:
         if self._diagnostics_timer is not None:
@@ -155,6 +165,8 @@ class ExpertNode(ManagedNode):
             self.destroy_timer(self._diagnostics_timer)
             self.destroy_publisher(self._diagnostics)
             self._diagnostics_timer = None
+        if self._logic is not None:
+            self._logic.close()
         self._logic = None  # the experts go with it
         self._values = {}
 

@@ -240,6 +240,26 @@ class ExpertLibrary:
                     )
             return loaded
 
+    def release(self, key: ExpertKey, model: LoadedModel | None = None) -> bool:
+        """Drop the expert for ``key`` and its backend, if loaded: for a cache outside the
+        library that decides residency (Ray Serve's multiplexing evicts this way).
+
+        Args:
+            model: Drop it only if this is the model loaded for ``key`` (not one loaded
+                again since).
+
+        Returns:
+            Whether it was dropped.
+        """
+        with self._lock:
+            loaded = self._loaded.get(key)
+            if loaded is None or (model is not None and loaded is not model):
+                return False
+            del self._loaded[key]
+            self._backends.pop(id(loaded), None)
+        logger.info('expert %s released', format_key(key))
+        return True
+
     def backend(self, key: ExpertKey) -> Backend:
         """The expert for ``key`` wrapped in the library's backend, built on first use.
 

@@ -63,6 +63,8 @@ from ask_expert_ros.core.nodes.messages import (
 logger = logging.getLogger(__name__)
 
 MAX_TRACKED_EDGES = 64
+# an expert output error starting so: the request's deadline passed where it waited to run
+EXPIRED_PREFIX = 'deadline passed'
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,9 @@ class ExpertLogic:
                 if stats.shed:
                     out[f'shed[{edge}]'] = stats.shed
         return out
+
+    def close(self) -> None:
+        """Let go of what serves the experts (nothing to do in-process)."""
 
     def edge_stats(self) -> dict[str, EdgeStats]:
         """Per edge (the most recently seen :data:`MAX_TRACKED_EDGES`): requests, served, shed."""
@@ -509,7 +514,20 @@ class ExpertLogic:
 
     def _run(self, key: ExpertKey, items: list[_Queued]) -> list[ExpertReply]:
         """One expert call over ``items``; the replies come back in the items' order."""
-        # slot per item: an expired item's reply keeps its place in the FIFO order
+        replies, live, slots = self._split_expired(items)
+        if not live:
+            return _filled(replies)
+        start = self._monotonic_ns()
+        output = self._call(key, live)
+        for slot, reply in zip(slots, self._answer(key, live, output, start), strict=True):
+            replies[slot] = reply
+        return _filled(replies)
+
+    def _split_expired(
+        self, items: list[_Queued]
+    ) -> tuple[list[ExpertReply | None], list[_Queued], list[int]]:
+        """A reply slot per item, EXPIRED filled in for the items past their deadline;
+        the live items and their slots (an expired item's reply keeps its FIFO place)."""
         replies: list[ExpertReply | None] = [None] * len(items)
         live: list[_Queued] = []
         slots: list[int] = []
@@ -522,85 +540,121 @@ class ExpertLogic:
             else:
                 live.append(item)
                 slots.append(slot)
-        if not live:
-            return _filled(replies)
-        start = self._monotonic_ns()
-        output = self._call(key, live)
+        return replies, live, slots
+
+    def _answer(
+        self,
+        key: ExpertKey,
+        live: list[_Queued],
+        output: ExpertOutput,
+        start_ns: int,
+        load_ms: float = 0.0,
+    ) -> list[ExpertReply]:
+        """The reply of each of ``live`` from the expert call's ``output`` (by position),
+        counted; ``start_ns`` is when the call began (monotonic), ``load_ms`` the part of
+        the call spent loading the expert."""
         elapsed = output.elapsed_ms
         names = self.scheme.class_names
         expert_name = self._expert_name(key)
+        replies = []
         with self._lock:
             self.counters.batches += 1
         for i, item in enumerate(live):
             request = item.request
-            queue_ms = (start - item.arrived_ns) / 1e6
+            queue_ms = (start_ns - item.arrived_ns) / 1e6
             if i in output.errors:
-                status = (
-                    Status.UNKNOWN_KEY
-                    if 'no expert for key' in output.errors[i]
-                    else Status.MODEL_ERROR
-                )
-                with self._lock:
-                    self.counters.model_errors += 1
-                replies[slots[i]] = _error(
-                    request, status, output.errors[i], queue_ms=queue_ms, batch_size=len(live)
+                error = output.errors[i]
+                if error.startswith(EXPIRED_PREFIX):
+                    status = Status.EXPIRED
+                    with self._lock:
+                        self.counters.expired += 1
+                else:
+                    status = (
+                        Status.UNKNOWN_KEY if 'no expert for key' in error else Status.MODEL_ERROR
+                    )
+                    with self._lock:
+                        self.counters.model_errors += 1
+                replies.append(
+                    _error(request, status, error, queue_ms=queue_ms, batch_size=len(live))
                 )
                 continue
             label = output.labels[i]
             with self._lock:
                 self.counters.answered += 1
-            replies[slots[i]] = ExpertReply(
-                header=request.header,
-                edge_id=request.edge_id,
-                request_id=request.request_id,
-                status=Status.OK,
-                label=label,
-                label_name=names[label],
-                score=output.scores[i],
-                expert_key=key,
-                expert_name=expert_name,
-                queue_ms=queue_ms,
-                inference_ms=elapsed,
-                batch_size=len(live),
+            replies.append(
+                ExpertReply(
+                    header=request.header,
+                    edge_id=request.edge_id,
+                    request_id=request.request_id,
+                    status=Status.OK,
+                    label=label,
+                    label_name=names[label],
+                    score=output.scores[i],
+                    expert_key=key,
+                    expert_name=expert_name,
+                    queue_ms=queue_ms,
+                    inference_ms=elapsed,
+                    batch_size=len(live),
+                    load_ms=load_ms,
+                )
             )
-        return _filled(replies)
+        return replies
 
     def _call(self, key: ExpertKey, live: list[_Queued]) -> ExpertOutput:
-        """One expert call per kind in ``live`` (whole frames, patch requests), results by
-        position in ``live``; a failing call answers its requests with the reason."""
-        frames = [i for i, item in enumerate(live) if item.indices is None]
-        patches = [i for i, item in enumerate(live) if item.indices is not None]
-        labels: dict[int, int] = {}
-        scores: dict[int, float] = {}
-        errors: dict[int, str] = {}
-        groups = []
-        for members in (frames, patches):
-            if not members:
-                continue
-            try:
-                if members is frames:
-                    batch = FrameBatch([live[i].pixels for i in members])
-                    out = self.stage.run(batch, {key: np.arange(len(members))})
-                else:
-                    items = [(live[i].pixels, live[i].indices) for i in members]
-                    out = self.stage.run_patches(key, items, self.params.ragged)  # type: ignore[arg-type]
-            except (RuntimeError, ValueError) as exc:  # out of memory, a backend refusing input
-                logger.error('expert %s failed on a batch of %d: %s', key, len(members), exc)
-                reason = f'expert call failed: {exc}'
-                out = ExpertOutput({}, {}, dict.fromkeys(range(len(members)), reason))
-            for pos, i in enumerate(members):
-                if pos in out.labels:
-                    labels[i], scores[i] = out.labels[pos], out.scores[pos]
-                if pos in out.errors:
-                    errors[i] = out.errors[pos]
-            groups.extend(out.groups)
-        return ExpertOutput(labels, scores, errors, groups)
+        """The expert call over ``live`` (see :func:`run_items`)."""
+        return run_items(
+            self.stage, key, [(item.pixels, item.indices) for item in live], self.params.ragged
+        )
 
     def _expert_name(self, key: ExpertKey) -> str:
         try:
             return self.stage.library.path_of(key).stem
         except KeyError:
             return ''
+
+
+def run_items(
+    stage: ExpertStage,
+    key: ExpertKey,
+    items: list[tuple[np.ndarray, np.ndarray | None]],
+    ragged: RaggedMode = 'pad',
+) -> ExpertOutput:
+    """One expert call per kind in ``items`` (whole frames; patch requests, given their
+    grid indices), results by position in ``items``; a failing call answers its items
+    with the reason. What the node runs for a micro-batch, and a serving engine's
+    replica for the calls it merged.
+
+    Args:
+        items: ``(pixels, None)`` for a frame, ``(patches [n, p, p(, C)], indices)`` for
+            a patch request, both checked and decoded.
+    """
+    frames = [i for i, (_, indices) in enumerate(items) if indices is None]
+    patches = [i for i, (_, indices) in enumerate(items) if indices is not None]
+    labels: dict[int, int] = {}
+    scores: dict[int, float] = {}
+    errors: dict[int, str] = {}
+    groups = []
+    for members in (frames, patches):
+        if not members:
+            continue
+        try:
+            if members is frames:
+                batch = FrameBatch([items[i][0] for i in members])
+                out = stage.run(batch, {key: np.arange(len(members))})
+            else:
+                calls = [(items[i][0], items[i][1]) for i in members]
+                out = stage.run_patches(key, calls, ragged)  # type: ignore[arg-type]
+        except (RuntimeError, ValueError) as exc:  # out of memory, a backend refusing input
+            logger.error('expert %s failed on a batch of %d: %s', key, len(members), exc)
+            reason = f'expert call failed: {exc}'
+            out = ExpertOutput({}, {}, dict.fromkeys(range(len(members)), reason))
+        for pos, i in enumerate(members):
+            if pos in out.labels:
+                labels[i], scores[i] = out.labels[pos], out.scores[pos]
+            if pos in out.errors:
+                errors[i] = out.errors[pos]
+        groups.extend(out.groups)
+    return ExpertOutput(labels, scores, errors, groups)
 
 
 def _filled(replies: list[ExpertReply | None]) -> list[ExpertReply]:

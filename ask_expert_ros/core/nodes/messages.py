@@ -137,7 +137,12 @@ class OffloadRequest:
 
 @dataclass(frozen=True)
 class ExpertReply:
-    """``ExpertResponse``: the expert's label for one request, or why there is none."""
+    """``ExpertResponse``: the expert's label for one request, or why there is none.
+
+    ``load_ms`` is not on the wire: the part of ``inference_ms`` spent loading the expert
+    (a cold start where the expert was not resident); 0 when it was. The message carries
+    it inside ``inference_ms``.
+    """
 
     header: Header
     edge_id: str
@@ -152,6 +157,7 @@ class ExpertReply:
     queue_ms: float = 0.0
     inference_ms: float = 0.0
     batch_size: int = 0
+    load_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ value is validated by one rule wherever it comes from.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from ask_expert_ros.core.inference.patches import (
 from ask_expert_ros.core.inference.routing import CONFIDENCE_METHODS, MAX_ETA_BITS, RoutingConfig
 from ask_expert_ros.core.nodes.edge_logic import EdgeLogic, EdgeParams
 from ask_expert_ros.core.nodes.expert_logic import ExpertLogic, ExpertParams
+from ask_expert_ros.core.nodes.remote_expert import RemoteExpertLogic
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,11 @@ class ParamSpec:
 
 
 QOS_RELIABILITY = ('best_effort', 'reliable')
+
+# serving engine -> 'module:function' building its ExpertService from the node's
+# parameters, imported only when asked for (the core imports no engine)
+SERVING_ENGINES = ('local', 'ray')
+_SERVICE_BUILDERS = {'ray': 'ask_expert_ros.serving.ray_serve:service_from_params'}
 
 COMMON_PARAMS = (
     ParamSpec(
@@ -364,7 +371,8 @@ EXPERT_PARAMS = (
     ParamSpec(
         'max_resident',
         0,
-        'Keep at most this many experts loaded (0: all).',
+        'Keep at most this many experts loaded, the least recently used dropped first '
+        '(0: all). With serving ray: per replica (its memory budget, in models).',
         low=0,
         high=100000,
         dynamic=False,
@@ -372,7 +380,102 @@ EXPERT_PARAMS = (
     ParamSpec(
         'preload',
         True,
-        'Load and warm up every expert at start instead of on first use.',
+        'Load and warm up every expert at start instead of on first use (serving local; '
+        'Ray replicas load on first use and report the load time).',
+        dynamic=False,
+    ),
+    ParamSpec(
+        'serving',
+        'local',
+        'Where the experts run: local (in this process) or ray (one Ray Serve application '
+        'holding the library, replicas loading experts on demand; this node validates, '
+        'queues fairly and forwards). Needs ray[serve] (the fleet extra).',
+        choices=SERVING_ENGINES,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_address',
+        '',
+        "serving ray: the cluster to join: '' (RAY_ADDRESS, else one started here with "
+        "ray start, else a private one), 'auto', 'host:6379' or 'ray://host:10001'.",
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_app',
+        'ask_expert',
+        'serving ray: the Serve application of the library; fronts naming the same one '
+        'share its replicas.',
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_deploy',
+        True,
+        'serving ray: deploy the application from these parameters unless it is running; '
+        'false: only attach to it (more fronts of one application).',
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_replicas',
+        1,
+        'serving ray: replicas of the library; 0: Serve autoscales them between 1 and '
+        'ray_max_replicas on the calls waiting per replica.',
+        low=0,
+        high=1024,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_max_replicas', 4, 'serving ray: autoscaling bound.', low=1, high=1024, dynamic=False
+    ),
+    ParamSpec(
+        'ray_replica_cpus',
+        1.0,
+        'serving ray: CPUs per replica, fractions allowed (its torch threads: this rounded, '
+        'at least 1). Start fails with the reason where the cluster cannot place them.',
+        low=0.01,
+        high=1024.0,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_replica_gpus',
+        0.0,
+        'serving ray: GPUs per replica (1, or a fraction to share one); 0 without GPUs.',
+        low=0.0,
+        high=64.0,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_batch_calls',
+        4,
+        'serving ray: micro-batches of one key a replica merges into one model call '
+        '(serve.batch).',
+        low=1,
+        high=1024,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_batch_wait_ms',
+        2.0,
+        'serving ray: how long a replica waits for more micro-batches to merge, ms.',
+        low=0.0,
+        high=1000.0,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_max_ongoing',
+        8,
+        "serving ray: calls one replica takes at once (Serve's max_ongoing_requests); "
+        'the router sends more elsewhere.',
+        low=1,
+        high=10000,
+        dynamic=False,
+    ),
+    ParamSpec(
+        'ray_max_in_flight',
+        8,
+        'serving ray: micro-batches this node keeps outstanding in the engine; more wait '
+        "in its fair queues. Give every replica's ray_max_ongoing room.",
+        low=1,
+        high=100000,
         dynamic=False,
     ),
 )
@@ -492,9 +595,17 @@ def build_expert_logic(
             for (any registered kind, through
             :func:`~ask_expert_ros.core.inference.backends.factory_from_params`).
 
+    With ``serving: ray`` the experts run in a Ray Serve application instead (deployed
+    unless running, ``ray_deploy``) and this returns its front
+    (:class:`~ask_expert_ros.core.nodes.remote_expert.RemoteExpertLogic`), which reads
+    only the manifest and model headers here.
+
     Raises:
-        AskExpertError: An expert cannot be loaded or does not run.
+        AskExpertError: An expert cannot be loaded or does not run; the engine cannot
+            be reached or deployed, or its package is not installed.
     """
+    if values.get('serving', 'local') != 'local':
+        return _remote_expert_logic(values)
     library = ExpertLibrary(
         values['library'],
         device=values['device'],
@@ -509,3 +620,20 @@ def build_expert_logic(
             if output.errors:
                 raise AskExpertError(f'expert {format_key(key)}: {output.errors[0]}')
     return ExpertLogic(stage, expert_params(values))
+
+
+def _remote_expert_logic(values: Mapping[str, Any]) -> RemoteExpertLogic:
+    engine = values['serving']
+    module, _, name = _SERVICE_BUILDERS[engine].partition(':')
+    try:
+        build = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise AskExpertError(f'serving {engine}: {exc}') from exc
+    library = ExpertLibrary(values['library'])  # headers only: no expert loads here
+    service = build(values)
+    return RemoteExpertLogic(
+        ExpertStage(library),
+        service,
+        expert_params(values),
+        max_in_flight=values['ray_max_in_flight'],
+    )
