@@ -9,6 +9,7 @@ so a test can kill it while calls are inside it). The node logic is the real fro
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -274,6 +275,59 @@ def test_engine_slower_than_the_deadline_answers_expired_once(
     assert took < 0.39
     assert late == []
     assert logic.queued == 0
+
+
+def test_simulated_replica_is_one_device_its_calls_never_overlap(
+    cluster: str, library_dir: Path
+) -> None:
+    """The fleet benchmark's simulated accelerator: 12 calls over the 6 keys sent at once
+    to 1 replica, which merges up to 4 calls and runs their keys' sub-batches
+    concurrently (serve.batch). Each model call sleeps 40 ms of "device" time; the
+    replica is one device, so the calls' device intervals never overlap, its busy time
+    is their sum, and 12 calls take at least 6 x 40 ms (a device serving the sub-batches
+    at once would take about half)."""
+    from ray import serve
+
+    from ask_expert_ros.core.nodes.remote_expert import ServeAnswer, ServeCall, ServeItem
+
+    sim = ray_serve.SimulatedAccelerator(fixed_ms=30.0, per_item_ms=10.0)
+    assert ray_serve.SimulatedAccelerator.from_paper('orin_nano', 'deit_6h').call_ms(
+        10
+    ) == pytest.approx(88.7)
+    ray_serve.deploy(
+        options(library_dir, 'sim', replica_cpus=0.5, batch_calls=4, batch_wait_ms=5, simulate=sim)
+    )
+    service = ray_serve.RayExpertService('sim')
+    answers: list[ServeAnswer | BaseException] = []
+    try:
+        pixels = np.zeros((8, 8), np.uint8)
+        warm = [ServeCall(key, (ServeItem(pixels),)) for key in KEYS]  # loads: not timed
+        calls = [ServeCall(KEYS[i % 6], (ServeItem(pixels),)) for i in range(12)]
+        for batch in (warm, calls):
+            answers.clear()
+            start = time.monotonic()
+            for call in batch:
+                service.call(call, answers.append)
+            deadline = start + 30
+            while len(answers) < len(batch) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            took = time.monotonic() - start
+    finally:
+        service.close()
+        serve.delete('sim')
+    assert len(answers) == 12 and all(isinstance(a, ServeAnswer) for a in answers)
+    got = [a for a in answers if isinstance(a, ServeAnswer)]
+    assert all(not a.errors and a.labels == {0: 0} for a in got)
+    # one interval per model call (answers of merged calls share it)
+    spans = sorted({(a.clock_ms - a.elapsed_ms + a.load_ms, a.clock_ms) for a in got})
+    assert all(end - begin >= 39.0 for begin, end in spans)
+    assert all(b[0] >= a[1] - 0.01 for a, b in itertools.pairwise(spans)), spans
+    assert sum(a.batch_size for a in {a.clock_ms: a for a in got}.values()) == 12
+    last = max(got, key=lambda a: a.clock_ms)
+    assert last.model_calls == 6 + len(spans)  # the warm-up's 6, then these
+    assert last.frames_run == 6 + 12
+    assert last.busy_ms >= 6 * 40.0 + sum(end - begin for begin, end in spans) - 1.0
+    assert took >= len(spans) * 0.04
 
 
 def test_replicas_the_cluster_cannot_place_fail_at_once(cluster: str, library_dir: Path) -> None:

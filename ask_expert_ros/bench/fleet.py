@@ -20,8 +20,12 @@ Parts:
   (per replica; the local expert's ``max_resident``), at 8 edges: cold-load rate, LRU hit
   rate, resident memory, every answer compared with the local expert's;
 * ``simulated``: replicas whose model call sleeps like an accelerator
-  (:class:`~ask_expert_ros.serving.ray_serve.SimulatedAccelerator`), 1/2/4 replicas: what
-  the design gives where each replica has a device of its own;
+  (:class:`~ask_expert_ros.serving.ray_serve.SimulatedAccelerator`, one device per
+  replica: its calls never overlap), 1/2/4 replicas, for each device of ``--sim-devices``
+  (the paper's Table 1 batch-10 latencies, ``--sim-fixed-share`` of it fixed per call):
+  what the design gives where each replica has a device of its own. Each run reports
+  every replica's device utilisation (its model calls' time over the window), the frames
+  per model call, and the host CPU that the benchmark and Ray used (share of all cores);
 * ``small``: the local expert vs 1 replica with the Fashion-MNIST-size experts (28 px,
   2 blocks), where the engine's fixed cost per call is not hidden by the model.
 """
@@ -106,6 +110,10 @@ class Run:
     equal_local: int | None = None  # OK answers equal to the local expert's
     compared: int | None = None
     replica_rss_mb: list[float] = field(default_factory=list)
+    device_util: list[float] = field(default_factory=list)  # per replica: busy / wall
+    model_calls: int = 0  # the replicas' model calls in the window (serve.batch merged)
+    frames_per_model_call: float = 0.0
+    host_cpu: float = 0.0  # CPU of this process and Ray's over the window / all cores
     front_rss_mb: float = 0.0
     ray_rss_mb: float = 0.0  # every Ray process (replicas, raylet, GCS, controller ...)
     keys_per_replica: dict[str, int] = field(default_factory=dict)
@@ -198,8 +206,10 @@ def drive(
     warmup_s: float,
     seconds: float,
     check: Callable[[ExpertReply, ExpertKey, int], bool] | None = None,
+    on_mark: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``n`` closed-loop edges for ``warmup_s`` + ``seconds``; figures of the latter."""
+    """Run ``n`` closed-loop edges for ``warmup_s`` + ``seconds``; figures of the latter.
+    ``on_mark`` is called with ``'start'`` and ``'end'`` as the window opens and closes."""
     sent: dict[int, tuple[int, float, ExpertKey, int]] = {}
     latencies: list[float] = []
     replies_in_window = not_ok = equal = compared = 0
@@ -238,12 +248,18 @@ def drive(
 
     for edge in range(n):
         send(edge)
-    marked = False
+    marked = ended = False
     while sent:
         now = time.perf_counter()
         if not marked and now >= measure_from:
             calls0, cold0 = counters()
             marked = True
+            if on_mark is not None:
+                on_mark('start')
+        if not ended and now >= end:
+            ended = True
+            if on_mark is not None:
+                on_mark('end')
         if now >= end + 120:
             raise RuntimeError(f'{len(sent)} requests unanswered 120 s after the run')
         replies = logic.poll(max_batches=1)
@@ -276,9 +292,9 @@ def rss_mb(pid: int | str = 'self') -> float:
         return 0.0
 
 
-def ray_rss_mb() -> float:
-    """Resident memory of every Ray process of this machine (by command line)."""
-    total = 0.0
+def _ray_pids() -> list[str]:
+    """Every Ray process of this machine (by command line)."""
+    pids = []
     for entry in Path('/proc').iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -287,8 +303,28 @@ def ray_rss_mb() -> float:
         except OSError:
             continue
         if b'ray' in cmdline and (b'ray::' in cmdline or b'/ray/' in cmdline):
-            total += rss_mb(entry.name)
-    return total
+            pids.append(entry.name)
+    return pids
+
+
+def ray_rss_mb() -> float:
+    """Resident memory of every Ray process of this machine."""
+    return sum(rss_mb(pid) for pid in _ray_pids())
+
+
+def own_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process and of every Ray process, by
+    pid: the benchmark's share of the host, whatever else runs on it."""
+    out = {}
+    tick = os.sysconf('SC_CLK_TCK')
+    for pid in [str(os.getpid()), *_ray_pids()]:
+        try:
+            with open(f'/proc/{pid}/stat', encoding='ascii') as stat:
+                fields = stat.read().rsplit(')', 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
 
 
 class _CountingFactory:
@@ -327,7 +363,12 @@ def reference_labels(manifest: Path, edges: Edges) -> dict[tuple[ExpertKey, int]
 
 @contextmanager
 def serve_app(
-    manifest: Path, name: str, replicas: int, budget: int, simulate: Any = None
+    manifest: Path,
+    name: str,
+    replicas: int,
+    budget: int,
+    simulate: Any = None,
+    preload: bool = False,
 ) -> Iterator[RemoteExpertLogic]:
     """A Serve application of ``manifest`` and its front; deleted on the way out."""
     from ray import serve
@@ -342,6 +383,7 @@ def serve_app(
         replica_cpus=2.0 / replicas,
         max_resident=budget,
         simulate=simulate,
+        preload=preload,
     )
     ray_serve.deploy(options)
     library = ExpertLibrary(manifest)
@@ -382,8 +424,29 @@ def measure(
         before = logic.counters.batches
     seconds = args.seconds if seconds is None else seconds
     warmup_s = args.warmup if warmup_s is None else warmup_s
-    figures = drive(logic, edges, n, warmup_s, seconds, check)
+    marks: dict[str, tuple[float, dict[str, float], dict[str, Any]]] = {}
+
+    def on_mark(which: str) -> None:
+        seen = logic.replicas() if isinstance(logic, RemoteExpertLogic) else {}
+        marks[which] = (time.perf_counter(), own_cpu_s(), seen)
+
+    figures = drive(logic, edges, n, warmup_s, seconds, check, on_mark)
     run = Run(part, mode, replicas, n, experts, budget, model, seconds, **figures)
+    if 'start' in marks and 'end' in marks:
+        t0, cpu0, seen0 = marks['start']
+        t1, cpu1, seen1 = marks['end']
+        used = sum(cpu1[pid] - cpu0.get(pid, 0.0) for pid in cpu1)
+        run.host_cpu = round(used / ((t1 - t0) * (os.cpu_count() or 1)), 3)
+        frames = 0
+        for replica, last in seen1.items():
+            first = seen0.get(replica)
+            if first is None or last.clock_ms <= first.clock_ms:
+                continue
+            busy = last.busy_ms - first.busy_ms
+            run.device_util.append(round(busy / (last.clock_ms - first.clock_ms), 3))
+            run.model_calls += last.model_calls - first.model_calls
+            frames += last.frames_run - first.frames_run
+        run.frames_per_model_call = round(frames / run.model_calls, 2) if run.model_calls else 0
     if local_loads is not None:
         run.calls = logic.counters.batches - before
         run.cold_calls = local_loads.loads - loads0
@@ -396,7 +459,8 @@ def measure(
         run.keys_per_replica = {r: s.resident for r, s in seen.items()}
         run.ray_rss_mb = ray_rss_mb()
     logger.info(
-        '%s %s x%d N=%d lib=%d budget=%d: %.1f fps p50 %.1f p95 %.1f ms cold %.3f eq %s/%s',
+        '%s %s x%d N=%d lib=%d budget=%d: %.1f fps p50 %.1f p95 %.1f ms cold %.3f eq %s/%s'
+        ' device util %s, %.2f frames/model call, host CPU %.2f',
         part,
         mode,
         replicas,
@@ -409,6 +473,9 @@ def measure(
         run.cold_rate,
         run.equal_local,
         run.compared,
+        run.device_util,
+        run.frames_per_model_call,
+        run.host_cpu,
     )
     return run
 
@@ -458,15 +525,18 @@ def part_libraries(args: argparse.Namespace, runs: list[Run]) -> None:
 def part_simulated(args: argparse.Namespace, runs: list[Run]) -> None:
     from ask_expert_ros.serving.ray_serve import SimulatedAccelerator
 
-    sim = SimulatedAccelerator(fixed_ms=args.sim_fixed_ms, per_item_ms=args.sim_item_ms)
     manifest = make_library(args.work, 10, SMALL_EXPERT)  # loads are real; calls sleep
-    model = f'simulated {sim.fixed_ms:g} + {sim.per_item_ms:g} ms/frame'
-    for replicas in args.replicas:
-        with serve_app(manifest, f'sim{replicas}', replicas, 0, simulate=sim) as front:
-            for i, n in enumerate(args.sim_edges):
-                runs.append(measure('simulated', front, manifest, n, args, mode='ray',
-                                    replicas=replicas, experts=10, budget=0, model=model,
-                                    warmup_s=args.warmup + (3.0 if i == 0 else 0.0)))  # fmt: skip
+    for device in args.sim_devices.split(','):
+        sim = SimulatedAccelerator.from_paper(*device.split('/'), args.sim_fixed_share)
+        model = f'simulated {sim.name}: {sim.fixed_ms:.2f} + {sim.per_item_ms:.3f} ms/frame'
+        for replicas in args.replicas:
+            app = serve_app(manifest, f'sim{replicas}', replicas, 0, sim, args.sim_preload)
+            with app as front:
+                for i, n in enumerate(args.sim_edges):
+                    warm = args.warmup + (3.0 if i == 0 else 0.0)  # first: every replica loads
+                    runs.append(measure('simulated', front, manifest, n, args, mode='ray',
+                                        replicas=replicas, experts=10, budget=0, model=model,
+                                        warmup_s=warm))  # fmt: skip
 
 
 def part_small(args: argparse.Namespace, runs: list[Run]) -> None:
@@ -496,8 +566,12 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    for part in ('sweep', 'simulated'):
-        rows = [r for r in runs if r.part == part]
+    figures = [('sweep', '', 'fleet_sweep.png')]
+    for model in sorted({r.model for r in runs if r.part == 'simulated'}):
+        slug = model.split(':')[0].removeprefix('simulated ').replace('/', '_')
+        figures.append(('simulated', model, f'fleet_simulated_{slug}.png'))
+    for part, model, filename in figures:
+        rows = [r for r in runs if r.part == part and (not model or r.model == model)]
         if not rows:
             continue
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -517,7 +591,7 @@ def plot(runs: list[Run], out: Path) -> list[Path]:
         ax1.legend()
         fig.suptitle(f'{part}: {rows[0].model}, {rows[0].experts} experts, 2 CPU cores')
         fig.tight_layout()
-        path = out / f'fleet_{part}.png'
+        path = out / filename
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
@@ -542,9 +616,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pool', type=int, default=16, help='distinct frames per run')
     parser.add_argument('--lib-warmup', type=float, default=4.0, help='libraries: unmeasured')
     parser.add_argument('--lib-seconds', type=float, default=8.0, help='libraries: measured')
-    parser.add_argument('--sim-edges', type=_ints, default=[4, 8, 16, 32])
-    parser.add_argument('--sim-fixed-ms', type=float, default=5.0)
-    parser.add_argument('--sim-item-ms', type=float, default=1.5)
+    parser.add_argument('--sim-edges', type=_ints, default=[8, 16, 32])
+    parser.add_argument(
+        '--sim-devices',
+        default='agx_orin/deit_4h,orin_nano/deit_6h',
+        help="simulated: device/variant of the paper's Table 1, comma-separated",
+    )
+    parser.add_argument(
+        '--sim-fixed-share', type=float, default=0.2, help='of the batch-10 latency, per call'
+    )
+    parser.add_argument(
+        '--sim-preload',
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='simulated: every replica loads every expert first (ServeOptions.preload)',
+    )
     parser.add_argument('--prepare', action='store_true', help='only build the libraries')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
@@ -561,19 +647,39 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     args.out.mkdir(parents=True, exist_ok=True)
     report = args.out / 'fleet.json'
+    parts = args.parts.split(',')
+    # the runs of parts not run now stay in the report (one part can be measured again)
+    kept: list[Run] = []
+    meta: dict[str, Any] = {}
+    if report.is_file():
+        old = json.loads(report.read_text())
+        if isinstance(old, dict):
+            meta = old.get('meta', {})
+            known = set(Run.__dataclass_fields__)
+            kept = [
+                Run(**{k: v for k, v in r.items() if k in known})
+                for r in old.get('runs', [])
+                if r['part'] not in parts
+            ]
+    partial = args.out / 'fleet.partial.json'
     try:
-        for part in args.parts.split(','):
+        for part in parts:
             PARTS[part](args, runs)
-            report.write_text(json.dumps([asdict(r) for r in runs], indent=1))
+            partial.write_text(json.dumps([asdict(r) for r in runs], indent=1))
     finally:
         ray.shutdown()
-    meta = {
+    measured = meta.get('measured', {})
+    measured.update(dict.fromkeys(parts, time.strftime('%Y-%m-%d')))
+    meta |= {
         'torch_threads': torch.get_num_threads(),
         'cpus': os.cpu_count(),
         'ray': ray.__version__,
         'torch': torch.__version__,
+        'measured': measured,
     }
+    runs = kept + runs
     report.write_text(json.dumps({'meta': meta, 'runs': [asdict(r) for r in runs]}, indent=1))
+    partial.unlink()
     for path in plot(runs, args.out):
         logger.info('plot: %s', path)
     return 0

@@ -70,14 +70,49 @@ DEPLOYMENT = 'experts'
 _BACKEND_VALUES = ('device', 'backend', 'auto_probe_s', 'precision', 'cache_dir', 'max_batch')
 
 
+# the paper's Table 1: execution latency (ms) of a batch of 10 frames, per device
+PAPER_BATCH10_MS: dict[str, dict[str, float]] = {
+    'orin_nano': {'deit_3h': 45.5, 'deit_4h': 57.1, 'deit_6h': 88.7, 'deit_base': 223.0},
+    'agx_orin': {'deit_3h': 17.9, 'deit_4h': 20.0, 'deit_6h': 27.6, 'deit_base': 57.7},
+    'v100': {'deit_3h': 11.0, 'deit_4h': 11.2, 'deit_6h': 15.1, 'deit_base': 34.0},
+}
+
+
 @dataclass(frozen=True)
 class SimulatedAccelerator:
     """For the fleet benchmark only: each model call of a replica sleeps
     ``fixed_ms + per_item_ms * frames`` instead of computing (the host CPU idles, as it
-    does while an accelerator computes), and answers class 0. Experts still load."""
+    does while an accelerator computes), and answers class 0. Experts still load.
+
+    A replica is one device: its model calls run one at a time on the replica's single
+    model thread, so their device times never overlap (``test_ray_serving.py`` checks).
+    """
 
     fixed_ms: float
     per_item_ms: float
+    name: str = ''
+
+    @classmethod
+    def from_paper(
+        cls, device: str, variant: str, fixed_share: float = 0.2
+    ) -> SimulatedAccelerator:
+        """A device of the paper's Table 1: ``fixed_share`` of the batch-10 latency is a
+        fixed cost per call, the rest is shared by the 10 frames (linear in frames)."""
+        if not 0.0 <= fixed_share < 1.0:
+            raise ValueError(f'fixed_share must be in [0, 1), got {fixed_share}')
+        try:
+            batch10 = PAPER_BATCH10_MS[device][variant]
+        except KeyError:
+            raise ValueError(
+                f'no Table 1 latency for {device}/{variant}: devices {sorted(PAPER_BATCH10_MS)},'
+                f' variants {sorted(PAPER_BATCH10_MS["agx_orin"])}'
+            ) from None
+        fixed = fixed_share * batch10
+        return cls(fixed, (batch10 - fixed) / 10, f'{device}/{variant}')
+
+    def call_ms(self, frames: int) -> float:
+        """One model call's device time."""
+        return self.fixed_ms + self.per_item_ms * frames
 
 
 @dataclass(frozen=True)
@@ -102,6 +137,11 @@ class ServeOptions:
         batch_wait_ms: How long a replica waits for more calls to merge.
         max_ongoing: Calls a replica accepts at once (Serve's ``max_ongoing_requests``);
             the router sends more to other replicas.
+        preload: Where ``max_resident`` holds the whole library, every replica loads
+            (and runs once) every expert before it takes calls, so any replica can
+            serve any key and the router balances keys by queue length; otherwise (or
+            False) experts load on first use, and a key stays on the replicas that
+            loaded it until they are full (``max_ongoing``).
         simulate: The benchmark's stand-in for an accelerator; None in service.
     """
 
@@ -116,6 +156,7 @@ class ServeOptions:
     batch_calls: int = 4
     batch_wait_ms: float = 2.0
     max_ongoing: int = 8
+    preload: bool = False
     simulate: SimulatedAccelerator | None = None
 
     def __post_init__(self) -> None:
@@ -169,7 +210,8 @@ def _rss_mb() -> float:
 class ExpertLibraryServer:
     """One replica of the library (a Ray Serve deployment; see the module doc)."""
 
-    def __init__(self, options: ServeOptions) -> None:
+    async def __init__(self, options: ServeOptions) -> None:  # type: ignore[misc]
+        # (Serve awaits an async constructor: the replica is up once it has preloaded)
         torch.set_num_threads(max(1, round(options.replica_cpus)))
         values = dict(options.backend_values)
         self.options = options
@@ -180,11 +222,18 @@ class ExpertLibraryServer:
         )
         self.stage = ExpertStage(self.library)
         # one thread runs every model load and call: torch keeps an OpenMP pool per
-        # thread, and rotating threads is slow on CPU (batch_worker.py)
+        # thread, and rotating threads is slow on CPU (batch_worker.py); and a replica is
+        # one device: serve.batch runs the sub-batches of different keys concurrently,
+        # this thread runs their model calls one after the other
         self._pool = ThreadPoolExecutor(1, thread_name_prefix='expert')
         context = serve.get_replica_context()
         self.replica = context.replica_id.unique_id if context is not None else 'local'
         self.loads = 0
+        # model calls so far (the thread of self._pool only updates them): their time is
+        # the device's busy time, which the benchmark turns into a utilisation
+        self.busy_s = 0.0
+        self.model_calls = 0
+        self.frames_run = 0
         library, pool = self.library, self._pool
 
         def load(key: ExpertKey) -> None:
@@ -204,6 +253,9 @@ class ExpertLibraryServer:
         merged: Any = self._merged  # serve.batch's handle: its setters are not typed
         merged.set_max_batch_size(options.batch_calls)
         merged.set_batch_wait_timeout_s(options.batch_wait_ms / 1e3)
+        if options.preload and budget >= len(self.library.keys):
+            for key in self.library.keys:  # through the multiplexer: the router learns
+                (await self._expert(model_id(key))).take_load_ms()
 
     async def __call__(self, call: ServeCall) -> ServeAnswer:
         return await self._merged(call)
@@ -242,8 +294,8 @@ class ExpertLibraryServer:
             frames += len(members)
             items = [(calls[c].items[i].pixels, calls[c].items[i].indices) for c, i in members]
             if self.options.simulate is not None:
-                sim = self.options.simulate
-                time.sleep((sim.fixed_ms + sim.per_item_ms * len(items)) / 1e3)
+                # the device computes, the host idles; one call at a time (one thread)
+                time.sleep(self.options.simulate.call_ms(len(items)) / 1e3)
                 out_labels = dict.fromkeys(range(len(items)), 0)
                 out_scores = dict.fromkeys(range(len(items)), 1.0)
                 out_errors: dict[int, str] = {}
@@ -256,7 +308,12 @@ class ExpertLibraryServer:
                     labels[c][i], scores[c][i] = out_labels[pos], out_scores[pos]
                 if pos in out_errors:
                     errors[c][i] = out_errors[pos]
-        elapsed = (time.perf_counter() - start) * 1e3 + load_ms
+        end = time.perf_counter()
+        elapsed = (end - start) * 1e3 + load_ms
+        if frames:
+            self.busy_s += end - start
+            self.model_calls += len(groups)
+            self.frames_run += frames
         rss, resident = _rss_mb(), len(self.library.loaded_keys)
         return [
             ServeAnswer(
@@ -270,6 +327,10 @@ class ExpertLibraryServer:
                 pid=os.getpid(),
                 rss_mb=rss,
                 resident=resident,
+                busy_ms=self.busy_s * 1e3,
+                model_calls=self.model_calls,
+                frames_run=self.frames_run,
+                clock_ms=end * 1e3,
             )
             for c in range(len(calls))
         ]
@@ -427,6 +488,7 @@ def options_from_params(values: Mapping[str, Any]) -> ServeOptions:
         batch_calls=values['ray_batch_calls'],
         batch_wait_ms=values['ray_batch_wait_ms'],
         max_ongoing=values['ray_max_ongoing'],
+        preload=values['preload'],
     )
 
 

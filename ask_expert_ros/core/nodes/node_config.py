@@ -380,8 +380,9 @@ EXPERT_PARAMS = (
     ParamSpec(
         'preload',
         True,
-        'Load and warm up every expert at start instead of on first use (serving local; '
-        'Ray replicas load on first use and report the load time).',
+        'Load and warm up every expert at start instead of on first use (serving ray: '
+        'every replica, where max_resident holds the whole library; otherwise replicas '
+        'load on first use and report the load time).',
         dynamic=False,
     ),
     ParamSpec(

@@ -86,6 +86,12 @@ class ServeAnswer:
         pid: Its process id (on its node).
         rss_mb: That replica's resident memory after the call.
         resident: Experts resident on that replica after the call.
+        busy_ms: That replica's model calls so far, their time in total (its device's
+            busy time; loads not counted).
+        model_calls: Its model calls so far.
+        frames_run: Frames in them.
+        clock_ms: Its monotonic clock when this call ended (the model call ran from
+            ``clock_ms - elapsed_ms + load_ms`` to ``clock_ms``).
     """
 
     labels: dict[int, int]
@@ -98,6 +104,10 @@ class ServeAnswer:
     pid: int = 0
     rss_mb: float = 0.0
     resident: int = 0
+    busy_ms: float = 0.0
+    model_calls: int = 0
+    frames_run: int = 0
+    clock_ms: float = 0.0
 
 
 class EngineError(AskExpertError):
@@ -152,6 +162,10 @@ class ReplicaSeen:
     rss_mb: float
     resident: int
     calls: int  # calls of this front it answered
+    busy_ms: float = 0.0  # its model calls' time so far (ServeAnswer.busy_ms)
+    model_calls: int = 0
+    frames_run: int = 0
+    clock_ms: float = 0.0  # its clock at that answer
 
 
 @dataclass
@@ -338,7 +352,14 @@ class RemoteExpertLogic(ExpertLogic):
                     seen = self._replicas.pop(out.replica, None)
                     calls = 1 + (seen.calls if seen is not None else 0)
                     self._replicas[out.replica] = ReplicaSeen(
-                        out.pid, out.rss_mb, out.resident, calls
+                        out.pid,
+                        out.rss_mb,
+                        out.resident,
+                        calls,
+                        out.busy_ms,
+                        out.model_calls,
+                        out.frames_run,
+                        out.clock_ms,
                     )
                     if len(self._replicas) > MAX_TRACKED_EDGES:  # replaced replicas go
                         del self._replicas[next(iter(self._replicas))]
