@@ -284,7 +284,12 @@ def test_shipped_recipes_parse(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    'name', ['experiment_fashion_mnist.yaml', 'experiment_fashion_mnist_cpu.yaml']
+    'name',
+    [
+        'experiment_fashion_mnist.yaml',
+        'experiment_fashion_mnist_cpu.yaml',
+        'experiment_fashion_mnist_full.yaml',
+    ],
 )
 def test_shipped_experiment_parses(name: str) -> None:
     from ask_expert_ros.core.inference.taxonomy import config_dir
@@ -293,6 +298,10 @@ def test_shipped_experiment_parses(name: str) -> None:
     config = ExperimentConfig.from_file(config_dir() / name)
     assert config.seeds == (0, 1, 2) and 'fashion_mnist_s3_random' in config.partitions
     assert config.recipe.dataset == 'fashion_mnist'
+    if name.endswith('_full.yaml'):  # issue 20: every training frame, experts from the generalist
+        recipe = config.recipe
+        assert recipe.train_subset is None and recipe.expert_init == 'generalist'
+        assert all(stage.augment.on_batch for stage in recipe.stages.values())
 
 
 def test_experts_can_start_from_the_trained_generalist(tiny_recipe: Path, tmp_path: Path) -> None:
