@@ -25,10 +25,14 @@ import numpy as np
 import yaml
 
 from ask_expert_ros.core.evaluation.evaluation import topk_accuracy
-from ask_expert_ros.core.evaluation.recipe_eval import predict_logits
+from ask_expert_ros.core.evaluation.recipe_eval import (
+    key_class_masks,
+    predict_logits,
+    routing_ceilings,
+)
 from ask_expert_ros.core.evaluation.significance import paired_difference
 from ask_expert_ros.core.inference.models import load_model
-from ask_expert_ros.core.inference.routing import RoutingConfig, bits_to_key, key_to_bits, route
+from ask_expert_ros.core.inference.routing import RoutingConfig, key_to_bits, route
 from ask_expert_ros.core.inference.taxonomy import key_slug, resolve_scheme
 from ask_expert_ros.core.training.datasets import load_dataset
 
@@ -106,18 +110,18 @@ def main() -> None:
     for tau in TAUS:
         r = route(edge, scheme, RoutingConfig(tau=tau, k=k))
         off = r.offload
-        in_topk = (r.topk_classes == y[:, None]).any(1)
-        in_key = np.array(
-            [
-                bool(b) and bool(scheme.class_mask(bits_to_key(int(b)))[c])
-                for b, c in zip(r.key_bits, y, strict=True)
-            ]
-        )
-        ceiling = ((right & ~off).sum() + (in_key & off).sum()) / len(y)
+        arrays = {
+            'labels': y,
+            'topk': r.topk_classes,
+            'key_class_masks': key_class_masks(r.key_bits, scheme),
+            'offload': off[None],
+        }
+        ceilings = routing_ceilings(arrays)[0]
+        ceiling = ceilings['key_ceiling_accuracy']
         row = {
             'alpha': off.mean(),
-            'topk_recall': in_topk[off].mean() if off.any() else 1.0,
-            'key_recall': in_key[off].mean() if off.any() else 1.0,
+            'topk_recall': ceilings['topk_recall_offloaded'],
+            'key_recall': ceilings['key_recall_offloaded'],
             'ceiling': ceiling,
         }
         sent = off & np.isin(r.key_bits, list(preds))

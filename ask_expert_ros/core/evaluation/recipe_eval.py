@@ -144,7 +144,7 @@ def evaluate_zoo(
             row['static_co_inference_accuracy'] = other['co_inference_accuracy']
             row['static_expert_only_accuracy'] = other['expert_only_accuracy']
         per_frame['static_final'] = static_sweep['per_frame']['final']
-    per_frame['key_class_masks'] = _key_class_masks(per_frame['key_bits'], scheme)
+    per_frame['key_class_masks'] = key_class_masks(per_frame['key_bits'], scheme)
     for row, ceiling in zip(sweep['sweep'], routing_ceilings(per_frame), strict=True):
         row.update(ceiling)
     report['sweep'] = sweep['sweep']
@@ -152,13 +152,21 @@ def evaluate_zoo(
     return report
 
 
-def _key_class_masks(key_bits: np.ndarray, scheme: Any) -> np.ndarray:
+def key_class_masks(key_bits: np.ndarray, scheme: Any) -> np.ndarray:
     """``[N, C]``: the classes of the key each frame is routed to (none for bits 0)."""
     masks = np.zeros((len(key_bits), len(scheme.class_names)), dtype=bool)
     for bits in np.unique(key_bits):
         if bits:
             masks[key_bits == bits] = scheme.class_mask(bits_to_key(int(bits)))
     return masks
+
+
+def ceiling_outcomes(per_frame: dict[str, np.ndarray], offload: np.ndarray) -> np.ndarray:
+    """Per frame, 1 where co-inference could be right at best: the edge's Top-1 is right
+    for a kept frame, the true class is in the routed key's classes for an offloaded one."""
+    labels = per_frame['labels']
+    in_key = per_frame['key_class_masks'][np.arange(len(labels)), labels]
+    return np.where(offload, in_key, per_frame['topk'][:, 0] == labels).astype(np.float64)
 
 
 def routing_ceilings(per_frame: dict[str, np.ndarray]) -> list[dict[str, float]]:
@@ -169,10 +177,8 @@ def routing_ceilings(per_frame: dict[str, np.ndarray]) -> list[dict[str, float]]
     specialisation (and a static expert cannot name the class at all).
     """
     labels = per_frame['labels']
-    n = len(labels)
     in_topk = (per_frame['topk'] == labels[:, None]).any(axis=1)
-    in_key = per_frame['key_class_masks'][np.arange(n), labels]
-    edge_right = per_frame['topk'][:, 0] == labels
+    in_key = per_frame['key_class_masks'][np.arange(len(labels)), labels]
     out = []
     for offload in per_frame['offload']:
         sent = int(offload.sum())
@@ -180,10 +186,7 @@ def routing_ceilings(per_frame: dict[str, np.ndarray]) -> list[dict[str, float]]
             {
                 'topk_recall_offloaded': float(in_topk[offload].mean()) if sent else 1.0,
                 'key_recall_offloaded': float(in_key[offload].mean()) if sent else 1.0,
-                'key_ceiling_accuracy': float(
-                    (edge_right & ~offload).sum() + (in_key & offload).sum()
-                )
-                / n,
+                'key_ceiling_accuracy': float(ceiling_outcomes(per_frame, offload).mean()),
             }
         )
     return out

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ask_expert_ros.core.evaluation.recipe_eval import ceiling_outcomes
 from ask_expert_ros.core.evaluation.significance import bootstrap_interval, paired_difference
 from ask_expert_ros.core.training.recipe import RecipeConfig, run_recipe
 
@@ -263,16 +264,7 @@ def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
             row['progressive_minus_static'] = paired_difference(
                 right('final', t), right('static_final', t)
             )
-        ceiling = np.stack(
-            [
-                np.where(
-                    run['offload'][t],
-                    run['key_class_masks'][np.arange(len(labels)), labels],
-                    run['topk'][:, 0] == labels,
-                )
-                for run in runs
-            ]
-        ).astype(np.float64)
+        ceiling = np.stack([ceiling_outcomes(run, run['offload'][t]) for run in runs])
         row['key_ceiling_accuracy'] = bootstrap_interval(ceiling)
         sweep.append(row)
     result['sweep'] = sweep
