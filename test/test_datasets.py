@@ -10,12 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
+from ask_expert_ros.core.data import LabelledImages
 from ask_expert_ros.core.inference.taxonomy import PartitionScheme
 from ask_expert_ros.core.training.datasets import (
     DatasetError,
     fashion_mnist,
     load_dataset,
     read_idx,
+    scene,
     subset,
 )
 
@@ -151,3 +153,65 @@ def test_subset_view_holds_only_the_key_classes(scheme: PartitionScheme) -> None
 def test_digits_spec_matches_builtin() -> None:
     data = load_dataset('digits', seed=3)
     assert data.train_images.dtype == np.uint8 and len(data.class_names) == 10
+
+
+def _object_spots(canvas: np.ndarray, frame: np.ndarray) -> list[tuple[int, int]]:
+    """Every spot of ``canvas`` where the whole ``frame`` shows (pixels combine by max)."""
+    h, w = frame.shape[:2]
+    windows = np.lib.stride_tricks.sliding_window_view(canvas, (h, w), axis=(0, 1))
+    if frame.ndim == 3:  # [Y, X, C, h, w] -> [Y, X, h, w, C]
+        windows = np.moveaxis(windows, 2, -1)
+    covered = (windows >= frame).reshape(*windows.shape[:2], -1).all(axis=-1)
+    return [tuple(int(v) for v in spot) for spot in np.argwhere(covered)]
+
+
+def test_scene_places_every_frame_whole_on_a_faint_canvas() -> None:
+    data = load_dataset('digits')
+    scenes = load_dataset('scene:digits')
+    assert scenes.class_names == data.class_names
+    assert np.array_equal(scenes.train_labels, data.train_labels)
+    assert np.array_equal(scenes.test_labels, data.test_labels)
+    assert scenes.train_images.shape == (len(data.train_labels), 24, 24)
+    assert scenes.test_images.shape == (len(data.test_labels), 24, 24)
+    spots = set()
+    for i in range(40):
+        frame, canvas = data.test_images[i], scenes.test_images[i]
+        found = _object_spots(canvas, frame)
+        assert found, f'test frame {i} is not in its scene'
+        spots.add(found[0])
+        # away from the object only the background (<= 68) and half-bright fragments
+        y, x = found[0]
+        outside = canvas.copy()
+        outside[y : y + 8, x : x + 8] = 0
+        assert outside.max() <= 128
+    assert len(spots) > 20  # placed at random, not at one spot
+
+
+def test_scene_is_the_same_for_every_split_seed_and_call() -> None:
+    a = load_dataset('scene:digits', seed=0)
+    b = load_dataset('scene:digits', seed=0)
+    assert np.array_equal(a.test_images, b.test_images)
+    assert np.array_equal(a.train_images, b.train_images)
+    # the placement seed is the scene's own: another seed moves the objects
+    other = scene(load_dataset('digits'), seed=1)
+    assert not np.array_equal(other.test_images, a.test_images)
+
+
+def test_scene_of_colour_frames_keeps_the_channels() -> None:
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, size=(6, 10, 10, 3), dtype=np.uint8)
+    labels = np.arange(6) % 2
+    data = LabelledImages(('a', 'b'), frames, labels, frames[:2], labels[:2])
+    scenes = scene(data, factor=2, distractors=1)
+    assert scenes.train_images.shape == (6, 20, 20, 3)
+    for frame, canvas in zip(frames, scenes.train_images, strict=True):
+        assert _object_spots(canvas, frame)
+
+
+def test_scene_spec_errors_are_clear() -> None:
+    with pytest.raises(DatasetError, match='scene needs the data set'):
+        load_dataset('scene')
+    with pytest.raises(DatasetError, match='unknown data set'):
+        load_dataset('scene:nothing')
+    with pytest.raises(ValueError, match='factor'):
+        scene(load_dataset('digits'), factor=0)

@@ -239,9 +239,9 @@ def test_whole_image_backends_fill_missing_patches_with_mean_grey() -> None:
 # -- pixels --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('count', [1, 3, 4, 5, 16])
+@pytest.mark.parametrize('count', [1, 3, 4, 5, 6, 16])
 def test_mosaic_round_trip(count) -> None:
-    """n patches -> a near-square mosaic (c = ceil(sqrt n) columns) -> the same patches."""
+    """n patches -> a mosaic of exactly n tiles, as square as n allows -> the same patches."""
     frame = np.random.default_rng(count).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     patches = frame_to_patches(frame, 8)
     assert patches.shape == (16, 8, 8, 3)
@@ -253,12 +253,20 @@ def test_mosaic_round_trip(count) -> None:
     np.testing.assert_array_equal(unpack_mosaic(mosaic, 8, count), chosen)
 
 
+def test_mosaic_has_no_unused_tile() -> None:
+    """Every tile carries a patch; the shape is the squarest that divides the count."""
+    shapes = {n: mosaic_shape(n) for n in range(1, 200)}
+    assert all(r * c == n and r <= c for n, (r, c) in shapes.items())
+    assert shapes[49] == (7, 7) and shapes[60] == (6, 10) and shapes[59] == (1, 59)
+    assert shapes[12] == (3, 4) and shapes[98] == (7, 14)
+
+
 def test_mosaic_of_wrong_size_is_refused() -> None:
-    mosaic = pack_mosaic(np.zeros((5, 4, 4), np.uint8))  # 3 x 2 tiles
+    mosaic = pack_mosaic(np.zeros((6, 4, 4), np.uint8))  # 2 x 3 tiles
     with pytest.raises(PatchRequestError, match='does not hold'):
-        unpack_mosaic(mosaic, 4, 3)
+        unpack_mosaic(mosaic, 4, 5)
     with pytest.raises(PatchRequestError, match='whole number'):
-        unpack_mosaic(mosaic[:-1], 4, 5)
+        unpack_mosaic(mosaic[:-1], 4, 6)
 
 
 # -- the nodes' logic ------------------------------------------------------------------------

@@ -351,14 +351,14 @@ def test_payload_bytes_by_offload_mode() -> None:
     """224² rgb8, 16-pixel patches: N = 196, a patch is 16·16·3 = 768 bytes.
 
     * frame: 196 · 768 = 150,528 pixel bytes + 232 = 150,760;
-    * patches at rho 0.3: ⌈58.8⌉ = 59 patches, a mosaic of 8 x 8 = 64 tiles (5 zero
-      tiles) = 49,152 bytes, + 2 · 59 index bytes + 232 = 49,502: 0.33 of the frame;
+    * patches at rho 0.3: ⌈58.8⌉ = 59 patches, a mosaic of 1 x 59 tiles (no unused
+      tile) = 45,312 bytes, + 2 · 59 index bytes + 232 = 45,662: 0.30 of the frame;
     * rho 1: 196 patches, 14 x 14 tiles, the frame's pixels + 392 index bytes.
     """
     assert Payload().bytes_per_offload == 150_760
     patches = Payload('patches', keep_ratio=0.3)
     assert (patches.num_patches, patches.patches_sent) == (196, 59)
-    assert patches.bytes_per_offload == 49_502
+    assert patches.bytes_per_offload == 45_662
     assert Payload('patches', keep_ratio=1.0).bytes_per_offload == 150_760 + 392
     assert Payload('patches', 0.5, img_size=8, patch_size=4, channels=1).bytes_per_offload == (
         2 * 16 + 2 * 2 + REQUEST_OVERHEAD_BYTES
@@ -382,7 +382,7 @@ def test_payload_model_is_within_a_few_bytes_of_the_real_request() -> None:
                               layout)  # fmt: skip
 
     frame = ImageData(FrameFormat.RAW, bytes(150_528), 224, 224, 'rgb8', 672)
-    mosaic = ImageData(FrameFormat.PATCHES_RAW, bytes(49_152), 128, 128, 'rgb8', 384)
+    mosaic = ImageData(FrameFormat.PATCHES_RAW, bytes(45_312), 16, 944, 'rgb8', 2832)
     layout = PatchLayout(16, 14, 14, tuple(range(0, 118, 2)))
     assert abs(request_size(request(frame, None)) - Payload().bytes_per_offload) <= 4
     patches = Payload('patches', keep_ratio=0.3).bytes_per_offload
@@ -393,8 +393,8 @@ def test_patch_mode_fits_a_bandwidth_budget_frame_mode_does_not() -> None:
     """Paper alpha at 30 fps over an 8 Mbit/s budget. Frame mode at tau 0.9 (alpha 0.462)
     needs 0.462 · 30 · 150,760 · 8 / 1e6 = 16.7 Mbit/s: infeasible; the highest tau that
     fits is 0.6 (0.208 · 30 · 150,760 · 8 / 1e6 = 7.5). Patch mode at rho 0.3 needs
-    0.462 · 30 · 49,502 · 8 / 1e6 = 5.5 Mbit/s at tau 0.9: within budget (0.99 needs
-    8.9); its link time per batch is a third of frame mode's."""
+    0.462 · 30 · 45,662 · 8 / 1e6 = 5.1 Mbit/s at tau 0.9: within budget (0.99 needs
+    8.2); its link time per batch is under a third of frame mode's."""
     alpha = dict(PAPER_TABLE4_ALPHA)
     common = {'expert_variant': 'deit_6h', 'batch': 10, 'frame_rate_hz': 30.0}
     frame = plan(_edge(), _expert(), alpha, Link(), **common,
@@ -406,12 +406,12 @@ def test_patch_mode_fits_a_bandwidth_budget_frame_mode_does_not() -> None:
     assert at[0.9].offload_mbps == pytest.approx(0.462 * 30 * 150_760 * 8 / 1e6)
     assert not meets_budgets(at[0.9], max_bandwidth_mbps=8.0)
     assert meets_budgets(pat[0.9], max_bandwidth_mbps=8.0)
-    assert pat[0.9].offload_mbps == pytest.approx(0.462 * 30 * 49_502 * 8 / 1e6)
+    assert pat[0.9].offload_mbps == pytest.approx(0.462 * 30 * 45_662 * 8 / 1e6)
     chosen = [choose_tau(rows, max_bandwidth_mbps=8.0) for rows in (frame, patches)]
     assert [c.tau if c is not None else None for c in chosen] == [0.6, 0.9]
     transfer = {name: {r.tau: r.comm_ms - 5.0 for r in rows}
                 for name, rows in (('frame', frame), ('patches', patches))}  # fmt: skip
-    assert transfer['patches'][0.9] == pytest.approx(transfer['frame'][0.9] * 49_502 / 150_760)
+    assert transfer['patches'][0.9] == pytest.approx(transfer['frame'][0.9] * 45_662 / 150_760)
 
 
 def test_plan_takes_bytes_measured_per_tau() -> None:
@@ -477,7 +477,7 @@ def test_plan_cli_offload_modes(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main([*budget, '--offload', 'patches', '--keep-ratio', '0.3']) == 0
     out = capsys.readouterr().out
     assert (
-        'chosen tau = 0.9 ' in out and '49502 B/frame offloaded (patches attention rho=0.3)' in out
+        'chosen tau = 0.9 ' in out and '45662 B/frame offloaded (patches attention rho=0.3)' in out
     )
     assert main([*budget, '--offload', 'patches']) == 2
     assert 'needs --keep-ratio' in capsys.readouterr().err

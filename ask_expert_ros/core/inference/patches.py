@@ -311,33 +311,38 @@ def frame_to_patches(frame: np.ndarray, patch_size: int) -> np.ndarray:
 
 
 def mosaic_shape(count: int) -> tuple[int, int]:
-    """(rows, cols) of tiles for ``count`` patches: as square as possible, cols >= rows."""
-    cols = max(1, math.ceil(math.sqrt(count)))
-    return math.ceil(count / cols), cols
+    """(rows, cols) of tiles for ``count`` patches: ``rows`` the largest divisor of
+    ``count`` up to its square root, so every tile holds a patch (a prime count is one
+    row of tiles).
+
+    Unused tiles would be zeros sent for nothing: the near-square ``ceil(sqrt n)``
+    columns of an earlier version sent 64 tiles for 59 patches (rho = 0.3 of 196), 8 %
+    more bytes in a raw request.
+    """
+    count = max(1, count)
+    rows = next(r for r in range(math.isqrt(count), 0, -1) if count % r == 0)
+    return rows, count // rows
 
 
 def pack_mosaic(patches: np.ndarray) -> np.ndarray:
-    """``[n, p, p(, C)]`` -> one image of ``rows x cols`` tiles (row-major, zero tail).
+    """``[n, p, p(, C)]`` -> one image of the ``mosaic_shape(n)`` tiles, row-major.
 
-    A near-square mosaic keeps neighbouring pixels together so JPEG compresses it as
-    it would a photo; the expert reads the first n tiles back in order.
+    The expert reads the n tiles back in order.
     """
-    n, p = patches.shape[0], patches.shape[1]
-    rows, cols = mosaic_shape(n)
+    p = patches.shape[1]
+    rows, cols = mosaic_shape(patches.shape[0])
     tail = patches.shape[3:]
-    tiles = np.zeros((rows * cols, p, p, *tail), dtype=patches.dtype)
-    tiles[:n] = patches
     return np.ascontiguousarray(
-        tiles.reshape(rows, cols, p, p, *tail).swapaxes(1, 2).reshape(rows * p, cols * p, *tail)
+        patches.reshape(rows, cols, p, p, *tail).swapaxes(1, 2).reshape(rows * p, cols * p, *tail)
     )
 
 
 def unpack_mosaic(image: np.ndarray, patch_size: int, count: int) -> np.ndarray:
-    """The first ``count`` tiles of a mosaic, ``[count, p, p(, C)]``.
+    """The ``count`` tiles of a mosaic, ``[count, p, p(, C)]``.
 
     Raises:
-        PatchRequestError: The image is not a whole number of tiles, holds fewer than
-            ``count`` tiles, or more than a mosaic of ``count`` has.
+        PatchRequestError: The image is not a whole number of tiles, or its tiles are
+            not the ``mosaic_shape(count)`` grid.
     """
     h, w = image.shape[:2]
     p = patch_size
@@ -349,7 +354,7 @@ def unpack_mosaic(image: np.ndarray, patch_size: int, count: int) -> np.ndarray:
             f'patch mosaic of {w // p}x{h // p} tiles does not hold {count} patches '
             f'(expected {mosaic_shape(count)[1]}x{mosaic_shape(count)[0]}, {tiles} tiles)'
         )
-    return frame_to_patches(image, p)[:count]
+    return frame_to_patches(image, p)
 
 
 def check_layout(

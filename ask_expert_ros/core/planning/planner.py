@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ask_expert_ros.core.inference.patches import mosaic_shape
 from ask_expert_ros.core.planning.devices import DeviceProfile
 
 _EPS = 1e-9
@@ -112,9 +113,8 @@ class Payload:
         if self.mode == 'frame':
             return self.num_patches * patch + self.overhead_bytes
         count = self.patches_sent
-        cols = math.ceil(math.sqrt(count))  # the mosaic of core.patches.mosaic_shape
-        tiles = math.ceil(count / cols) * cols
-        return tiles * patch + 2 * count + self.overhead_bytes
+        rows, cols = mosaic_shape(count)
+        return rows * cols * patch + 2 * count + self.overhead_bytes
 
 
 @dataclass(frozen=True)
