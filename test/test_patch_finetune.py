@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,23 @@ def test_cli_parses_both_commands(tmp_path) -> None:
     args = parser.parse_args(['patch-robustness', '--zoo', 'a=z1', '--zoo', 'b=z2'])
     assert dict(args.zoo) == {'a': Path('z1'), 'b': Path('z2')}
     assert np.isclose(args.tau, 0.8)
+
+
+def test_a_recipe_zoo_is_fine_tuned_as_its_recipe_trained(tmp_path) -> None:
+    """Data, augmentation, progressive weights and bf16 autocast come from recipe.yaml."""
+    import yaml
+
+    from ask_expert_ros.core.training.patch_finetune import _source
+    from ask_expert_ros.core.training.recipe import RecipeConfig
+
+    recipe = RecipeConfig.from_file(
+        Path(__file__).parents[1] / 'config' / 'recipe_digits.yaml', {'cpu_bf16': True}
+    )
+    (tmp_path / 'recipe.yaml').write_text(yaml.safe_dump(recipe.to_dict()))
+    config = FinetuneConfig()
+    source = _source(tmp_path, None, config)
+    assert source.cpu_bf16 and source.progressive
+    assert source.max_weight == recipe.max_weight
+    assert source.augment == recipe.stage('specialist_student').augment
+    assert config.train_config(True, source.cpu_bf16).cpu_bf16
+    assert not _source(tmp_path, 'digits', replace(config, data='target')).progressive

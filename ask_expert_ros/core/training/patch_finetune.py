@@ -98,7 +98,8 @@ class FinetuneConfig:
             )
         self.train_config()  # epochs, lr, batch size, shift
 
-    def train_config(self, augmented: bool = False) -> TrainConfig:
+    def train_config(self, augmented: bool = False, cpu_bf16: bool = False) -> TrainConfig:
+        """The training of one model; ``cpu_bf16`` as the zoo's recipe trained it."""
         return TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -109,6 +110,7 @@ class FinetuneConfig:
             max_shift=0 if augmented else self.max_shift,
             seed=self.seed,
             patch_drop=self.patch_drop,
+            cpu_bf16=cpu_bf16,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +129,7 @@ class _Source:
     generalist_augment: AugmentConfig | None
     progressive: bool
     max_weight: float
+    cpu_bf16: bool = False  # bf16 autocast on a CPU, as the recipe trained
 
 
 def _source(zoo: Path, dataset: str | None, config: FinetuneConfig) -> _Source:
@@ -153,6 +156,7 @@ def _source(zoo: Path, dataset: str | None, config: FinetuneConfig) -> _Source:
         recipe.stage('generalist').augment,
         config.data != 'target',
         config.max_weight or recipe.max_weight,
+        recipe.cpu_bf16,
     )
 
 
@@ -199,7 +203,7 @@ def _train_one(
         loaded.model,
         inputs,
         train_labels,
-        config.train_config(augmented=augment is not None),
+        config.train_config(augmented=augment is not None, cpu_bf16=source.cpu_bf16),
         desc=desc,
         progress=progress,
         teacher=teacher,
