@@ -428,3 +428,19 @@ def test_bench_live_over_dds(digits_zoo: Path, data, tmp_path: Path) -> None:
     offline = engine.infer(data.test_images[:20])
     assert abs(live['offloaded'] - int(offline.edge.routing.offload.sum())) <= 1
     assert live['accuracy'] is not None and 0 <= live['accuracy'] <= 1
+
+
+def test_bench_live_takes_a_bag_longer_than_the_camera_depth_bound(
+    digits_zoo: Path, data, tmp_path: Path
+) -> None:
+    """A 1,080-frame bag: the live edge's camera history is the bag, capped at the
+    parameter's bound of 1,000 (it asked for 1,090 and the edge refused to start)."""
+    frames = np.concatenate([data.test_images, data.test_images])
+    labels = np.concatenate([data.test_labels, data.test_labels])
+    bag = make_bag(tmp_path / 'bag', frames, labels, data.class_names,
+                   BagWriteConfig(rate_hz=400.0))  # fmt: skip
+    report = live_bench(bag, digits_zoo, 0.15, tmp_path / 'out', deadline_ms=2000.0)
+    live = report['live']
+    assert live['edge_params']['image_qos_depth'] == 1000
+    assert live['frames_sent'] == live['results'] == len(frames) == 1080
+    assert live['dropped'] == 0 and live['duplicate_results'] == 0

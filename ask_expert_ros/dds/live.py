@@ -29,12 +29,14 @@ from cyclonedds.topic import Topic
 
 from ask_expert_ros.core.nodes.live_metrics import LiveRecorder
 from ask_expert_ros.core.nodes.messages import Header, Stamp
+from ask_expert_ros.core.nodes.node_config import EDGE_PARAMS
 from ask_expert_ros.dds import msgs
 from ask_expert_ros.dds.config import loopback_config
 from ask_expert_ros.dds.conversions import frame_to_image
 from ask_expert_ros.dds.nodes import reliable_qos, take_valid
 
 START_TIMEOUT_S = 120.0
+_MAX_IMAGE_DEPTH = next(p.high for p in EDGE_PARAMS if p.name == 'image_qos_depth')
 
 
 class LiveRunError(RuntimeError):
@@ -176,7 +178,8 @@ def run_live(
         'deadline_ms': deadline_ms,
         'edge_id': edge_id,
         'image_qos_reliability': 'reliable',
-        'image_qos_depth': len(frames) + 10,
+        # the whole bag, up to the parameter's bound (1000: 33 s of a 30 Hz camera)
+        'image_qos_depth': min(len(frames) + 10, _MAX_IMAGE_DEPTH),
         'publish_annotated': False,
         **(edge_params or {}),
     }
