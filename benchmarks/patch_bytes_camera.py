@@ -5,7 +5,7 @@ and layout weigh as much as the pixels and JPEG has nothing to squeeze. What a r
 sends is a camera frame: here the three photographs that ship inside installed wheels
 (scikit-learn's ``china.jpg`` and ``flower.jpg``, matplotlib's ``grace_hopper.jpg``),
 each cut into 640 x 480 camera frames (the whole photo and three random crops of 60-100 %
-of it). Each frame goes the way the edge sends it (``EdgeLogic._image_for``): resized to
+of it). Each frame goes the way the edge sends it (``edge_logic.offload_image``): resized to
 the expert's 224 px input (DeiT, 16 px patches, 196 of them), the kept patches packed
 into one mosaic, raw or JPEG, in an ``ExpertRequest`` serialised to CDR by Cyclone DDS.
 
@@ -30,16 +30,10 @@ import sklearn
 
 from ask_expert_ros.bags.bench import request_size
 from ask_expert_ros.core.inference.engine import preprocessor
-from ask_expert_ros.core.inference.image_codec import encode_compressed, encode_image
 from ask_expert_ros.core.inference.models import ModelConfig
-from ask_expert_ros.core.inference.patches import (
-    centre_order,
-    encode_patches,
-    keep_count,
-    model_grid,
-)
+from ask_expert_ros.core.inference.patches import centre_order, keep_count, model_grid
+from ask_expert_ros.core.nodes.edge_logic import offload_image
 from ask_expert_ros.core.nodes.messages import (
-    FrameFormat,
     Header,
     ImageData,
     OffloadRequest,
@@ -96,29 +90,13 @@ def request(image: ImageData, layout: PatchLayout | None) -> OffloadRequest:
     )
 
 
-def frame_bytes(pixels: np.ndarray, quality: int | None) -> int:
-    if quality is None:
-        height, width, encoding, step, raw = encode_image(pixels)
-        image = ImageData(FrameFormat.RAW, raw, height, width, encoding, step)
-    else:
-        fmt, data = encode_compressed(pixels, 'jpeg', quality)
-        image = ImageData(FrameFormat.COMPRESSED, data, encoding=fmt)
-    return request_size(request(image, None))
-
-
-def patch_bytes(
-    pixels: np.ndarray, indices: np.ndarray, config: ModelConfig, quality: int | None
+def request_bytes(
+    pixels: np.ndarray, indices: np.ndarray | None, config: ModelConfig, quality: int | None
 ) -> int:
-    rows, cols = model_grid(config)
-    indices = np.sort(indices)
-    layout = PatchLayout(config.patch_size, rows, cols, tuple(int(i) for i in indices))
-    mosaic = encode_patches(pixels, indices, config.patch_size)
-    if quality is None:
-        height, width, encoding, step, raw = encode_image(mosaic)
-        image = ImageData(FrameFormat.PATCHES_RAW, raw, height, width, encoding, step)
-    else:
-        fmt, data = encode_compressed(mosaic, 'jpeg', quality)
-        image = ImageData(FrameFormat.PATCHES_COMPRESSED, data, encoding=fmt)
+    """CDR bytes of the request the edge sends for ``pixels`` (at the expert's input
+    size): the whole frame (``indices`` None) or those patches; raw or JPEG ``quality``."""
+    patches = None if indices is None else np.sort(indices)
+    image, layout = offload_image(pixels, patches, config, quality is not None, quality or 90)
     return request_size(request(image, layout))
 
 
@@ -131,10 +109,10 @@ def measure(qualities: tuple[int, ...], crops: int, seed: int) -> dict:
     order = centre_order(grid)
     rng = np.random.default_rng(seed)
     transports: tuple[int | None, ...] = (None, *qualities)
-    full_raw = float(np.mean([frame_bytes(p, None) for p in frames]))
+    full_raw = float(np.mean([request_bytes(p, None, config, None) for p in frames]))
     rows = []
     for quality in transports:
-        sizes = [frame_bytes(p, quality) for p in frames]
+        sizes = [request_bytes(p, None, config, quality) for p in frames]
         rows.append(
             {
                 'offload': 'frame',
@@ -153,7 +131,7 @@ def measure(qualities: tuple[int, ...], crops: int, seed: int) -> dict:
         for selection, chosen in picks.items():
             for quality in transports:
                 sizes = [
-                    patch_bytes(p, idx, config, quality)
+                    request_bytes(p, idx, config, quality)
                     for p, idx in zip(frames, chosen, strict=True)
                 ]
                 rows.append(

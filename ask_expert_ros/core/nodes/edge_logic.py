@@ -655,25 +655,42 @@ class EdgeLogic:
         of ``patches``, raw or JPEG."""
         compressed = params.transport == 'compressed'
         pixels = self._resize.resize_uint8(frame.pixels)
-        if patches is not None:
-            config = self.expert_input
-            rows, cols = model_grid(config)
-            layout = PatchLayout(config.patch_size, rows, cols, tuple(int(i) for i in patches))
-            mosaic = encode_patches(pixels, patches, config.patch_size)
-            if compressed:
-                fmt, data = encode_compressed(mosaic, 'jpeg', params.jpeg_quality)
-                return ImageData(FrameFormat.PATCHES_COMPRESSED, data, encoding=fmt), layout
-            height, width, encoding, step, raw = encode_image(mosaic)
-            image = ImageData(FrameFormat.PATCHES_RAW, raw, height, width, encoding, step)
-            return image, layout
         wanted = FrameFormat.COMPRESSED if compressed else FrameFormat.RAW
-        if pixels is frame.pixels and frame.source is not None and frame.source.format == wanted:
+        if (
+            patches is None
+            and pixels is frame.pixels
+            and frame.source is not None
+            and frame.source.format == wanted
+        ):
             return frame.source, None  # already the expert's size: the camera's bytes as they are
-        if wanted == FrameFormat.COMPRESSED:
-            fmt, data = encode_compressed(pixels, 'jpeg', params.jpeg_quality)
+        return offload_image(pixels, patches, self.expert_input, compressed, params.jpeg_quality)
+
+
+def offload_image(
+    pixels: np.ndarray,
+    patches: np.ndarray | None,
+    expert_input: ModelConfig,
+    compressed: bool,
+    jpeg_quality: int,
+) -> tuple[ImageData, PatchLayout | None]:
+    """The pixels of a request, for a frame already at the expert's input size: the whole
+    frame, or the mosaic of ``patches`` (ascending grid indices) with its layout; raw, or
+    JPEG at ``jpeg_quality``."""
+    if patches is None:
+        if compressed:
+            fmt, data = encode_compressed(pixels, 'jpeg', jpeg_quality)
             return ImageData(FrameFormat.COMPRESSED, data, encoding=fmt), None
         height, width, encoding, step, raw = encode_image(pixels)
         return ImageData(FrameFormat.RAW, raw, height, width, encoding, step), None
+    rows, cols = model_grid(expert_input)
+    size = expert_input.patch_size
+    layout = PatchLayout(size, rows, cols, tuple(int(i) for i in patches))
+    mosaic = encode_patches(pixels, patches, size)
+    if compressed:
+        fmt, data = encode_compressed(mosaic, 'jpeg', jpeg_quality)
+        return ImageData(FrameFormat.PATCHES_COMPRESSED, data, encoding=fmt), layout
+    height, width, encoding, step, raw = encode_image(mosaic)
+    return ImageData(FrameFormat.PATCHES_RAW, raw, height, width, encoding, step), layout
 
 
 def _merged(steps: Sequence[EdgeStep]) -> EdgeStep:
