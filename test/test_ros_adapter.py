@@ -840,7 +840,13 @@ def test_without_an_expert_every_frame_falls_back_at_once(graph: Graph) -> None:
     edge = graph.edge(tau=1.5, deadline_ms=60000.0)  # a deadline that would fail the test
     results = stream(graph, edge, 6, expect_expert=False)
     assert len(results) == 6 and stamps(results) == [(100 + i, 1000 * i) for i in range(6)]
-    assert edge.logic.counters.fallback_unavailable == 6
+    counters = edge.logic.counters
+    # at once: each send fails (unavailable) until down_after_misses of them mark the
+    # expert down, then frames fall back without sending, bar a probe now and then;
+    # where that split falls depends on timing, the sum does not
+    assert counters.fallback_unavailable >= edge.logic.params.down_after_misses
+    assert counters.fallback_unavailable + counters.fallback_down == 6
+    assert counters.fallback_deadline == 0
     assert all(len(r.results) == 1 for r in results)  # the edge Top-1 stands
 
 
