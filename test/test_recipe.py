@@ -273,7 +273,14 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
 
 
 @pytest.mark.parametrize(
-    'name', ['recipe_digits.yaml', 'recipe_cifar100.yaml', 'recipe_fashion_mnist.yaml']
+    'name',
+    [
+        'recipe_digits.yaml',
+        'recipe_cifar100.yaml',
+        'recipe_fashion_mnist.yaml',
+        'recipe_fashion_mnist_patches.yaml',
+        'recipe_fashion_mnist_scene.yaml',
+    ],
 )
 def test_shipped_recipes_parse(name: str) -> None:
     from ask_expert_ros.core.inference.taxonomy import config_dir, resolve_scheme

@@ -40,7 +40,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ask_expert_ros.core.inference.patches import mosaic_shape
 from ask_expert_ros.core.planning.devices import DeviceProfile
 
 _EPS = 1e-9
@@ -107,14 +106,13 @@ class Payload:
 
     @property
     def bytes_per_offload(self) -> float:
-        """Bytes of one request: pixels (the mosaic's whole tiles in patch mode), 2 bytes
+        """Bytes of one request: pixels (the sent patches alone in patch mode), 2 bytes
         per patch index (uint16) in patch mode, and the overhead."""
         patch = self.patch_size**2 * self.channels
         if self.mode == 'frame':
             return self.num_patches * patch + self.overhead_bytes
-        count = self.patches_sent
-        rows, cols = mosaic_shape(count)
-        return rows * cols * patch + 2 * count + self.overhead_bytes
+        count = self.patches_sent  # a mosaic of exactly ``count`` tiles (mosaic_shape)
+        return count * patch + 2 * count + self.overhead_bytes
 
 
 @dataclass(frozen=True)
