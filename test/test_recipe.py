@@ -22,6 +22,7 @@ from ask_expert_ros.core.inference.engine import (
 )
 from ask_expert_ros.core.inference.library import ExpertLibrary
 from ask_expert_ros.core.inference.routing import RoutingConfig
+from ask_expert_ros.core.training.datasets import load_dataset
 from ask_expert_ros.core.training.recipe import RecipeConfig, run_recipe
 
 ONE_EPOCH = {'epochs': 1, 'batch_size': 16, 'warmup_epochs': 0}
@@ -110,9 +111,33 @@ def test_one_epoch_recipe_writes_a_zoo_the_engine_loads(tiny_recipe: Path, tmp_p
         right = (arrays['final'][t] == arrays['labels']).mean()
         assert right == pytest.approx(row['co_inference_accuracy'])
         assert 0 <= row['key_recall_offloaded'] <= row['topk_recall_offloaded'] <= 1
-    assert (
-        '## Experts on their target subset and overall (Table 3)' in (out / 'eval.md').read_text()
-    )
+    # the in-key figures (restrict_to_key: true) are what the serving path answers
+    data = load_dataset(f'folder:{tiny_recipe / "data"}')
+    for t, row in enumerate(report['sweep']):
+        routing = RoutingConfig(tau=row['tau'], k=2)
+        for name, experts, series in (
+            ('in_key_final', library, 'specialist'),
+            ('generalist_in_key_final', library.generalist_library(), 'generalist'),
+        ):
+            served = CoInferenceEngine(
+                EdgeStage(library.load_edge(), library.scheme, routing),
+                ExpertStage(experts, restrict_to_key=True),
+            ).infer(data.test_images)
+            assert list(arrays[name][t]) == list(served.labels)
+            right = (arrays[name][t] == arrays['labels']).mean()
+            assert right == pytest.approx(row[f'{series}_in_key_co_inference_accuracy'])
+        sent = arrays['offload'][t]
+        answers = arrays['in_key_final'][t][sent]
+        assert arrays['key_class_masks'][sent, answers].all()
+    for row in report['experts']:
+        assert 0 <= row['progressive_in_key'] <= 1 and 0 <= row['generalist_in_key'] <= 1
+        # restricting to the key can only turn a target frame's wrong answer right
+        assert row['progressive_in_key'] >= row['progressive'][0]
+    assert set(report['experts_in_key_mean']) == set(report['experts_mean'])
+    assert arrays['generalist_key_pred_in_key'].shape == (6, 24)
+    text = (out / 'eval.md').read_text()
+    assert '## Experts on their target subset and overall (Table 3)' in text
+    assert 'generalist co-inf. in key' in text and '| progressive in key |' in text
     assert yaml.safe_load((out / 'recipe.yaml').read_text())['max_weight'] == 14.0
 
 
@@ -265,6 +290,15 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
     assert gain['seeds'] == 2 and gain['low'] <= gain['mean'] <= gain['high']
     assert gain['mean'] == pytest.approx(part['sweep'][0]['specialist_minus_generalist']['mean'])
     assert '95 % intervals' in text
+    # in-key figures: means over seeds agree with the pooled intervals and the paired test
+    in_key = intervals['sweep'][0]['specialist_minus_generalist_in_key']
+    assert in_key['mean'] == pytest.approx(
+        part['sweep'][0]['specialist_in_key_co_inference_accuracy']['mean']
+        - part['sweep'][0]['generalist_in_key_co_inference_accuracy']['mean']
+    )
+    assert part['experts']['generalist']['in_key']['n'] == 2
+    assert 'in_key' in intervals['progressive_minus_generalist']
+    assert 'specialist − generalist, both in key' in text
     for t, rows in enumerate(intervals['routed_by_key']):  # the gain, key by key
         spec_minus_gen = sum(r['share'] * (r['specialist'] - r['generalist']) for r in rows)
         assert spec_minus_gen == pytest.approx(

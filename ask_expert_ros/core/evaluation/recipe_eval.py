@@ -29,7 +29,7 @@ from ask_expert_ros.core.inference.engine import CoInferenceEngine, EdgeStage, E
 from ask_expert_ros.core.inference.library import ExpertLibrary
 from ask_expert_ros.core.inference.models import LoadedModel, load_model
 from ask_expert_ros.core.inference.preprocess import Preprocessor
-from ask_expert_ros.core.inference.routing import RoutingConfig, bits_to_key
+from ask_expert_ros.core.inference.routing import RoutingConfig, bits_to_key, key_to_bits
 from ask_expert_ros.core.inference.taxonomy import format_key, key_slug
 
 
@@ -95,8 +95,10 @@ def evaluate_zoo(
     static = ExpertLibrary(static_dir) if (static_dir / 'library.yaml').is_file() else None
     rows = []
     key_preds: dict[str, list[np.ndarray]] = {'progressive': [], 'static': [], 'teacher': []}
+    in_key_preds: dict[str, list[np.ndarray]] = {name: [] for name in (*key_preds, 'generalist')}
     for key in library.keys:
-        mask = scheme.class_mask(key)[labels]
+        classes = scheme.class_mask(key)
+        mask = classes[labels]
         row: dict[str, Any] = {'key': format_key(key), 'target_frames': int(mask.sum())}
         progressive = library.get(key)
         row['variant'] = progressive.config.variant
@@ -106,22 +108,35 @@ def evaluate_zoo(
         teacher = zoo / 'teachers' / f'teacher_{key_slug(key)}.safetensors'
         if teacher.is_file():
             models['teacher'] = load_model(teacher)
-        for name, model in models.items():
-            logits = predict_logits(model, frames)
-            row[name] = _target_overall(logits, labels, mask)
-            key_preds[name].append(logits.argmax(axis=1))
+        outputs = {name: predict_logits(model, frames) for name, model in models.items()}
         if general_logits is not None:
-            row['generalist'] = _target_overall(general_logits, labels, mask)
+            outputs['generalist'] = general_logits
+        for name, logits in outputs.items():
+            row[name] = _target_overall(logits, labels, mask)
+            in_key = in_key_argmax(logits, classes)
+            row[f'{name}_in_key'] = float((in_key[mask] == labels[mask]).mean())
+            in_key_preds[name].append(in_key)
+            if name in key_preds:
+                key_preds[name].append(logits.argmax(axis=1))
         rows.append(row)
     per_frame['key_masks'] = np.stack([scheme.class_mask(k)[labels] for k in library.keys])
     for name, preds in key_preds.items():
         if preds and len(preds) == len(rows):
             per_frame[f'{name}_key_pred'] = np.stack(preds)
+    for name, preds in in_key_preds.items():
+        if preds and len(preds) == len(rows):
+            per_frame[f'{name}_key_pred_in_key'] = np.stack(preds)
     report['experts'] = rows
-    report['experts_mean'] = {
-        name: [float(np.mean([r[name][i] for r in rows])) for i in (0, 1)]
+    names = [
+        name
         for name in ('progressive', 'static', 'generalist', 'teacher')
         if rows and all(name in r for r in rows)
+    ]
+    report['experts_mean'] = {
+        name: [float(np.mean([r[name][i] for r in rows])) for i in (0, 1)] for name in names
+    }
+    report['experts_in_key_mean'] = {
+        name: float(np.mean([r[f'{name}_in_key'] for r in rows])) for name in names
     }
     routing = RoutingConfig(tau=max(taus), k=library.k)
     edge = EdgeStage(library.load_edge(), scheme, routing)
@@ -147,9 +162,46 @@ def evaluate_zoo(
     per_frame['key_class_masks'] = key_class_masks(per_frame['key_bits'], scheme)
     for row, ceiling in zip(sweep['sweep'], routing_ceilings(per_frame), strict=True):
         row.update(ceiling)
+    _add_in_key_sweep(sweep['sweep'], per_frame, library.keys)
     report['sweep'] = sweep['sweep']
     report['per_frame'] = per_frame
     return report
+
+
+def in_key_argmax(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per frame, the argmax over ``classes`` (a ``[C]`` bool mask) only: the answer
+    of a model served with ``restrict_to_key: true`` for that key."""
+    return np.where(classes[None, :], logits, -np.inf).argmax(axis=1)
+
+
+def _add_in_key_sweep(
+    rows: list[dict[str, Any]], per_frame: dict[str, np.ndarray], keys: list[Any]
+) -> None:
+    """Co-inference with the near-edge answer restricted to the routed key's classes
+    (``restrict_to_key: true``), for the specialists and for the generalist.
+
+    The edge part of every frame and the routing are those of the sweep; an offloaded
+    frame takes the restricted argmax of the model its key routes it to. Frames routed to
+    a key with no model keep the sweep's answer.
+    """
+    labels = per_frame['labels']
+    index = {key_to_bits(key): i for i, key in enumerate(keys)}
+    routed = np.array([index.get(int(b), -1) for b in per_frame['key_bits']])
+    known = routed >= 0
+    frames = np.arange(len(labels))
+    for name, final_name, out_name in (
+        ('progressive', 'final', 'in_key_final'),
+        ('generalist', 'generalist_final', 'generalist_in_key_final'),
+    ):
+        preds = per_frame.get(f'{name}_key_pred_in_key')
+        if preds is None or final_name not in per_frame:
+            continue
+        answer = preds[np.where(known, routed, 0), frames]
+        finals = np.where(per_frame['offload'] & known, answer, per_frame[final_name])
+        per_frame[out_name] = finals
+        metric = 'specialist' if name == 'progressive' else 'generalist'
+        for row, final in zip(rows, finals, strict=True):
+            row[f'{metric}_in_key_co_inference_accuracy'] = float((final == labels).mean())
 
 
 def key_class_masks(key_bits: np.ndarray, scheme: Any) -> np.ndarray:
@@ -235,7 +287,33 @@ def format_markdown(report: dict[str, Any]) -> str:
         + ' | '.join(f'**{_pct(mean[c][0])}** | **{_pct(mean[c][1])}**' for c in cols)
         + ' |'
     )
+    in_key_mean = report.get('experts_in_key_mean', {})
+    if in_key_mean:
+        lines += [
+            '',
+            'Within the key: accuracy on the target subset with the answer restricted to the '
+            "key's classes (`restrict_to_key: true`), i.e. telling the key's classes apart:",
+            '',
+            '| key | ' + ' | '.join(f'{c} in key' for c in cols if c in in_key_mean) + ' |',
+            '|---|' + '---:|' * len([c for c in cols if c in in_key_mean]),
+        ]
+        for row in report['experts']:
+            cells = ' | '.join(_pct(row[f'{c}_in_key']) for c in cols if c in in_key_mean)
+            lines.append(f'| {row["key"]} | {cells} |')
+        lines.append(
+            '| **mean** | '
+            + ' | '.join(f'**{_pct(in_key_mean[c])}**' for c in cols if c in in_key_mean)
+            + ' |'
+        )
     has_static = any('static_co_inference_accuracy' in r for r in report['sweep'])
+    in_key = [
+        (name, label)
+        for name, label in (
+            ('specialist_in_key_co_inference_accuracy', 'specialist co-inf. in key'),
+            ('generalist_in_key_co_inference_accuracy', 'generalist co-inf. in key'),
+        )
+        if any(name in r for r in report['sweep'])
+    ]
     has_general = any('generalist_co_inference_accuracy' in r for r in report['sweep'])
     head = '| tau | offload ratio | specialist co-inf.'
     rule = '|---:|---:|---:'
@@ -244,6 +322,9 @@ def format_markdown(report: dict[str, Any]) -> str:
         rule += '|---:'
     if has_static:
         head += ' | static co-inf.'
+        rule += '|---:'
+    for _, label in in_key:
+        head += f' | {label}'
         rule += '|---:'
     head += ' | edge only | near-edge only | expert only |'
     rule += '|---:|---:|---:|'
@@ -254,6 +335,7 @@ def format_markdown(report: dict[str, Any]) -> str:
             row_cells.append(_pct(r['generalist_co_inference_accuracy']))
         if has_static:
             row_cells.append(_pct(r['static_co_inference_accuracy']))
+        row_cells += [_pct(r[name]) if name in r else '-' for name, _ in in_key]
         near = r.get('near_edge_only_accuracy')
         row_cells += [
             _pct(r['edge_only_accuracy']),

@@ -40,6 +40,8 @@ SWEEP_SERIES = {
     'generalist_co_inference_accuracy': 'generalist co-inference',
     'static_co_inference_accuracy': 'static-expert co-inference',
     'co_inference_accuracy': 'specialist co-inference (progressive)',
+    'generalist_in_key_co_inference_accuracy': 'generalist co-inference, in key',
+    'specialist_in_key_co_inference_accuracy': 'specialist co-inference, in key',
 }
 
 CEILING_SERIES = {
@@ -153,6 +155,10 @@ def summarise_experiment(out_dir: str | Path, partitions: tuple[str, ...]) -> di
             }
             for name in reports[0]['experts_mean']
         }
+        for name, expert in part['experts'].items():
+            in_key = [r.get('experts_in_key_mean', {}).get(name) for r in reports]
+            if all(v is not None for v in in_key):
+                expert['in_key'] = _stats([float(v) for v in in_key])
         taus = [row['tau'] for row in reports[0]['sweep']]
         sweep = []
         for i, tau in enumerate(taus):
@@ -222,6 +228,16 @@ def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
             experts[name] = {
                 part: np.stack([m[part] for m in per_seed]) for part in ('target', 'overall')
             }
+    in_key = {
+        name: np.stack(
+            [
+                _key_means(run[f'{name}_key_pred_in_key'], labels, run['key_masks'])['target']
+                for run in runs
+            ]
+        )
+        for name in ('progressive', 'static', 'teacher', 'generalist')
+        if all(f'{name}_key_pred_in_key' in run for run in runs)
+    }
     if 'generalist' in result['generalists']:
         per_seed = [
             _key_means(
@@ -234,6 +250,9 @@ def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
         experts['generalist'] = {
             part: np.stack([m[part] for m in per_seed]) for part in ('target', 'overall')
         }
+    for name, values in in_key.items():
+        if name in experts:
+            experts[name]['in_key'] = values
     result['experts'] = {
         name: {part: bootstrap_interval(values) for part, values in parts.items()}
         for name, parts in experts.items()
@@ -242,7 +261,8 @@ def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
         if 'progressive' in experts and other in experts:
             result[f'progressive_minus_{other}'] = {
                 part: paired_difference(experts['progressive'][part], experts[other][part])
-                for part in ('target', 'overall')
+                for part in ('target', 'overall', 'in_key')
+                if part in experts['progressive'] and part in experts[other]
             }
     sweep = []
     for t in range(runs[0]['final'].shape[0]):
@@ -263,6 +283,14 @@ def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
             row['static_co_inference_accuracy'] = bootstrap_interval(right('static_final', t))
             row['progressive_minus_static'] = paired_difference(
                 right('final', t), right('static_final', t)
+            )
+        if all('in_key_final' in run and 'generalist_in_key_final' in run for run in runs):
+            spec, gen = right('in_key_final', t), right('generalist_in_key_final', t)
+            row['specialist_in_key_co_inference_accuracy'] = bootstrap_interval(spec)
+            row['generalist_in_key_co_inference_accuracy'] = bootstrap_interval(gen)
+            row['specialist_minus_generalist_in_key'] = paired_difference(spec, gen)
+            row['generalist_in_key_minus_generalist'] = paired_difference(
+                gen, right('generalist_final', t)
             )
         ceiling = np.stack([ceiling_outcomes(run, run['offload'][t]) for run in runs])
         row['key_ceiling_accuracy'] = bootstrap_interval(ceiling)
@@ -333,9 +361,14 @@ def format_summary(summary: dict[str, Any]) -> str:
                 _pm(g[m]) for m in ('top1', 'top2', 'top3', 'recall_gap_2_1', 'recall_gap_3_1')
             )
             lines.append(f'| {name} | {cells} |')
-        lines += ['', '| experts (mean over keys) | target | overall |', '|---|---:|---:|']
+        lines += [
+            '',
+            '| experts (mean over keys) | target | overall | target, in key |',
+            '|---|---:|---:|---:|',
+        ]
         for name, e in part['experts'].items():
-            lines.append(f'| {name} | {_pm(e["target"])} | {_pm(e["overall"])} |')
+            in_key = _pm(e['in_key']) if 'in_key' in e else '-'
+            lines.append(f'| {name} | {_pm(e["target"])} | {_pm(e["overall"])} | {in_key} |')
         series = [m for m in SWEEP_SERIES if m in part['sweep'][0]]
         lines += [
             '',
@@ -378,20 +411,29 @@ def format_intervals(part: dict[str, Any]) -> list[str]:
         '|---|---:|',
     ]
     lines += [f'| {name} | {_ci(stat)} |' for name, stat in iv['generalists'].items()]
-    lines += ['', '| experts (mean over keys) | target | overall |', '|---|---:|---:|']
+    lines += [
+        '',
+        '| experts (mean over keys) | target | overall | target, in key |',
+        '|---|---:|---:|---:|',
+    ]
     for name, stat in iv['experts'].items():
-        lines.append(f'| {name} | {_ci(stat["target"])} | {_ci(stat["overall"])} |')
+        in_key = _ci(stat['in_key']) if 'in_key' in stat else '-'
+        lines.append(f'| {name} | {_ci(stat["target"])} | {_ci(stat["overall"])} | {in_key} |')
     for other in ('static', 'generalist'):
         if f'progressive_minus_{other}' in iv:
             d = iv[f'progressive_minus_{other}']
+            in_key = _diff(d['in_key']) if 'in_key' in d else '-'
             lines.append(
-                f'| progressive − {other} | {_diff(d["target"])} | {_diff(d["overall"])} |'
+                f'| progressive − {other} | {_diff(d["target"])} | {_diff(d["overall"])} '
+                f'| {in_key} |'
             )
     cols = [
         ('offload_ratio', 'α(τ)'),
         ('co_inference_accuracy', 'specialist co-inference'),
         ('generalist_co_inference_accuracy', 'generalist co-inference'),
         ('static_co_inference_accuracy', 'static co-inference'),
+        ('specialist_in_key_co_inference_accuracy', 'specialist co-inference, in key'),
+        ('generalist_in_key_co_inference_accuracy', 'generalist co-inference, in key'),
         ('key_ceiling_accuracy', 'key ceiling'),
     ]
     cols = [c for c in cols if c[0] in iv['sweep'][0]]
@@ -400,6 +442,8 @@ def format_intervals(part: dict[str, Any]) -> list[str]:
         for name, label in (
             ('specialist_minus_generalist', 'specialist − generalist'),
             ('progressive_minus_static', 'progressive − static'),
+            ('specialist_minus_generalist_in_key', 'specialist − generalist, both in key'),
+            ('generalist_in_key_minus_generalist', 'generalist in key − generalist'),
         )
         if name in iv['sweep'][0]
     ]

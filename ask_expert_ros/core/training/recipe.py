@@ -480,12 +480,14 @@ def _subsample(data: LabelledImages, size: int, seed: int) -> LabelledImages:
 
 
 def _evaluated(out: Path, config: RecipeConfig) -> bool:
-    """Whether ``eval.json`` exists and was written for this very recipe."""
+    """Whether ``eval.json`` exists, was written for this very recipe and has every
+    figure the evaluation now makes (one from before the in-key figures is redone)."""
     try:
         report = json.loads((out / 'eval.json').read_text())
     except (OSError, ValueError):
         return False
-    return bool(report.get('recipe') == json.loads(json.dumps(config.to_dict())))
+    same = report.get('recipe') == json.loads(json.dumps(config.to_dict()))
+    return bool(same and 'experts_in_key_mean' in report)
 
 
 def _done(out: Path, stage: str) -> bool:
