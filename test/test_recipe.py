@@ -251,20 +251,36 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
             }
         )
     )
-    (tmp_path / 'exp.yaml').write_text(
+    every = tiny_recipe / 'all.yaml'  # the control: one subset, every class
+    every.write_text(
         yaml.safe_dump(
-            {
-                'recipe': str(tiny_recipe / 'recipe.yaml'),
-                'overrides': {'k': 1, 'static': False, 'train_subset': 60},
-                'seeds': [0, 1],
-                'partitions': [str(tiny_recipe / 'scheme.yaml'), str(other)],
-            }
+            {'name': 'all', 'class_names': list('abcdef'), 'subsets': {1: list('abcdef')}}
         )
     )
+    experiment = {
+        'recipe': str(tiny_recipe / 'recipe.yaml'),
+        'overrides': {'k': 1, 'static': False, 'train_subset': 60},
+        'seeds': [0, 1],
+        'partitions': [str(tiny_recipe / 'scheme.yaml'), str(other), str(every)],
+        'control': str(every),
+    }
+    (tmp_path / 'exp.yaml').write_text(yaml.safe_dump(experiment))
     config = ExperimentConfig.from_file(tmp_path / 'exp.yaml')
     out = tmp_path / 'exp'
     summary = run_experiment(config, out, progress=False)
-    assert set(summary['partitions']) == {'scheme', 'scheme_b'}
+    assert set(summary['partitions']) == {'scheme', 'scheme_b', 'all'}
+    # against the control, paired by frame: its co-inference is the all-class expert's
+    versus = summary['partitions']['scheme']['vs_control']
+    assert versus['seeds'] == 2 and 'vs_control' not in summary['partitions']['all']
+    for t, row in enumerate(versus['sweep']):
+        gain = row['specialist_minus_control']['mean']
+        own = summary['partitions']['scheme']['sweep'][t]['co_inference_accuracy']['mean']
+        ctrl = summary['partitions']['all']['sweep'][t]['co_inference_accuracy']['mean']
+        assert gain == pytest.approx(own - ctrl)
+    assert '### Against the control `all`' in (out / 'results.md').read_text()
+    (tmp_path / 'bad.yaml').write_text(yaml.safe_dump({**experiment, 'control': 'nowhere'}))
+    with pytest.raises(ValueError, match='must be one of the partitions'):
+        ExperimentConfig.from_file(tmp_path / 'bad.yaml')
     for seed in (0, 1):
         shared = out / f'seed_{seed}' / 'scheme_b' / 'done' / 'teacher'
         first = out / f'seed_{seed}' / 'scheme' / 'teacher.safetensors'

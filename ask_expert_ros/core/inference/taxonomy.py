@@ -294,6 +294,7 @@ BUILTIN_SCHEMES = {
     'fashion_mnist_s4': ('fashion_mnist_partitions.yaml', 'S4'),
     'fashion_mnist_s3_random': ('fashion_mnist_partitions.yaml', 'S3_random'),
     'fashion_mnist_s4_random': ('fashion_mnist_partitions.yaml', 'S4_random'),
+    'fashion_mnist_s1': ('fashion_mnist_partitions.yaml', 'S1'),
 }
 
 

@@ -5,7 +5,8 @@
     recipe: recipe_fashion_mnist.yaml   # relative to this file
     overrides: {train_subset: 6000}     # recipe settings changed for every run
     seeds: [0, 1, 2]
-    partitions: [fashion_mnist_s3, fashion_mnist_s4, fashion_mnist_s3_random]
+    partitions: [fashion_mnist_s3, fashion_mnist_s4, fashion_mnist_s3_random, fashion_mnist_s1]
+    control: fashion_mnist_s1           # optional: every partition is also compared with it
 
 Runs go to ``OUT/seed_<s>/<partition>/`` (each a model zoo with ``eval.json``). The
 generalist stages (teacher, edge, near-edge generalist) do not depend on the partition,
@@ -56,12 +57,13 @@ class ExperimentConfig:
     recipe: RecipeConfig
     seeds: tuple[int, ...]
     partitions: tuple[str, ...]
+    control: str | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> ExperimentConfig:
         path = Path(path)
         data = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
-        unknown = set(data) - {'recipe', 'overrides', 'seeds', 'partitions'}
+        unknown = set(data) - {'recipe', 'overrides', 'seeds', 'partitions', 'control'}
         if unknown:
             raise ValueError(f'{path}: unknown experiment settings {sorted(unknown)}')
         if 'recipe' not in data:
@@ -72,7 +74,10 @@ class ExperimentConfig:
         partitions = tuple(str(p) for p in data.get('partitions', [recipe.partition]))
         if not seeds or not partitions:
             raise ValueError(f'{path}: give at least one seed and one partition')
-        return cls(recipe, seeds, partitions)
+        control = data.get('control')
+        if control is not None and str(control) not in partitions:
+            raise ValueError(f'{path}: the control {control!r} must be one of the partitions')
+        return cls(recipe, seeds, partitions, None if control is None else str(control))
 
 
 def run_name(partition: str) -> str:
@@ -115,7 +120,7 @@ def run_experiment(
                 replace(config.recipe, seed=seed, partition=partition), run_dir, progress=progress
             )
             first = first or run_dir
-    return summarise_experiment(out, config.partitions)
+    return summarise_experiment(out, config.partitions, config.control)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -127,8 +132,12 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def summarise_experiment(out_dir: str | Path, partitions: tuple[str, ...]) -> dict[str, Any]:
-    """Mean and spread over the seeds of every figure of the runs' ``eval.json``."""
+def summarise_experiment(
+    out_dir: str | Path, partitions: tuple[str, ...], control: str | None = None
+) -> dict[str, Any]:
+    """Mean and spread over the seeds of every figure of the runs' ``eval.json``; with
+    ``control`` (a one-subset partition: the generalist given the specialists' extra
+    training), every other partition is also compared with it, frame by frame."""
     out = Path(out_dir)
     summary: dict[str, Any] = {'partitions': {}}
     for spec in partitions:
@@ -180,6 +189,10 @@ def summarise_experiment(out_dir: str | Path, partitions: tuple[str, ...]) -> di
         frames = sorted(out.glob(f'seed_*/{partition}/eval_frames.npz'))
         if len(frames) == len(reports):
             part['intervals'] = interval_summary(frames)
+        if control is not None and run_name(control) != partition:
+            versus = control_comparison(frames, run_name(control))
+            if versus is not None:
+                part['vs_control'] = versus
         summary['partitions'][partition] = part
     (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n', encoding='utf-8')
     (out / 'results.md').write_text(format_summary(summary), encoding='utf-8')
@@ -300,6 +313,65 @@ def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
     return result
 
 
+def control_comparison(frame_files: list[Path], control: str) -> dict[str, Any] | None:
+    """A partition's specialists against the control run of the same seeds.
+
+    The control is a one-subset partition: its single "expert" is the near-edge
+    generalist trained exactly as long again as the specialists were (specialist teacher
+    and expert stages with every class in D_I). Same seed, same edge model and same tau
+    mean the same frames are offloaded, so the two are paired frame by frame. Seeds
+    without a finished control run are left out.
+    """
+    pairs = []
+    for path in frame_files:
+        other = path.parent.parent / control / 'eval_frames.npz'
+        if other.is_file():
+            pairs.append((dict(np.load(path)), dict(np.load(other))))
+    if not pairs:
+        return None
+    labels = pairs[0][0]['labels']
+    for run, ctrl in pairs:
+        if not (np.array_equal(run['labels'], labels) and np.array_equal(ctrl['labels'], labels)):
+            raise ValueError('the runs were evaluated on different test frames')
+        if not np.array_equal(run['offload'], ctrl['offload']):
+            raise ValueError(f'{control}: offloads other frames (another edge model or taus)')
+
+    def right(preds: list[np.ndarray]) -> np.ndarray:
+        return np.stack([p == labels for p in preds]).astype(np.float64)
+
+    sweep = []
+    for t in range(pairs[0][0]['final'].shape[0]):
+        spec = right([run['final'][t] for run, _ in pairs])
+        base = right([c['final'][t] for _, c in pairs])
+        sweep.append(
+            {
+                'control_co_inference_accuracy': bootstrap_interval(base),
+                'specialist_minus_control': paired_difference(spec, base),
+            }
+        )
+    parts = ('target', 'overall')
+    mine = [_key_means(run['progressive_key_pred'], labels, run['key_masks']) for run, _ in pairs]
+    theirs = [
+        _key_means(
+            np.broadcast_to(ctrl['progressive_key_pred'][0], run['key_masks'].shape),
+            labels,
+            run['key_masks'],
+        )
+        for run, ctrl in pairs
+    ]
+    progressive = {part: np.stack([m[part] for m in mine]) for part in parts}
+    controls = {part: np.stack([m[part] for m in theirs]) for part in parts}
+    return {
+        'control': control,
+        'seeds': len(pairs),
+        'sweep': sweep,
+        'control_experts': {part: bootstrap_interval(controls[part]) for part in parts},
+        'progressive_minus_control': {
+            part: paired_difference(progressive[part], controls[part]) for part in parts
+        },
+    }
+
+
 def routed_by_key(runs: list[dict[str, np.ndarray]]) -> list[list[dict[str, Any]]]:
     """Per tau, per routed key, pooled over the seeds: where the specialists win or lose.
 
@@ -387,7 +459,37 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append('')
         if 'intervals' in part:
             lines += format_intervals(part)
+        if 'vs_control' in part:
+            lines += format_control(part)
     return '\n'.join(lines)
+
+
+def format_control(part: dict[str, Any]) -> list[str]:
+    """The specialists against the generalist given their extra training (the control)."""
+    vs = part['vs_control']
+    lines = [
+        f'### Against the control `{vs["control"]}` ({vs["seeds"]} seeds, paired by frame)',
+        '',
+        'The control is the near-edge generalist trained as long again as the specialists '
+        '(every class in D_I): what the extra epochs alone give.',
+        '',
+        '| experts (mean over keys) | target | overall |',
+        '|---|---:|---:|',
+        f'| control | {_ci(vs["control_experts"]["target"])} '
+        f'| {_ci(vs["control_experts"]["overall"])} |',
+        f'| progressive − control | {_diff(vs["progressive_minus_control"]["target"])} '
+        f'| {_diff(vs["progressive_minus_control"]["overall"])} |',
+        '',
+        '| τ | control co-inference | specialist − control |',
+        '|---:|---:|---:|',
+    ]
+    for row, stats in zip(part['sweep'], vs['sweep'], strict=True):
+        lines.append(
+            f'| {row["tau"]:.2f} | {_ci(stats["control_co_inference_accuracy"])} '
+            f'| {_diff(stats["specialist_minus_control"])} |'
+        )
+    lines.append('')
+    return lines
 
 
 def _ci(stat: dict[str, Any]) -> str:
