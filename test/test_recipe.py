@@ -278,6 +278,10 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
         ctrl = summary['partitions']['all']['sweep'][t]['co_inference_accuracy']['mean']
         assert gain == pytest.approx(own - ctrl)
     assert '### Against the control `all`' in (out / 'results.md').read_text()
+    # in key: the control's answer restricted to each key's classes can only gain on target
+    control = versus['control_experts']
+    assert control['in_key']['mean'] >= control['target']['mean'] - 1e-9
+    assert 'in_key' in versus['progressive_minus_control']
     (tmp_path / 'bad.yaml').write_text(yaml.safe_dump({**experiment, 'control': 'nowhere'}))
     with pytest.raises(ValueError, match='must be one of the partitions'):
         ExperimentConfig.from_file(tmp_path / 'bad.yaml')

@@ -111,6 +111,8 @@ def evaluate_zoo(
         outputs = {name: predict_logits(model, frames) for name, model in models.items()}
         if general_logits is not None:
             outputs['generalist'] = general_logits
+        if len(library.keys) == 1:  # a control: its in-key figures under other partitions
+            per_frame['expert_logits'] = outputs['progressive'].astype(np.float16)
         for name, logits in outputs.items():
             row[name] = _target_overall(logits, labels, mask)
             in_key = in_key_argmax(logits, classes)

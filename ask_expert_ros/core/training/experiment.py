@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ask_expert_ros.core.evaluation.recipe_eval import ceiling_outcomes
+from ask_expert_ros.core.evaluation.recipe_eval import ceiling_outcomes, in_key_argmax
 from ask_expert_ros.core.evaluation.significance import bootstrap_interval, paired_difference
 from ask_expert_ros.core.training.recipe import RecipeConfig, run_recipe
 
@@ -349,7 +349,7 @@ def control_comparison(frame_files: list[Path], control: str) -> dict[str, Any] 
                 'specialist_minus_control': paired_difference(spec, base),
             }
         )
-    parts = ('target', 'overall')
+    parts: tuple[str, ...] = ('target', 'overall')
     mine = [_key_means(run['progressive_key_pred'], labels, run['key_masks']) for run, _ in pairs]
     theirs = [
         _key_means(
@@ -361,6 +361,24 @@ def control_comparison(frame_files: list[Path], control: str) -> dict[str, Any] 
     ]
     progressive = {part: np.stack([m[part] for m in mine]) for part in parts}
     controls = {part: np.stack([m[part] for m in theirs]) for part in parts}
+    if all('expert_logits' in c and 'progressive_key_pred_in_key' in r for r, c in pairs):
+        parts = (*parts, 'in_key')
+        progressive['in_key'] = np.stack(
+            [
+                _key_means(r['progressive_key_pred_in_key'], labels, r['key_masks'])['target']
+                for r, _ in pairs
+            ]
+        )
+        controls['in_key'] = np.stack(
+            [
+                _key_means(
+                    _control_in_key(c['expert_logits'], r['key_masks'], labels),
+                    labels,
+                    r['key_masks'],
+                )['target']
+                for r, c in pairs
+            ]
+        )
     return {
         'control': control,
         'seeds': len(pairs),
@@ -370,6 +388,15 @@ def control_comparison(frame_files: list[Path], control: str) -> dict[str, Any] 
             part: paired_difference(progressive[part], controls[part]) for part in parts
         },
     }
+
+
+def _control_in_key(logits: np.ndarray, key_masks: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``[K, N]``: the control's answer restricted to each key's classes (the classes of
+    the key's target frames)."""
+    classes = np.zeros((len(key_masks), logits.shape[1]), dtype=bool)
+    for i, mask in enumerate(key_masks):
+        classes[i, np.unique(labels[mask])] = True
+    return np.stack([in_key_argmax(logits.astype(np.float32), c) for c in classes])
 
 
 def routed_by_key(runs: list[dict[str, np.ndarray]]) -> list[list[dict[str, Any]]]:
@@ -467,18 +494,22 @@ def format_summary(summary: dict[str, Any]) -> str:
 def format_control(part: dict[str, Any]) -> list[str]:
     """The specialists against the generalist given their extra training (the control)."""
     vs = part['vs_control']
+    ctrl, diff = vs['control_experts'], vs['progressive_minus_control']
+    parts = ('target', 'overall', 'in_key')
     lines = [
         f'### Against the control `{vs["control"]}` ({vs["seeds"]} seeds, paired by frame)',
         '',
         'The control is the near-edge generalist trained as long again as the specialists '
         '(every class in D_I): what the extra epochs alone give.',
         '',
-        '| experts (mean over keys) | target | overall |',
-        '|---|---:|---:|',
-        f'| control | {_ci(vs["control_experts"]["target"])} '
-        f'| {_ci(vs["control_experts"]["overall"])} |',
-        f'| progressive − control | {_diff(vs["progressive_minus_control"]["target"])} '
-        f'| {_diff(vs["progressive_minus_control"]["overall"])} |',
+        '| experts (mean over keys) | target | overall | target, in key |',
+        '|---|---:|---:|---:|',
+        '| control | '
+        + ' | '.join(_ci(c) if c else '-' for c in (ctrl.get(p) for p in parts))
+        + ' |',
+        '| progressive − control | '
+        + ' | '.join(_diff(d) if d else '-' for d in (diff.get(p) for p in parts))
+        + ' |',
         '',
         '| τ | control co-inference | specialist − control |',
         '|---:|---:|---:|',
