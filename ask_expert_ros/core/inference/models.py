@@ -32,7 +32,7 @@ from ask_expert_ros.core.inference.taxonomy import ExpertKey
 
 logger = logging.getLogger(__name__)
 
-VariantName = Literal['deit_3h', 'deit_4h', 'deit_6h', 'deit_base']
+VariantName = Literal['deit_1h', 'deit_3h', 'deit_4h', 'deit_6h', 'deit_base']
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class VariantSpec:
 
 
 VARIANTS: dict[str, VariantSpec] = {
+    # not in the paper: one 64-wide head, for experiments where the near-edge model must
+    # be capacity-bound (docs/results/fashion_mnist.md)
+    'deit_1h': VariantSpec(embed_dim=64, num_heads=1),
     'deit_3h': VariantSpec(embed_dim=192, num_heads=3),
     'deit_4h': VariantSpec(embed_dim=256, num_heads=4),
     'deit_6h': VariantSpec(embed_dim=384, num_heads=6),
