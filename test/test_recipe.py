@@ -259,7 +259,7 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
     )
     experiment = {
         'recipe': str(tiny_recipe / 'recipe.yaml'),
-        'overrides': {'k': 1, 'static': False, 'train_subset': 60},
+        'overrides': {'k': 1, 'static': True, 'train_subset': 60},
         'seeds': [0, 1],
         'partitions': [str(tiny_recipe / 'scheme.yaml'), str(other), str(every)],
         'control': str(every),
@@ -282,6 +282,15 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
     control = versus['control_experts']
     assert control['in_key']['mean'] >= control['target']['mean'] - 1e-9
     assert 'in_key' in versus['progressive_minus_control']
+    # static experts against the control and the generalist, paired like the progressive
+    assert set(versus['static_minus_control']) == {'target', 'overall', 'in_key'}
+    part_iv = summary['partitions']['scheme']['intervals']['sweep'][0]
+    static_gain = part_iv['static_minus_generalist']['mean']
+    assert static_gain == pytest.approx(
+        part_iv['static_co_inference_accuracy']['mean']
+        - part_iv['generalist_co_inference_accuracy']['mean']
+    )
+    assert 'static_minus_control' in versus['sweep'][0]
     (tmp_path / 'bad.yaml').write_text(yaml.safe_dump({**experiment, 'control': 'nowhere'}))
     with pytest.raises(ValueError, match='must be one of the partitions'):
         ExperimentConfig.from_file(tmp_path / 'bad.yaml')

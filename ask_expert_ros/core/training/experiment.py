@@ -297,6 +297,10 @@ def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
             row['progressive_minus_static'] = paired_difference(
                 right('final', t), right('static_final', t)
             )
+            if 'generalist_final' in runs[0]:
+                row['static_minus_generalist'] = paired_difference(
+                    right('static_final', t), right('generalist_final', t)
+                )
         if all('in_key_final' in run and 'generalist_in_key_final' in run for run in runs):
             spec, gen = right('in_key_final', t), right('generalist_in_key_final', t)
             row['specialist_in_key_co_inference_accuracy'] = bootstrap_interval(spec)
@@ -343,51 +347,66 @@ def control_comparison(frame_files: list[Path], control: str) -> dict[str, Any] 
     for t in range(pairs[0][0]['final'].shape[0]):
         spec = right([run['final'][t] for run, _ in pairs])
         base = right([c['final'][t] for _, c in pairs])
-        sweep.append(
-            {
-                'control_co_inference_accuracy': bootstrap_interval(base),
-                'specialist_minus_control': paired_difference(spec, base),
-            }
-        )
-    parts: tuple[str, ...] = ('target', 'overall')
-    mine = [_key_means(run['progressive_key_pred'], labels, run['key_masks']) for run, _ in pairs]
-    theirs = [
-        _key_means(
-            np.broadcast_to(ctrl['progressive_key_pred'][0], run['key_masks'].shape),
-            labels,
-            run['key_masks'],
-        )
-        for run, ctrl in pairs
-    ]
-    progressive = {part: np.stack([m[part] for m in mine]) for part in parts}
-    controls = {part: np.stack([m[part] for m in theirs]) for part in parts}
-    if all('expert_logits' in c and 'progressive_key_pred_in_key' in r for r, c in pairs):
-        parts = (*parts, 'in_key')
-        progressive['in_key'] = np.stack(
-            [
-                _key_means(r['progressive_key_pred_in_key'], labels, r['key_masks'])['target']
-                for r, _ in pairs
-            ]
-        )
-        controls['in_key'] = np.stack(
-            [
-                _key_means(
-                    _control_in_key(c['expert_logits'], r['key_masks'], labels),
-                    labels,
-                    r['key_masks'],
-                )['target']
-                for r, c in pairs
-            ]
-        )
-    return {
+        row = {
+            'control_co_inference_accuracy': bootstrap_interval(base),
+            'specialist_minus_control': paired_difference(spec, base),
+        }
+        if all('static_final' in run for run, _ in pairs):
+            static = right([run['static_final'][t] for run, _ in pairs])
+            row['static_minus_control'] = paired_difference(static, base)
+        sweep.append(row)
+    in_key = all('expert_logits' in c for _, c in pairs)
+    controls = _expert_means(
+        [
+            (
+                np.broadcast_to(c['progressive_key_pred'][0], r['key_masks'].shape),
+                _control_in_key(c['expert_logits'], r['key_masks'], labels) if in_key else None,
+                r['key_masks'],
+            )
+            for r, c in pairs
+        ],
+        labels,
+    )
+    result: dict[str, Any] = {
         'control': control,
         'seeds': len(pairs),
         'sweep': sweep,
-        'control_experts': {part: bootstrap_interval(controls[part]) for part in parts},
-        'progressive_minus_control': {
-            part: paired_difference(progressive[part], controls[part]) for part in parts
-        },
+        'control_experts': {part: bootstrap_interval(v) for part, v in controls.items()},
     }
+    for name in ('progressive', 'static'):
+        if not all(f'{name}_key_pred' in r for r, _ in pairs):
+            continue
+        mine = _expert_means(
+            [
+                (r[f'{name}_key_pred'], r.get(f'{name}_key_pred_in_key'), r['key_masks'])
+                for r, _ in pairs
+            ],
+            labels,
+        )
+        result[f'{name}_minus_control'] = {
+            part: paired_difference(mine[part], controls[part])
+            for part in mine
+            if part in controls
+        }
+    return result
+
+
+def _expert_means(
+    runs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]], labels: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per seed ``(key preds, in-key key preds or None, key masks)`` -> per-frame values of
+    the mean over keys on target, overall and (where every seed has it) in key."""
+    means = [_key_means(preds, labels, masks) for preds, _, masks in runs]
+    out = {part: np.stack([m[part] for m in means]) for part in ('target', 'overall')}
+    restricted = [in_key for _, in_key, _ in runs if in_key is not None]
+    if len(restricted) == len(runs):
+        out['in_key'] = np.stack(
+            [
+                _key_means(in_key, labels, masks)['target']
+                for in_key, (_, _, masks) in zip(restricted, runs, strict=True)
+            ]
+        )
+    return out
 
 
 def _control_in_key(logits: np.ndarray, key_masks: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -494,7 +513,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 def format_control(part: dict[str, Any]) -> list[str]:
     """The specialists against the generalist given their extra training (the control)."""
     vs = part['vs_control']
-    ctrl, diff = vs['control_experts'], vs['progressive_minus_control']
+    ctrl = vs['control_experts']
     parts = ('target', 'overall', 'in_key')
     lines = [
         f'### Against the control `{vs["control"]}` ({vs["seeds"]} seeds, paired by frame)',
@@ -507,17 +526,25 @@ def format_control(part: dict[str, Any]) -> list[str]:
         '| control | '
         + ' | '.join(_ci(c) if c else '-' for c in (ctrl.get(p) for p in parts))
         + ' |',
-        '| progressive − control | '
-        + ' | '.join(_diff(d) if d else '-' for d in (diff.get(p) for p in parts))
-        + ' |',
+    ]
+    for name in ('progressive', 'static'):
+        diff = vs.get(f'{name}_minus_control')
+        if diff:
+            lines.append(
+                f'| {name} − control | '
+                + ' | '.join(_diff(d) if d else '-' for d in (diff.get(p) for p in parts))
+                + ' |'
+            )
+    lines += [
         '',
-        '| τ | control co-inference | specialist − control |',
-        '|---:|---:|---:|',
+        '| τ | control co-inference | specialist − control | static − control |',
+        '|---:|---:|---:|---:|',
     ]
     for row, stats in zip(part['sweep'], vs['sweep'], strict=True):
+        static = stats.get('static_minus_control')
         lines.append(
             f'| {row["tau"]:.2f} | {_ci(stats["control_co_inference_accuracy"])} '
-            f'| {_diff(stats["specialist_minus_control"])} |'
+            f'| {_diff(stats["specialist_minus_control"])} | {_diff(static) if static else "-"} |'
         )
     lines.append('')
     return lines
@@ -575,6 +602,7 @@ def format_intervals(part: dict[str, Any]) -> list[str]:
         for name, label in (
             ('specialist_minus_generalist', 'specialist − generalist'),
             ('progressive_minus_static', 'progressive − static'),
+            ('static_minus_generalist', 'static − generalist'),
             ('specialist_minus_generalist_in_key', 'specialist − generalist, both in key'),
             ('generalist_in_key_minus_generalist', 'generalist in key − generalist'),
         )
