@@ -359,6 +359,7 @@ def test_shipped_recipes_parse(name: str) -> None:
         'experiment_fashion_mnist.yaml',
         'experiment_fashion_mnist_cpu.yaml',
         'experiment_fashion_mnist_full.yaml',
+        'experiment_fashion_mnist_capacity.yaml',
     ],
 )
 def test_shipped_experiment_parses(name: str) -> None:
@@ -366,8 +367,12 @@ def test_shipped_experiment_parses(name: str) -> None:
     from ask_expert_ros.core.training.experiment import ExperimentConfig
 
     config = ExperimentConfig.from_file(config_dir() / name)
-    assert config.seeds == (0, 1, 2) and 'fashion_mnist_s3_random' in config.partitions
-    assert config.recipe.dataset == 'fashion_mnist'
+    assert config.seeds == (0, 1, 2) and config.recipe.dataset == 'fashion_mnist'
+    if name.endswith('_capacity.yaml'):  # a DeiT-1H near-edge model, against its control
+        assert config.recipe.expert_variant == 'deit_1h'
+        assert config.control == 'fashion_mnist_s1'
+        return
+    assert 'fashion_mnist_s3_random' in config.partitions
     if name.endswith('_full.yaml'):  # issue 20: every training frame, experts from the generalist
         recipe = config.recipe
         assert recipe.train_subset is None and recipe.expert_init == 'generalist'
