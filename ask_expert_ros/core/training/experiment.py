@@ -733,21 +733,23 @@ def plot_training_curves(out_dir: Path, partitions: tuple[str, ...]) -> list[Pat
         runs = sorted(out_dir.glob(f'seed_*/{partition}'))
         if not runs:
             continue
-        groups = ('teacher', 'edge', 'generalist', 'teacher_', 'expert_', 'static_')
-        titles = (
-            'teacher (DeiT-6H)',
-            'edge',
-            'near-edge generalist',
-            'specialist teachers',
-            'progressive experts',
-            'static experts',
-        )
+        groups = {  # panel title -> which stages it draws
+            'teacher (DeiT-6H)': lambda s: s == 'teacher',
+            'edge': lambda s: s == 'edge',
+            'near-edge generalist': lambda s: s == 'generalist',
+            'specialist teachers (progressive and static)': lambda s: s.startswith(
+                ('teacher_', 'static_teacher_')
+            ),
+            'progressive experts': lambda s: s.startswith('expert_'),
+            'static experts': lambda s: (
+                s.startswith('static_') and not s.startswith('static_teacher_')
+            ),
+        }
         fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-        for ax, group, title in zip(axes.flat, groups, titles, strict=True):
+        for ax, (title, member) in zip(axes.flat, groups.items(), strict=True):
             for run in runs:
                 for stage, curve in training_curves(run).items():
-                    exact = group in ('teacher', 'edge', 'generalist')
-                    if (stage == group) if exact else stage.startswith(group):
+                    if member(stage):
                         epochs = range(1, len(curve['loss']) + 1)
                         ax.plot(
                             epochs,
