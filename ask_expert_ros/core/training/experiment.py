@@ -233,39 +233,21 @@ def interval_summary(frame_files: list[Path]) -> dict[str, Any]:
         }
     }
     experts: dict[str, dict[str, np.ndarray]] = {}
-    for name in ('progressive', 'static', 'teacher'):
-        if all(f'{name}_key_pred' in run for run in runs):
-            per_seed = [
-                _key_means(run[f'{name}_key_pred'], labels, run['key_masks']) for run in runs
-            ]
-            experts[name] = {
-                part: np.stack([m[part] for m in per_seed]) for part in ('target', 'overall')
-            }
-    in_key = {
-        name: np.stack(
-            [
-                _key_means(run[f'{name}_key_pred_in_key'], labels, run['key_masks'])['target']
-                for run in runs
-            ]
-        )
-        for name in ('progressive', 'static', 'teacher', 'generalist')
-        if all(f'{name}_key_pred_in_key' in run for run in runs)
-    }
-    if 'generalist' in result['generalists']:
-        per_seed = [
-            _key_means(
-                np.broadcast_to(run['generalist_pred'], run['key_masks'].shape),
+    for name in ('progressive', 'static', 'teacher', 'generalist'):
+        # [K, N] answers per key; the generalist answers the same for every key
+        source = 'generalist_pred' if name == 'generalist' else f'{name}_key_pred'
+        if all(source in run for run in runs):
+            experts[name] = _expert_means(
+                [
+                    (
+                        np.broadcast_to(run[source], run['key_masks'].shape),
+                        run.get(f'{name}_key_pred_in_key'),
+                        run['key_masks'],
+                    )
+                    for run in runs
+                ],
                 labels,
-                run['key_masks'],
             )
-            for run in runs
-        ]
-        experts['generalist'] = {
-            part: np.stack([m[part] for m in per_seed]) for part in ('target', 'overall')
-        }
-    for name, values in in_key.items():
-        if name in experts:
-            experts[name]['in_key'] = values
     result['experts'] = {
         name: {part: bootstrap_interval(values) for part, values in parts.items()}
         for name, parts in experts.items()
