@@ -291,6 +291,9 @@ def test_experiment_over_seeds_and_partitions(tiny_recipe: Path, tmp_path: Path)
         - part_iv['generalist_co_inference_accuracy']['mean']
     )
     assert 'static_minus_control' in versus['sweep'][0]
+    # the control trains no static expert (its one subset is every class)
+    assert not (out / 'seed_0' / 'all' / 'static').exists()
+    assert (out / 'seed_0' / 'scheme' / 'static' / 'library.yaml').is_file()
     (tmp_path / 'bad.yaml').write_text(yaml.safe_dump({**experiment, 'control': 'nowhere'}))
     with pytest.raises(ValueError, match='must be one of the partitions'):
         ExperimentConfig.from_file(tmp_path / 'bad.yaml')

@@ -116,9 +116,11 @@ def run_experiment(
             if first is not None:
                 _share_generalists(first, run_dir)
             logger.info('experiment: seed %d, partition %s -> %s', seed, partition, run_dir)
-            run_recipe(
-                replace(config.recipe, seed=seed, partition=partition), run_dir, progress=progress
-            )
+            # the control's one subset holds every class: its static expert would be the
+            # generalist trained again without the weights, a baseline of nothing
+            static = config.recipe.static and partition != config.control
+            recipe = replace(config.recipe, seed=seed, partition=partition, static=static)
+            run_recipe(recipe, run_dir, progress=progress)
             first = first or run_dir
     return summarise_experiment(out, config.partitions, config.control)
 
